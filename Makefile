@@ -1,0 +1,34 @@
+# Two commands: `make demo` runs the whole pipeline on built-in data, `make test` runs the tests.
+# Both create (or reuse) .venv and install the pinned, tested versions: torch first,
+# so pip never replaces the CPU build with a multi-GB CUDA one.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.etspipe-installed
+TORCH := $(shell grep '^torch==' constraints.txt)
+
+.PHONY: demo test install java lint clean
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt "$(TORCH)"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+java:
+	@bash scripts/ensure_java.sh
+
+demo: install java
+	$(VENV)/bin/etspipe demo
+
+test: install java
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache

@@ -1,0 +1,115 @@
+"""Configuration: `configs/ets.yaml` defines every key, files and `-o` overrides change them.
+
+The reference file is also the schema: a key that it does not hold is a mistake
+(reported with the closest valid key), and a value must have the type of the
+reference value, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from etspipe.errors import UserError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+REFERENCE_CONFIG = CONFIG_DIR / "ets.yaml"
+
+Config = dict[str, dict[str, Any]]
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise UserError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a config file must be a mapping of sections")
+    return data
+
+
+def reference_config() -> Config:
+    """The paper/reference hyper-parameters, which also define the valid keys."""
+    return _read_yaml(REFERENCE_CONFIG)
+
+
+def _all_keys(ref: Config) -> list[str]:
+    return [f"{s}.{k}" for s, sec in ref.items() for k in sec]
+
+
+def _closest(key: str, ref: Config) -> str:
+    match = difflib.get_close_matches(key, _all_keys(ref), n=1, cutoff=0.0)
+    return match[0] if match else ""
+
+
+def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
+    """Check `value` against the type of the reference value (None accepts anything)."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok:
+            value = float(value)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, list):
+        ok = isinstance(value, list)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise UserError(
+            f"{source}: {key} must be {type(default).__name__} "
+            f"(like {default!r}), got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _set(cfg: Config, ref: Config, key: str, value: Any, source: str) -> None:
+    section, _, name = key.partition(".")
+    if not name or section not in ref or name not in ref[section]:
+        hint = _closest(key, ref)
+        raise UserError(f"{source}: unknown config key '{key}' (did you mean '{hint}'?)")
+    cfg[section][name] = _coerce(key, value, ref[section][name], source)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Reference values, then the keys of `path`, then `section.key=value` overrides."""
+    ref = reference_config()
+    cfg = copy.deepcopy(ref)
+    if path is not None and Path(path).resolve() != REFERENCE_CONFIG:
+        data = _read_yaml(Path(path))
+        for section, values in data.items():
+            if not isinstance(values, dict):
+                hint = _closest(str(section), ref)
+                raise UserError(f"{path}: '{section}' must be a section of keys (did you mean '{hint}'?)")
+            for name, value in values.items():
+                _set(cfg, ref, f"{section}.{name}", value, str(path))
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise UserError(f"override '{item}' must look like section.key=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        _set(cfg, ref, key.strip(), value, "-o")
+    return cfg
+
+
+def set_value(cfg: Config, key: str, value: Any) -> None:
+    """Set a key from a CLI flag (already typed by click), validated like an override."""
+    _set(cfg, reference_config(), key, value, "option")
