@@ -1,0 +1,132 @@
+"""The ActivityNet Captions result file: the one output format of evaluate and predict.
+
+```json
+{"version": "VERSION 1.0",
+ "results": {"v_uqiMw7tQ1Cc": [{"timestamp": [1.23, 4.53], "sentence": "..."}]},
+ "external_data": {"used": true, "details": "C3D fc7 features"}}
+```
+
+The official scorer refuses a file without all three top-level fields, so they
+are always written; a file read back is validated entry by entry, and a bad one
+is a `UserError` that names the file and the first bad place, never a traceback
+deep inside the scorer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from etspipe.errors import UserError
+
+RESULT_VERSION = "VERSION 1.0"
+REQUIRED_FIELDS = ("version", "results", "external_data")
+
+Results = dict[str, list[dict[str, Any]]]
+
+
+def make_result(results: Mapping[str, list[dict[str, Any]]], details: str, used: bool = True) -> dict[str, Any]:
+    """The whole result document around a `{video_id: [entries]}` mapping."""
+    return {
+        "version": RESULT_VERSION,
+        "results": {vid: list(entries) for vid, entries in results.items()},
+        "external_data": {"used": bool(used), "details": details},
+    }
+
+
+def entry(start: float, end: float, sentence: str) -> dict[str, Any]:
+    """One caption entry (times rounded to milliseconds, as published result files are)."""
+    return {"timestamp": [round(float(start), 3), round(float(end), 3)], "sentence": sentence}
+
+
+def _problem(doc: Any) -> str | None:
+    """First reason `doc` is not a valid result document, or None."""
+    if not isinstance(doc, dict):
+        return "top level must be a JSON object"
+    missing = [f for f in REQUIRED_FIELDS if f not in doc]
+    if missing:
+        return f"missing field(s) {', '.join(missing)} (need version, results, external_data)"
+    if not isinstance(doc["results"], dict):
+        return "'results' must map video ids to lists of captions"
+    for vid, entries in doc["results"].items():
+        if not isinstance(entries, list):
+            return f"results[{vid!r}] must be a list"
+        for i, item in enumerate(entries):
+            where = f"results[{vid!r}][{i}]"
+            if not isinstance(item, dict):
+                return f"{where} must be an object with timestamp and sentence"
+            ts = item.get("timestamp")
+            if (
+                not isinstance(ts, (list, tuple))
+                or len(ts) != 2
+                or not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in ts)
+                or not all(math.isfinite(t) for t in ts)
+            ):
+                return f"{where}.timestamp must be [start, end] in seconds"
+            if not isinstance(item.get("sentence"), str):
+                return f"{where}.sentence must be a string"
+    return None
+
+
+def validate_result(doc: Any, source: str = "result") -> dict[str, Any]:
+    """Return `doc` if it is a valid result document, else raise UserError naming `source`."""
+    problem = _problem(doc)
+    if problem:
+        raise UserError(f"{source}: not a valid ActivityNet result file: {problem}")
+    return doc
+
+
+def read_result(path: str | Path) -> dict[str, Any]:
+    """Read and validate a result file; any problem is a UserError naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"result file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read result file {path}: {exc}") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    return validate_result(doc, str(path))
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """Write JSON next to its final name, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, ensure_ascii=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_result(path: str | Path, doc: dict[str, Any]) -> Path:
+    """Validate and write a result document atomically."""
+    validate_result(doc, str(path))
+    return write_json_atomic(path, doc)
+
+
+def default_result_path(results_dir: str | Path, stem: str) -> Path:
+    """`<results_dir>/<stem>_<YYYYmmdd-HHMMSS>.json`, so runs never overwrite each other."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path(results_dir) / f"{stem}_{stamp}.json"
+    n = 1
+    while path.exists():
+        path = Path(results_dir) / f"{stem}_{stamp}-{n}.json"
+        n += 1
+    return path
