@@ -223,7 +223,7 @@ def evaluate(weights: str | None, save_dir: str | None, store_path: str | None, 
     if results_path is None and store_path is None:
         raise UserError("give --store STORE to caption segments, or --results FILE to score a result file")
     run_evaluate(cfg, weights=weights, store_path=store_path, annotation_paths=list(annotations),
-                 results_path=results_path)
+                 results_path=results_path, device=cfg["train"]["device"], batch_size=cfg["decode"]["batch_size"])
 
 
 @cli.command()
@@ -236,11 +236,14 @@ def evaluate(weights: str | None, save_dir: str | None, store_path: str | None, 
               help="Feature store to read ids from and cache new videos in (default: beside the results).")
 @click.option("--out", "out_dir", default=None, help="Output folder (default data/predict_results).")
 @click.option("--plot", "plot_dir", default=None, help="Save one attention plot (PNG) per caption here.")
+@click.option("--c3d-weights", default=None, type=click.Path(dir_okay=False),
+              help="C3D weights for raw videos, when the store was extracted with trained weights.")
 @click.option("--beam-size", type=int, default=None, help="Beam width (1 = greedy).")
 @click.option("--device", type=DEVICE, default=None, help="Where to run (default auto).")
 @config_options
 def predict(filelist: str, weights: str | None, save_dir: str | None, store_path: str | None,
-            out_dir: str | None, plot_dir: str | None, beam_size: int | None, device: str | None,
+            out_dir: str | None, plot_dir: str | None, c3d_weights: str | None, beam_size: int | None,
+            device: str | None,
             cfg: dict, raw_overrides: tuple[str, ...]) -> None:
     """Caption the videos or segments listed in a file.
 
@@ -258,9 +261,11 @@ def predict(filelist: str, weights: str | None, save_dir: str | None, store_path
     _set(cfg, "predict.results_dir", out_dir)
     _set(cfg, "decode.beam_size", beam_size)
     _set(cfg, "train.device", device)
-    summary = run_predict(cfg, filelist=filelist, weights=weights, store_path=store_path, plot_dir=plot_dir)
-    if summary.get("failed"):
-        raise PartialFailure(f"{summary['failed']} line(s) of {filelist} could not be captioned")
+    summary = run_predict(cfg, weights, filelist, store_path=store_path, plot_dir=plot_dir,
+                          c3d_weights=c3d_weights, device=cfg["train"]["device"],
+                          batch_size=cfg["decode"]["batch_size"])
+    if summary.get("n_failed"):
+        raise PartialFailure(f"{summary['n_failed']} line(s) of {filelist} could not be captioned")
 
 
 @cli.command()

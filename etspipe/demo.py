@@ -82,9 +82,8 @@ def _examples(results: dict, meta: dict, n: int) -> list[tuple[str, str, str, bo
 
 def run_demo(out_dir: Path, fresh: bool = False, cfg: dict | None = None) -> dict:
     """Generate, extract, train, evaluate, predict; print a report; return its numbers."""
-    from caption_model.predict import run_predict
-
     from caption_model.evaluate import run_evaluate
+    from caption_model.predict import run_predict
     from caption_model.results import read_result
     from caption_model.train import train
     from etspipe.demo_data import generate_demo_dataset, load_meta, score_captions
@@ -128,8 +127,8 @@ def run_demo(out_dir: Path, fresh: bool = False, cfg: dict | None = None) -> dic
         filelist = results_dir / "demo_filelist.txt"
         test_ann = json.loads(Path(data["test"]).read_text(encoding="utf-8"))
         _write_filelist(filelist, Path(data["videos_dir"]), test_ann, n_videos=3)
-        prediction = run_predict(cfg, filelist=str(filelist), weights=str(best), store_path=str(store_path),
-                                 plot_dir=str(plot_dir))
+        prediction = run_predict(cfg, str(best), str(filelist), store_path=str(store_path),
+                                 plot_dir=str(plot_dir), echo=click.echo)
 
     results = read_result(Path(evaluation["results_path"]))["results"]
     correct = score_captions(results, test_meta)
