@@ -1,0 +1,189 @@
+"""Benchmark stage 1: end-to-end C3D extraction vs the bare network, decode rate, peak memory.
+
+Prints one JSON line per result:
+
+* ``throughput``: end-to-end clips/s of `extract_corpus` with the full-size C3D
+  (width 1.0, fc7, fp32 on CPU) on a 720p video of exactly ``--clips`` clips,
+  and, in the same process, clips/s of the bare network (input transform +
+  forward) on pre-decoded uint8 clips at the same batch size and clip count;
+  their ratio is how much of the network's speed survives decoding, batching
+  and writing (target >= 0.9).
+* ``decode``: frames/s of one reader decoding the 1-minute 720p video straight
+  to 128x171 (decord), i.e. the per-core decode rate.
+* ``rss``: peak RSS of a fresh process extracting each whole video (1 and 10
+  minutes of 720p) with ``--rss-width`` (a narrow network, so the run fits in
+  minutes on a CPU; the network's own memory is a constant that does not grow
+  with video length). Target: 10-minute peak within 1.2x of the 1-minute one,
+  and under 3 GiB.
+
+Videos are generated with PyAV in a temporary folder. ``--short`` shrinks the
+durations (6 s and 60 s, 16 clips) for a quick check.
+
+    .venv/bin/python benchmarks/bench_extract.py [--short]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.append(str(ROOT))
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def write_720p(path: Path, n_frames: int, fps: int = 25) -> Path:
+    """A 1280x720 H.264 video with moving content, cheap to generate."""
+    h, w = 720, 1280
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([(xx * 255 // w), (yy * 255 // h), ((xx + yy) * 255 // (w + h))], axis=-1).astype(np.uint8)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"preset": "ultrafast", "crf": "23"}
+        stream.codec_context.time_base = Fraction(1, fps)
+        for i in range(n_frames):
+            img = np.roll(base, shift=(i * 7) % w, axis=1)
+            top, left = (i * 5) % (h - 160), (i * 11) % (w - 160)
+            img[top : top + 160, left : left + 160] = (250, 240, 30)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def emit(record: dict) -> None:
+    print(json.dumps(record), flush=True)
+
+
+def bench_throughput(video: Path, n_clips: int, batch_size: int, workdir: Path) -> dict:
+    import torch
+
+    from extract_features import extract_corpus
+    from extract_features.options import ExtractOptions
+    from extract_features.runner import make_extractor
+
+    cfg = {"extract": {"width_mult": 1.0, "batch_size": batch_size, "device": "cpu"}}
+    opts = ExtractOptions.from_config(cfg)
+    extractor = make_extractor(opts, warn=False)
+    rng = np.random.default_rng(0)
+    clips = rng.integers(0, 256, size=(batch_size, 16, 112, 112, 3), dtype=np.uint8)
+    extractor.forward(clips[:1])  # warm-up
+
+    def bare_rate() -> float:
+        t0 = time.perf_counter()
+        done = 0
+        while done < n_clips:
+            b = min(batch_size, n_clips - done)
+            extractor.forward(clips[:b])
+            done += b
+        return n_clips / (time.perf_counter() - t0)
+
+    # bare network before and after the end-to-end run: a shared machine's load drifts
+    bare_before = bare_rate()
+    t0 = time.perf_counter()
+    summary = extract_corpus([str(video)], str(workdir / "tp.zarr"), cfg, overwrite=True, progress=False)
+    seconds = time.perf_counter() - t0  # includes building the network (~1 s), as a user sees it
+    assert summary["done"] == 1, summary
+    e2e = n_clips / seconds
+    bare_after = bare_rate()
+    bare = (bare_before + bare_after) / 2
+    return {"bench": "throughput", "network": "C3D fc7 width 1.0 fp32", "device": "cpu",
+            "torch_threads": torch.get_num_threads(), "batch_size": batch_size, "clips": n_clips,
+            "video": "1280x720 H.264 25 fps", "end_to_end_clips_per_s": round(e2e, 3),
+            "bare_network_clips_per_s": round(bare, 3),
+            "bare_before_after": [round(bare_before, 3), round(bare_after, 3)], "ratio": round(e2e / bare, 3),
+            "end_to_end_seconds": round(seconds, 1)}
+
+
+def bench_decode(video: Path) -> dict:
+    from extract_features.video_reader import open_video
+
+    reader = open_video(video, (128, 171), backend="auto", threads=1)
+    n = reader.info.n_frames
+    t0 = time.perf_counter()
+    for start in range(0, n, 64):
+        reader.read(np.arange(start, min(start + 64, n)))
+    dt = time.perf_counter() - t0
+    backend = reader.info.backend
+    reader.close()
+    return {"bench": "decode", "video": "1280x720 H.264", "frames": n, "reader": backend,
+            "decoder_threads": 1, "frames_per_s": round(n / dt, 1)}
+
+
+RSS_CHILD = """
+import json, resource, sys, time
+sys.path.append(sys.argv[4])
+from extract_features import extract_corpus
+cfg = {"extract": {"width_mult": float(sys.argv[3]), "device": "cpu"}}
+t0 = time.perf_counter()
+s = extract_corpus([sys.argv[1]], sys.argv[2], cfg, overwrite=True, progress=False)
+print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "seconds": time.perf_counter() - t0, "done": s["done"]}))
+"""
+
+
+def bench_rss(video: Path, minutes: float, width: float, workdir: Path) -> dict:
+    out = subprocess.run([sys.executable, "-c", RSS_CHILD, str(video), str(workdir / f"rss{minutes}.zarr"),
+                          str(width), str(ROOT)], capture_output=True, text=True, check=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"bench": "rss", "video_minutes": minutes, "video": "1280x720 H.264 25 fps",
+            "network": f"C3D fc7 width {width}", "peak_rss_mib": round(res["peak_rss_mib"], 1),
+            "seconds": round(res["seconds"], 1), "done": res["done"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--short", action="store_true", help="6 s and 60 s videos, 16 clips: a quick check")
+    ap.add_argument("--clips", type=int, default=None, help="clips in the throughput run (default 64; 16 short)")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--rss-width", type=float, default=1 / 32, help="width_mult of the RSS runs")
+    ap.add_argument("--skip-throughput", action="store_true")
+    args = ap.parse_args()
+    n_clips = args.clips or (16 if args.short else 64)
+    short_s, long_s = (6, 60) if args.short else (60, 600)
+    emit({"bench": "machine", "cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()})
+    with tempfile.TemporaryDirectory(prefix="bench_extract_") as tmp:
+        tmp = Path(tmp)
+        t0 = time.perf_counter()
+        one = write_720p(tmp / "v_1min.mp4", short_s * 25)
+        ten = write_720p(tmp / "v_10min.mp4", long_s * 25)
+        tp = write_720p(tmp / "v_tp.mp4", (n_clips - 1) * 8 + 16)
+        emit({"bench": "generate", "seconds": round(time.perf_counter() - t0, 1),
+              "videos_s": [short_s, long_s], "throughput_frames": (n_clips - 1) * 8 + 16})
+        emit(bench_decode(one))
+        r1 = bench_rss(one, short_s / 60, args.rss_width, tmp)
+        emit(r1)
+        r10 = bench_rss(ten, long_s / 60, args.rss_width, tmp)
+        emit(r10)
+        emit({"bench": "rss_ratio", "ratio_long_to_short": round(r10["peak_rss_mib"] / r1["peak_rss_mib"], 3),
+              "target": "<= 1.2 and < 3072 MiB"})
+        if not args.skip_throughput:
+            emit(bench_throughput(tp, n_clips, args.batch_size, tmp))
+
+
+if __name__ == "__main__":
+    main()

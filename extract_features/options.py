@@ -1,0 +1,136 @@
+"""Extraction settings, read once from the config's `extract` and `store` sections.
+
+One frozen dataclass travels from the CLI to the runner and to dask workers
+(it pickles), so every part of a run sees the same settings and the store meta
+is written from exactly what was used.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+import torch
+
+from etspipe.errors import UserError
+from extract_features.c3d import LAYERS
+from extract_features.clips import PAD_RULES
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    clip_len: int = 16
+    stride: int = 8
+    fps: float | None = None
+    frame_size: tuple[int, int] = (128, 171)
+    crop: int = 112
+    layer: str = "fc7"
+    width_mult: float = 1.0
+    channel_order: str = "bgr"
+    mean: tuple[float, float, float] = (90.25, 97.66, 101.41)
+    scale: float = 1.0
+    pad_short: str = "repeat_last"
+    batch_size: int = 0
+    decode_workers: int = 0
+    precision: str = "auto"
+    pca_dim: int | None = None
+    device: str = "auto"
+    store_dtype: str = "float16"
+    chunk_rows: int = 256
+    video_backend: str = "auto"  # auto (decord, then PyAV) | decord | pyav
+
+    @classmethod
+    def from_config(cls, cfg: dict | None = None, **changes) -> ExtractOptions:
+        """Options from `cfg["extract"]` and `cfg["store"]` (missing keys keep the defaults)."""
+        ex = dict((cfg or {}).get("extract", {}))
+        st = dict((cfg or {}).get("store", {}))
+        kw = {}
+        for name in ("clip_len", "stride", "fps", "crop", "layer", "width_mult", "channel_order",
+                     "scale", "pad_short", "batch_size", "decode_workers", "precision", "pca_dim",
+                     "device", "video_backend"):
+            nullable = name in ("fps", "pca_dim")
+            if name in ex and (nullable or ex[name] is not None):
+                kw[name] = ex[name]
+        if ex.get("frame_size") is not None:
+            kw["frame_size"] = tuple(int(v) for v in ex["frame_size"])
+        if ex.get("mean") is not None:
+            kw["mean"] = tuple(float(v) for v in ex["mean"])
+        if st.get("dtype") is not None:
+            kw["store_dtype"] = st["dtype"]
+        if st.get("chunk_rows") is not None:
+            kw["chunk_rows"] = st["chunk_rows"]
+        kw.update(changes)
+        opts = cls(**kw)
+        opts.validate()
+        return opts
+
+    def validate(self) -> None:
+        def bad(key: str, why: str) -> UserError:
+            return UserError(f"extract.{key}: {why}")
+
+        if self.clip_len < 1:
+            raise bad("clip_len", f"must be at least 1, got {self.clip_len}")
+        if self.stride < 1:
+            raise bad("stride", f"must be at least 1, got {self.stride}")
+        if self.fps is not None and self.fps <= 0:
+            raise bad("fps", f"must be positive or null, got {self.fps}")
+        if len(self.frame_size) != 2 or min(self.frame_size) < self.crop:
+            raise bad("frame_size", f"must be [H, W] no smaller than crop {self.crop}, got {list(self.frame_size)}")
+        if self.layer not in LAYERS:
+            raise bad("layer", f"must be one of {', '.join(LAYERS)}, got {self.layer!r}")
+        if self.crop != 112 or self.clip_len != 16:
+            # C3D's fc6 expects pool5 of 512x1x4x4, which only a 16x112x112 clip gives
+            raise bad("crop" if self.crop != 112 else "clip_len",
+                      f"C3D needs 16-frame 112x112 clips (clip_len 16, crop 112), got {self.clip_len}, {self.crop}")
+        if not 0 < self.width_mult <= 1.0:
+            raise bad("width_mult", f"must be in (0, 1], got {self.width_mult}")
+        if self.channel_order not in ("bgr", "rgb"):
+            raise bad("channel_order", f"must be bgr or rgb, got {self.channel_order!r}")
+        if len(self.mean) != 3:
+            raise bad("mean", f"must hold 3 values, got {list(self.mean)}")
+        if self.pad_short not in PAD_RULES:
+            raise bad("pad_short", f"must be one of {', '.join(PAD_RULES)}, got {self.pad_short!r}")
+        if self.batch_size < 0:
+            raise bad("batch_size", f"must be 0 (auto) or positive, got {self.batch_size}")
+        if self.decode_workers < 0:
+            raise bad("decode_workers", f"must be 0 (auto) or positive, got {self.decode_workers}")
+        if self.precision not in PRECISIONS:
+            raise bad("precision", f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.device not in DEVICES:
+            raise bad("device", f"must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.pca_dim is not None and self.pca_dim < 1:
+            raise bad("pca_dim", f"must be positive or null, got {self.pca_dim}")
+        if self.store_dtype not in ("float16", "float32"):
+            raise UserError(f"store.dtype: must be float16 or float32, got {self.store_dtype!r}")
+        if self.video_backend not in ("auto", "decord", "pyav"):
+            raise bad("video_backend", f"must be auto, decord or pyav, got {self.video_backend!r}")
+
+    def torch_device(self) -> torch.device:
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise UserError("extract.device is cuda but no CUDA GPU is available")
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def resolved_batch_size(self, device: torch.device) -> int:
+        return self.batch_size or (128 if device.type == "cuda" else 16)
+
+    def resolved_decode_workers(self) -> int:
+        return self.decode_workers or max(1, os.cpu_count() or 1)
+
+    def autocast_dtype(self, device: torch.device) -> torch.dtype | None:
+        """None means plain fp32. On CPU only fp32 is used (bf16 conv3d on CPU is slower, not faster)."""
+        if device.type != "cuda" or self.precision == "fp32":
+            return None
+        if self.precision == "fp16":
+            return torch.float16
+        return torch.bfloat16
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["frame_size"] = list(self.frame_size)
+        d["mean"] = list(self.mean)
+        return d

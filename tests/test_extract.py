@@ -1,0 +1,246 @@
+"""extract_corpus end to end on tiny generated videos with a narrow untrained C3D.
+
+Covers: a folder mixing good and broken videos, resume / retry / overwrite,
+the same features alone, batched, resumed (after SIGKILLs) and through dask,
+PCA (fitted in two passes, or from a file), extract_one, and the store meta.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import videos
+
+from etspipe.errors import UserError
+from extract_features import extract_corpus, extract_one
+from extract_features.options import ExtractOptions
+
+ROOT = Path(__file__).resolve().parent.parent
+W = 0.0625  # 1/16 of C3D's width: the same code paths, ~50x fewer FLOPs
+CFG = {"extract": {"width_mult": W, "batch_size": 4, "decode_workers": 2}, "store": {"dtype": "float32"}}
+BROKEN = {
+    "v_empty": (videos.write_zero_byte, "empty_file"),
+    "v_text": (videos.write_text_as_video, "unreadable"),
+    "v_trunc": (videos.write_truncated, "unreadable"),
+    "v_audio": (videos.write_audio_only, "no_video_stream"),
+    "v_garbage": (videos.write_no_decodable_frames, "no_frames"),
+}
+
+
+def open_store(path):
+    from features_store import open_store as real_open
+
+    return real_open(str(path), "r")
+
+
+def snapshot(path) -> dict:
+    """Everything a reader of the store can see, for comparing two stores."""
+    with open_store(path) as store:
+        return {
+            "complete": store.complete_ids(),
+            "failed": {k: v["reason"] for k, v in store.failed().items()},
+            "rows": {v: store.rows(v) for v in store.complete_ids()},
+            "meta": {v: {k: m for k, m in store.video_meta(v).items() if k != "source"}
+                     for v in store.complete_ids()},
+        }
+
+
+def assert_same_store(a: dict, b: dict, atol: float = 1e-4) -> None:
+    assert a["complete"] == b["complete"]
+    assert a["failed"] == b["failed"]
+    assert a["meta"] == b["meta"]
+    for vid in a["complete"]:
+        np.testing.assert_allclose(a["rows"][vid], b["rows"][vid], rtol=1e-3, atol=atol, err_msg=vid)
+
+
+@pytest.fixture(scope="module")
+def good_videos(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("good")
+    videos.write_video(folder / "v_one.mp4", n_frames=40)
+    videos.write_video(folder / "v_two.mp4", n_frames=32, size=(63, 81))  # odd size
+    (folder / "sub").mkdir()
+    videos.write_video(folder / "sub" / "v_rot.mp4", n_frames=24, rotation=90)  # found recursively
+    videos.write_video(folder / "v_short.mp4", n_frames=6)  # shorter than one clip
+    videos.write_video(folder / "v_vfr.mp4", n_frames=30, vfr=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def mixed_videos(tmp_path_factory, good_videos) -> Path:
+    folder = tmp_path_factory.mktemp("mixed")
+    for p in good_videos.rglob("*.mp4"):
+        (folder / p.name).write_bytes(p.read_bytes())
+    for vid, (maker, _) in BROKEN.items():
+        maker(folder / f"{vid}.mp4")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, mixed_videos) -> tuple[Path, dict, dict]:
+    """One uninterrupted single-process run over the mixed folder."""
+    store = tmp_path_factory.mktemp("ref") / "ref.zarr"
+    summary = extract_corpus([str(mixed_videos)], str(store), CFG, progress=False)
+    return store, summary, snapshot(store)
+
+
+def test_mixed_folder_extracts_good_and_records_bad(reference, caplog):
+    store, summary, snap = reference
+    assert summary["done"] == 5 and summary["skipped"] == 0 and summary["failed"] == len(BROKEN)
+    assert {k: v["reason"] for k, v in summary["failures"].items()} == {k: r for k, (_, r) in BROKEN.items()}
+    assert snap["complete"] == ["v_one", "v_rot", "v_short", "v_two", "v_vfr"]
+    assert snap["failed"] == {k: r for k, (_, r) in BROKEN.items()}
+    dim = 256  # fc7 at width 1/16
+    assert snap["rows"]["v_one"].shape == (4, dim)  # (40 - 16) // 8 + 1
+    assert snap["rows"]["v_short"].shape == (1, dim) and snap["meta"]["v_short"]["padded"] is True
+    assert snap["meta"]["v_rot"]["rotation"] == 90
+    assert snap["meta"]["v_vfr"]["n_frames"] == 30
+    meta = snap["meta"]["v_one"]
+    assert (meta["fps"], meta["clip_len"], meta["stride"], meta["n_frames"]) == (25.0, 16, 8, 40)
+    with open_store(store) as st:
+        assert st.meta["weights"] == "untrained"
+        assert st.meta["layer"] == "fc7" and st.meta["dim"] == dim
+        assert st.meta["normalisation"]["channel_order"] == "bgr"
+        assert st.meta["pad_short"]["rule"] == "repeat_last"
+        times = st.row_times("v_one")
+        assert np.allclose(times, (np.arange(4) * 8 + 8) / 25.0)
+
+
+def test_rerun_skips_retry_failed_and_overwrite(reference, tmp_path, mixed_videos):
+    store, _, snap = reference
+    copy = tmp_path / "copy.zarr"
+    extract_corpus([str(mixed_videos)], str(copy), CFG, progress=False)
+    again = extract_corpus([str(mixed_videos)], str(copy), CFG, progress=False)
+    assert again["done"] == 0 and again["skipped"] == 5 and again["failed"] == len(BROKEN)
+    retried = extract_corpus([str(mixed_videos)], str(copy), CFG, retry_failed=True, progress=False)
+    assert retried["done"] == 0 and retried["failed"] == len(BROKEN)
+    fresh = extract_corpus([str(mixed_videos / "v_one.mp4")], str(copy), CFG, overwrite=True, progress=False)
+    assert fresh["done"] == 1
+    assert snapshot(copy)["complete"] == ["v_one"]
+
+
+def test_same_features_alone_and_batched(reference, mixed_videos, tmp_path):
+    _, _, snap = reference
+    cfg = {"extract": {**CFG["extract"], "batch_size": 1, "decode_workers": 1}, "store": CFG["store"]}
+    alone = tmp_path / "alone.zarr"
+    extract_corpus([str(mixed_videos / "v_two.mp4")], str(alone), cfg, progress=False)
+    np.testing.assert_allclose(snapshot(alone)["rows"]["v_two"], snap["rows"]["v_two"], rtol=1e-3, atol=1e-4)
+    rows, meta = extract_one(mixed_videos / "v_two.mp4", CFG)
+    np.testing.assert_allclose(rows, snap["rows"]["v_two"], rtol=1e-3, atol=1e-4)
+    assert meta["n_rows"] == len(rows)
+    with pytest.raises(UserError, match="v_audio"):
+        extract_one(mixed_videos / "v_audio.mp4", CFG)
+
+
+def test_untrained_warning_on_every_run(mixed_videos, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        extract_corpus([str(mixed_videos / "v_one.mp4")], str(tmp_path / "s.zarr"), CFG, progress=False)
+        extract_corpus([str(mixed_videos / "v_one.mp4")], str(tmp_path / "s.zarr"), CFG, progress=False)
+    assert sum("UNTRAINED" in r.message for r in caplog.records) == 2
+
+
+def test_store_with_other_settings_is_refused(mixed_videos, tmp_path):
+    path = str(tmp_path / "s.zarr")
+    extract_corpus([str(mixed_videos / "v_one.mp4")], path, CFG, progress=False)
+    other = {"extract": {**CFG["extract"], "layer": "fc6"}, "store": CFG["store"]}
+    with pytest.raises(UserError, match="layer"):
+        extract_corpus([str(mixed_videos / "v_two.mp4")], path, other, progress=False)
+
+
+def test_hdf5_with_dask_is_refused(mixed_videos, tmp_path):
+    with pytest.raises(UserError, match="HDF5"):
+        extract_corpus([str(mixed_videos)], str(tmp_path / "s.h5"), CFG, workers=2, progress=False)
+
+
+def test_pca_two_passes_and_from_file(good_videos, tmp_path):
+    cfg = {"extract": {**CFG["extract"], "pca_dim": 3}, "store": CFG["store"]}
+    path = tmp_path / "pca.zarr"
+    summary = extract_corpus([str(good_videos)], str(path), cfg, progress=False)
+    assert summary["done"] == 5 and Path(summary["pca_file"]).is_file()
+    snap = snapshot(path)
+    assert all(r.shape[1] == 3 for r in snap["rows"].values())
+    with open_store(path) as st:
+        assert st.meta["dim"] == 3 and st.meta["pca"]["dim"] == 3 and st.meta["pca"]["source_dim"] == 256
+    # the same PCA applied on the fly gives the same rows
+    again = tmp_path / "again.zarr"
+    extract_corpus([str(good_videos / "v_one.mp4")], str(again), CFG, pca_file=summary["pca_file"], progress=False)
+    np.testing.assert_allclose(snapshot(again)["rows"]["v_one"], snap["rows"]["v_one"], rtol=1e-3, atol=1e-3)
+    # a rerun changes nothing (the PCA is not refitted)
+    extract_corpus([str(good_videos)], str(path), cfg, progress=False)
+    assert_same_store(snapshot(path), snap, atol=0)
+
+
+def test_dask_cluster_gives_the_same_store(reference, mixed_videos, tmp_path):
+    from dask.distributed import LocalCluster
+
+    store, _, snap = reference
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        path = tmp_path / "dask.zarr"
+        summary = extract_corpus([str(mixed_videos)], str(path), CFG, scheduler=cluster.scheduler_address,
+                                 progress=False)
+    assert summary["done"] == 5 and summary["failed"] == len(BROKEN)
+    assert_same_store(snapshot(path), snap)
+
+
+DRIVER = textwrap.dedent("""
+    import os, signal, sys
+    import extract_features.corpus as corpus
+    from extract_features import extract_corpus
+    from extract_features.runner import Extractor
+
+    kill_batch, kill_write = int(sys.argv[3]), int(sys.argv[4])
+    seen = {"batch": 0, "write": 0}
+    forward = Extractor.forward
+
+    def killing_forward(self, clips):
+        seen["batch"] += 1
+        if seen["batch"] == kill_batch:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return forward(self, clips)
+
+    Extractor.forward = killing_forward
+    open_output_store = corpus.open_output_store
+
+    def killing_open(*args, **kwargs):
+        store = open_output_store(*args, **kwargs)
+        write = store.write_video
+
+        def write_video(*a, **k):
+            write(*a, **k)
+            seen["write"] += 1
+            if seen["write"] == kill_write:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        store.write_video = write_video
+        return store
+
+    corpus.open_output_store = killing_open
+    cfg = {"extract": {"width_mult": %r, "batch_size": 4, "decode_workers": 2}, "store": {"dtype": "float32"}}
+    extract_corpus([sys.argv[1]], sys.argv[2], cfg, progress=False)
+""") % W
+
+
+def test_sigkill_at_several_points_then_rerun_gives_the_same_store(reference, mixed_videos, tmp_path):
+    _, _, snap = reference
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    path = tmp_path / "killed.zarr"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in [os.environ.get("PYTHONPATH"), str(ROOT)] if p)}
+    # kill in the 2nd network batch, then right after the first commit, then after a failure and a commit
+    for kill_batch, kill_write in [(2, 0), (0, 1), (0, 2), (0, 0)]:
+        proc = subprocess.run([sys.executable, str(driver), str(mixed_videos), str(path), str(kill_batch),
+                               str(kill_write)], env=env, capture_output=True, text=True, timeout=120)
+        expect = -9 if (kill_batch or kill_write) else 0
+        assert proc.returncode == expect, proc.stderr[-2000:]
+    assert_same_store(snapshot(path), snap)
+
+
+def test_options_object_is_accepted_by_extract_one(mixed_videos):
+    rows, meta = extract_one(mixed_videos / "v_short.mp4", ExtractOptions(width_mult=W))
+    assert rows.shape == (1, 256) and meta["padded"]
