@@ -1,0 +1,100 @@
+"""Time alignment: which feature rows belong to a caption segment (DESIGN.md, Time alignment).
+
+Row ``i`` of a C3D store covers frames ``[i*stride, i*stride + clip_len)``; its
+time is the centre of that window in seconds. A segment ``[start, end]`` takes
+the rows whose centre lies inside it (both ends included); when none does (a
+segment shorter than one row), it takes the row nearest to the segment centre,
+so every valid segment gets at least one row. Timestamps are clipped to
+``[0, duration]`` first. An empty or reversed segment, or one that lies wholly
+outside the video, raises `SegmentError` instead of being dropped silently:
+the caller decides whether to skip it, and the annotation report can count it.
+
+These are pure functions so that training, evaluation and prediction (and the
+caption model, which imports `select_rows`) apply exactly the same rule.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from etspipe.errors import UserError
+
+
+class SegmentError(UserError):
+    """A caption segment that selects no time: empty, reversed, or outside the video."""
+
+
+def time_rule(video_meta: dict, n_rows: int, store_meta: dict | None = None) -> dict:
+    """The rule giving each row its time, from a video's metadata.
+
+    With an ``fps`` the rows are clip windows: ``{"kind": "clip", "fps", "clip_len", "stride"}``
+    (clip length and stride default to the store's). Without one (imported files
+    such as the official ActivityNet C3D features) the ``duration`` is split
+    evenly: ``{"kind": "uniform", "duration", "n_rows"}``.
+    """
+    store_meta = store_meta or {}
+    fps = video_meta.get("fps")
+    if fps:
+        fps = float(fps)
+        clip_len = float(video_meta.get("clip_len") or store_meta.get("clip_len") or 1)
+        stride = float(video_meta.get("stride") or store_meta.get("stride") or 1)
+        if not (math.isfinite(fps) and fps > 0 and clip_len > 0 and stride > 0):
+            raise UserError(f"bad time rule: fps={fps}, clip_len={clip_len}, stride={stride} must be > 0")
+        return {"kind": "clip", "fps": fps, "clip_len": clip_len, "stride": stride}
+    duration = video_meta.get("duration")
+    if duration is None or not (float(duration) > 0 and math.isfinite(float(duration))):
+        raise UserError("video metadata needs an 'fps' (rows are clip windows) or a positive 'duration' "
+                        f"(rows split it evenly); got fps={fps!r}, duration={duration!r}")
+    return {"kind": "uniform", "duration": float(duration), "n_rows": int(n_rows)}
+
+
+def row_times(rule: dict, n_rows: int) -> np.ndarray:
+    """Centre time in seconds of each of `n_rows` rows under `rule` (float64, increasing)."""
+    i = np.arange(n_rows, dtype=np.float64)
+    if rule["kind"] == "clip":
+        return (i * rule["stride"] + rule["clip_len"] / 2.0) / rule["fps"]
+    if rule["kind"] == "uniform":
+        return (i + 0.5) * (rule["duration"] / max(int(rule["n_rows"]), 1))
+    raise ValueError(f"unknown time rule {rule!r}")
+
+
+def rule_duration(rule: dict, n_rows: int) -> float:
+    """Duration implied by a rule: the end of the last row's window."""
+    if rule["kind"] == "uniform":
+        return float(rule["duration"])
+    return ((n_rows - 1) * rule["stride"] + rule["clip_len"]) / rule["fps"] if n_rows else 0.0
+
+
+def select_rows(times: np.ndarray, start: float, end: float, duration: float) -> slice:
+    """Rows of the segment ``[start, end]`` (seconds) as a slice into `times`.
+
+    `times` are the row centres, increasing; `duration` is the video length used
+    to clip the segment. Returns a non-empty slice. Raises SegmentError for an
+    empty (``end == start``), reversed or non-finite segment and for one that
+    lies wholly outside ``[0, duration]``; ValueError when there are no rows.
+    """
+    n = len(times)
+    if n == 0:
+        raise ValueError("no rows to select from")
+    start, end = float(start), float(end)
+    if not (math.isfinite(start) and math.isfinite(end)):
+        raise SegmentError(f"segment [{start}, {end}] is not finite")
+    if end < start:
+        raise SegmentError(f"segment [{start:g}, {end:g}] is reversed (end before start)")
+    if end == start:
+        raise SegmentError(f"segment [{start:g}, {end:g}] is empty (zero length)")
+    lo, hi = min(max(start, 0.0), duration), min(max(end, 0.0), duration)
+    if hi <= lo:
+        raise SegmentError(f"segment [{start:g}, {end:g}] lies outside the video [0, {duration:g}]")
+    first = int(np.searchsorted(times, lo, side="left"))
+    stop = int(np.searchsorted(times, hi, side="right"))
+    if stop > first:
+        return slice(first, stop)
+    centre = (lo + hi) / 2.0
+    # nearest row centre; on a tie the earlier row
+    right = min(first, n - 1)
+    left = max(right - 1, 0)
+    nearest = left if abs(times[left] - centre) <= abs(times[right] - centre) else right
+    return slice(nearest, nearest + 1)

@@ -1,0 +1,68 @@
+"""Opening a store: the backend follows from the path; and the human form of `info`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from etspipe.errors import UserError
+from features_store.base import MODES, FeatureStore
+
+HDF5_SUFFIXES = (".h5", ".hdf5")
+
+
+def backend_for(path: str | Path) -> str:
+    """"hdf5" for ``.h5``/``.hdf5`` paths, else "zarr" (a ``.zarr`` folder or any fsspec URL)."""
+    return "hdf5" if str(path).rstrip("/").lower().endswith(HDF5_SUFFIXES) else "zarr"
+
+
+def open_store(path: str | Path, mode: str = "r", meta: dict | None = None) -> FeatureStore:
+    """Open a feature store.
+
+    mode "r" reads an existing store; "a" opens one for writing and creates it
+    (from `meta`) if missing; "w" creates it, replacing an existing store.
+    `meta` is the store metadata (extractor settings, at least ``dim``;
+    optional ``dtype`` float16/float32 and ``chunk_rows``). Appending with
+    metadata whose extractor, layer, dim, clip_len or stride differ from the
+    store's is a UserError.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    path = str(path)
+    if not path:
+        raise UserError("no feature store path given")
+    if backend_for(path) == "hdf5":
+        from features_store.hdf5_backend import HDF5Store
+
+        return HDF5Store(path, mode, meta)
+    from features_store.zarr_backend import ZarrStore
+
+    return ZarrStore(path, mode, meta)
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def format_info(info: dict) -> str:
+    """`FeatureStore.info()` as aligned lines for a terminal."""
+    meta = info.get("meta", {})
+    failed = info.get("failed_by_reason") or {}
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(failed.items()))
+    lines = [
+        ("store", f"{info['path']} ({info['backend']})"),
+        ("videos complete", str(info["videos_complete"])),
+        ("videos failed", f"{info['videos_failed']}" + (f" ({reasons})" if reasons else "")),
+        ("rows", str(info["rows_total"])),
+        ("dimension", str(info["dim"])),
+        ("dtype", f"{info['dtype']} (chunks of {info['chunk_rows']} rows)"),
+        ("size on disk", _size(int(info["size_bytes"]))),
+    ]
+    skip = {"dim", "dtype", "chunk_rows", "backend", "zarr_layout", "codec"}
+    lines += [(key, str(value)) for key, value in meta.items() if key not in skip]
+    width = max(len(k) for k, _ in lines)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in lines)
