@@ -40,7 +40,7 @@ def store_path(request, tmp_path) -> str:
 
 
 CHILD = textwrap.dedent("""
-    import sys, time
+    import os, sys, time
     from pathlib import Path
     import numpy as np
     from features_store import open_store
@@ -54,7 +54,8 @@ CHILD = textwrap.dedent("""
         original = cls._write_block
         def slow(self, handle, rows, start, stop, _original=original):
             _original(self, handle, rows, start, stop)
-            progress.write_text(str(stop))
+            progress.with_suffix(".tmp").write_text(str(stop))
+            os.replace(progress.with_suffix(".tmp"), progress)  # atomic: the parent never reads a half-written number
             time.sleep({sleep})
         cls._write_block = slow
     with open_store(path, "a") as st:
