@@ -95,8 +95,26 @@ def cli(verbose: int) -> None:
     (`train`, `evaluate`, `predict`) trains and uses the ETS temporal-attention
     captioner on those features. `demo` runs everything on built-in data.
     """
-    level = logging.WARNING - 10 * min(verbose + 1, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_CliFormatter(debug=verbose > 0))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
+    for noisy in ("distributed", "numba", "matplotlib", "fsspec", "h5py", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class _CliFormatter(logging.Formatter):
+    """Plain progress messages; warnings and errors say so; -v adds the logger name."""
+
+    def __init__(self, debug: bool) -> None:
+        super().__init__()
+        self.debug = debug
+
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        if record.exc_info:
+            msg += "\n" + self.formatException(record.exc_info)
+        prefix = f"{record.levelname.lower()}: " if record.levelno >= logging.WARNING else ""
+        return f"[{record.name}] {prefix}{msg}" if self.debug else prefix + msg
 
 
 @cli.command()
