@@ -44,7 +44,6 @@ sentence become spaces (the script's tokeniser batch would shift by a line).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -62,6 +61,7 @@ import numpy as np
 from caption_model import java_scorers
 from caption_model.results import validate_result
 from etspipe.errors import UserError
+from etspipe.files import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -120,15 +120,7 @@ def load_references(paths: Sequence[str | Path]) -> list[Reference]:
         raise UserError("no reference annotation files given")
     refs = []
     for path in paths:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UserError(f"annotation file not found: {path}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"cannot read annotation file {path}: {exc}") from None
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        refs.append(validate_reference(data, str(path)))
+        refs.append(validate_reference(read_json(path, "annotation file"), str(path)))
     return refs
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from etspipe.errors import UserError
+from etspipe.files import read_json
 
 RESULT_VERSION = "VERSION 1.0"
 REQUIRED_FIELDS = ("version", "results", "external_data")
@@ -84,18 +85,7 @@ def validate_result(doc: Any, source: str = "result") -> dict[str, Any]:
 
 def read_result(path: str | Path) -> dict[str, Any]:
     """Read and validate a result file; any problem is a UserError naming the file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"result file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read result file {path}: {exc}") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    return validate_result(doc, str(path))
+    return validate_result(read_json(path, "result file"), str(path))
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:

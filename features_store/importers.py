@@ -17,7 +17,6 @@ tqdm progress bar on a terminal.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -28,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from etspipe.errors import UserError
+from etspipe.files import read_json
 from features_store.api import open_store
 from features_store.base import FeatureStore
 from features_store.ids import _problem
@@ -42,12 +42,7 @@ def load_durations(annotation_paths: Iterable[str | Path]) -> dict[str, float]:
     """Video durations from ActivityNet Captions style files ``{id: {"duration": ...}}``; later files win."""
     durations: dict[str, float] = {}
     for path in annotation_paths:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UserError(f"annotation file not found: {path}") from None
-        except (OSError, ValueError) as exc:
-            raise UserError(f"{path}: not a readable JSON annotation file ({exc})") from None
+        data = read_json(path, "annotation file")
         if isinstance(data, dict) and isinstance(data.get("database"), dict):
             data = data["database"]  # the ActivityNet v1.3 layout
         if not isinstance(data, dict):
