@@ -1,0 +1,162 @@
+"""Training speed and memory of the ETS captioner at the reference model sizes.
+
+Builds (once, then reuses) an ActivityNet-shaped feature store with random
+500-d rows — one row per 8 frames at 30 fps over each annotated video's real
+duration — and runs the real training entry point (`caption_model.train.fit`)
+on it with configs/ets.yaml's model sizes. Prints one JSON line:
+
+    segments_per_s, tokens_per_s, peak_rss_gib (this process + its DataLoader
+    workers, proportional set size so shared pages count once), epoch_seconds
+    (one pass over all annotated segments) and `epoch_measured`: "full" or
+    "extrapolated" from `steps` steps (--steps, at least 300 for the record).
+
+Example:
+    .venv/bin/python benchmarks/bench_train.py \\
+        --annotations ../shared/data/activitynet_captions/train_modified.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import torch
+
+from caption_model.annotations import load_annotations
+from caption_model.train import fit
+from etspipe.config import load_config
+
+FPS, CLIP_LEN, STRIDE, DIM = 30.0, 16, 8, 500
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def build_store(path: Path, annotation_paths: list[str], seed: int = 0) -> dict:
+    """One random-featured video per annotated video; rows from the real duration (30 fps, stride 8)."""
+    from features_store import open_store
+
+    segments, _ = load_annotations(annotation_paths)
+    durations = {s.video_id: s.duration for s in segments}
+    rng = np.random.default_rng(seed)
+    pool = rng.standard_normal((200_000, DIM), dtype=np.float32).astype(np.float16)  # slices of it, fast to build
+    meta = {"extractor": "random", "layer": "fc7", "dim": DIM, "clip_len": CLIP_LEN, "stride": STRIDE,
+            "dtype": "float16", "weights": "untrained", "pca": None}
+    t0, rows_total = time.perf_counter(), 0
+    with open_store(str(path), "w", meta=meta) as store:
+        for vid, duration in durations.items():
+            n = max(int((duration * FPS - CLIP_LEN) // STRIDE) + 1, 1)
+            start = int(rng.integers(0, len(pool) - n)) if n < len(pool) else 0
+            rows = pool[start: start + n]
+            store.write_video(vid, rows, {"source": f"{vid}.mp4", "fps": FPS, "n_frames": int(duration * FPS),
+                                          "duration": duration, "clip_len": CLIP_LEN, "stride": STRIDE})
+            rows_total += n
+    return {"videos": len(durations), "rows": rows_total, "build_seconds": round(time.perf_counter() - t0, 1)}
+
+
+class PeakMemory:
+    """Samples the proportional set size of this process and its children (DataLoader workers)."""
+
+    def __init__(self, interval: float = 0.5):
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> int:
+        me = psutil.Process()
+        total = 0
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                info = proc.memory_full_info()
+                total += getattr(info, "pss", info.rss)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--annotations", nargs="+", required=True, help="ActivityNet Captions training JSON(s)")
+    ap.add_argument("--store", default=None, help="store to build/reuse (default: a folder under the temp dir)")
+    ap.add_argument("--steps", type=int, default=300, help="steps to time; 0 = one full epoch")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default: data.num_workers)")
+    ap.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16"])
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    store = Path(args.store or Path(tempfile.gettempdir()) / "etspipe_bench_train" / "store.zarr")
+    built = None
+    if not store.exists():
+        store.parent.mkdir(parents=True, exist_ok=True)
+        built = build_store(store, args.annotations)
+        logging.info("built %s: %s", store, built)
+
+    segments, _ = load_annotations(args.annotations)
+    run_dir = Path(tempfile.mkdtemp(prefix="bench_train_run_"))
+    overrides = [f"train.batch_size={args.batch_size}", "train.epochs=1", "data.val_fraction=0.0",
+                 "train.log_interval=50", f"train.save_dir={run_dir}", f"train.device={args.device}"]
+    if args.num_workers is not None:
+        overrides.append(f"data.num_workers={args.num_workers}")
+    cfg = load_config(None, overrides)
+    cfg["train"]["max_steps"] = args.steps
+    cfg["train"]["precision"] = args.precision
+    with PeakMemory() as mem:
+        result = fit(cfg, str(store), list(args.annotations), progress=True)
+    t = result.timing
+    seg_per_s = t["segments"] / t["train_s"]
+    full = args.steps == 0 or t["segments"] >= len(segments)
+    device = "cuda: " + torch.cuda.get_device_name() if next(result.model.parameters()).is_cuda else "cpu"
+    out = {
+        "benchmark": "train",
+        "machine": cpu_model(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device,
+        "precision": args.precision, "batch_size": args.batch_size, "num_workers": cfg["data"]["num_workers"],
+        "model": {k: cfg["model"][k] for k in ("encoder", "attention", "proj_dim", "embed_dim", "hidden_dim",
+                                                "attn_dim")},
+        "vocab": len(result.vocab), "epoch_segments": len(segments),
+        "steps": t["steps"], "segments_per_s": round(seg_per_s, 1), "tokens_per_s": round(t["tokens"] / t["train_s"]),
+        "seconds_per_step": round(t["train_s"] / max(t["steps"], 1), 3),
+        "epoch_seconds": round(t["train_s"] if full else len(segments) / seg_per_s, 1),
+        "epoch_measured": "full" if full else f"extrapolated from {t['steps']} steps",
+        "setup_seconds": round(t["setup_s"], 1), "peak_rss_gib": round(mem.peak / 2**30, 2),
+        "load_average": os.getloadavg()[0],
+    }
+    if built:
+        out["store_build"] = built
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

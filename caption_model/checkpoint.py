@@ -1,0 +1,103 @@
+"""Checkpoints: atomic writes, safe loads, and the model + vocabulary they rebuild.
+
+A checkpoint is a plain dict saved with ``torch.save``:
+
+``format, version, model, optimizer, schedule, rng, epoch, batch_in_epoch, step,
+vocab, feat_dim, config, store_meta, val_videos, best, metrics``
+
+`epoch`/`batch_in_epoch` are the position of the *next* batch, so resuming
+replays exactly the batches that were not yet trained on. Only plain data and
+tensors are stored (numpy RNG state as a list), so it loads with
+``torch.load(weights_only=True)``: a checkpoint file cannot run code.
+
+Writes go to a temporary file in the same folder, are flushed to disk, then
+renamed over the target with ``os.replace``: a kill at any moment leaves either
+the old or the new checkpoint, never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from etspipe.errors import UserError
+
+FORMAT = "etspipe-ets"
+VERSION = 1
+LAST, BEST = "last.pt", "best.pt"
+
+
+def save_checkpoint(state: dict, path: str | Path) -> Path:
+    """Write `state` to `path` atomically (temp file + fsync + os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _resolve(path: str | Path, prefer: tuple[str, ...]) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        for name in prefer:
+            if (path / name).is_file():
+                return path / name
+        raise UserError(f"no checkpoint ({' or '.join(prefer)}) in folder {path}")
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    return path
+
+
+def find_best(save_dir: str | Path) -> Path:
+    """`best.pt` of a run folder (or `last.pt` when no validation ever ran)."""
+    return _resolve(save_dir, (BEST, LAST))
+
+
+def find_last(path: str | Path) -> Path:
+    """The checkpoint to resume from: the file itself, or `last.pt` of a folder."""
+    return _resolve(path, (LAST, BEST))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint file (a folder means its best checkpoint); a bad file is a UserError."""
+    path = find_best(path) if Path(path).is_dir() else _resolve(path, ())
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: say which, no traceback
+        raise UserError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise UserError(f"{path}: not an etspipe caption-model checkpoint")
+    ckpt["path"] = str(path)
+    return ckpt
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """Rebuild (model in eval mode, vocab, checkpoint dict) from a checkpoint, for decoding."""
+    from caption_model.model import ETS
+    from caption_model.text import Vocab
+
+    ckpt = load_checkpoint(path)
+    vocab = Vocab.from_dict(ckpt["vocab"])
+    model = ETS(ckpt["config"]["model"], int(ckpt["feat_dim"]), len(vocab))
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), vocab, ckpt
+
+
+def check_feat_dim(ckpt: dict, feat_dim: int, store_path: str | Path) -> None:
+    """A store whose feature dimension differs from the checkpoint's cannot feed its model."""
+    if int(ckpt["feat_dim"]) != int(feat_dim):
+        raise UserError(
+            f"feature dimension mismatch: store {store_path} has {feat_dim}-d features, "
+            f"checkpoint {ckpt.get('path', '?')} was trained on {ckpt['feat_dim']}-d features"
+        )

@@ -1,0 +1,223 @@
+"""Caption segments -> padded batches of feature rows and word indices.
+
+* Rows are read lazily, per segment, with the store's own time-alignment rule
+  (``store.get(video_id, start, end)``), inside the DataLoader workers; each
+  worker process opens its own store handle (a handle is never shared across a
+  fork).
+* A segment with more than ``max_rows`` rows is subsampled uniformly (rows at
+  ``linspace(0, n-1, max_rows)``), deterministic, so resuming replays the same data.
+* :class:`BucketBatchSampler` groups segments of similar length (seconds, which
+  is proportional to rows at a fixed frame rate, so no feature is read to
+  plan an epoch); the order of an epoch is a pure function of (seed, epoch), and
+  under DistributedDataParallel each rank takes its own share of the batches.
+* Annotation ids are matched to store ids exactly first; a missing id is then
+  tried with the ``v_`` prefix added or removed (ActivityNet files name videos
+  ``v_<id>``, YouCook2 files and ``.npy`` imports often do not).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from caption_model.annotations import Segment
+from caption_model.text import PAD
+from etspipe.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+def open_store(path: str, mode: str = "r"):
+    """The feature store (imported late so that the caption model can be imported without zarr)."""
+    from features_store import open_store as _open
+
+    return _open(path, mode)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One training example: where its rows are in the store and its word indices."""
+
+    store_id: str
+    start: float
+    end: float
+    tokens: tuple[int, ...]  # <s> w1 .. wn <e>
+
+
+def store_id_for(video_id: str, available: set[str] | frozenset[str]) -> str | None:
+    """The store id of an annotation id: exact, else with the ``v_`` prefix toggled, else None."""
+    if video_id in available:
+        return video_id
+    other = video_id[2:] if video_id.startswith("v_") else f"v_{video_id}"
+    return other if other in available else None
+
+
+def match_store(segments: Sequence[Segment], complete_ids: Sequence[str],
+                failed: dict[str, dict]) -> tuple[list[tuple[Segment, str]], dict[str, str]]:
+    """Pair segments with the store ids that hold their video; the others' videos are skipped with a reason."""
+    available = frozenset(complete_ids)
+    failed_ids = frozenset(failed)
+    kept: list[tuple[Segment, str]] = []
+    skipped: dict[str, str] = {}
+    for seg in segments:
+        sid = store_id_for(seg.video_id, available)
+        if sid is not None:
+            kept.append((seg, sid))
+            continue
+        fid = store_id_for(seg.video_id, failed_ids)
+        if fid is not None:
+            info = failed.get(fid) or {}
+            skipped[seg.video_id] = f"failed in store: {info.get('reason', '?')}"
+        else:
+            skipped[seg.video_id] = "missing from store"
+    return kept, skipped
+
+
+def subsample_rows(rows: np.ndarray, max_rows: int) -> np.ndarray:
+    """At most `max_rows` rows, taken uniformly over the segment (first and last kept)."""
+    n = rows.shape[0]
+    if max_rows <= 0 or n <= max_rows:
+        return rows
+    idx = np.linspace(0, n - 1, max_rows).round().astype(np.int64)
+    return rows[idx]
+
+
+def nearest_row(store, store_id: str, start: float, end: float) -> np.ndarray:
+    """The one row whose centre is nearest to the segment's centre (clipped into the video).
+
+    The store rejects an empty segment (``start == end``, kept by the annotation
+    rules and counted there) and one lying outside its copy of the video (whose
+    duration may differ from the annotation's); DESIGN.md's rule for a segment
+    that holds no row centre is the row nearest to its centre, so that is read.
+    """
+    times = store.row_times(store_id)
+    centre = min(max((start + end) / 2.0, float(times[0])), float(times[-1]))
+    t = float(times[int(np.argmin(np.abs(times - centre)))])
+    rows, _ = store.get(store_id, t - 1e-6, t + 1e-6)
+    return rows[:1]
+
+
+class SegmentDataset(Dataset):
+    """Items -> (rows float32 (n, D), tokens int64 (L,), index); rows read from the store on demand."""
+
+    def __init__(self, store_path: str, items: Sequence[Item], max_rows: int):
+        self.store_path, self.items, self.max_rows = str(store_path), list(items), int(max_rows)
+        self._store = None
+        self._pid: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _get_store(self):
+        if self._store is None or self._pid != os.getpid():  # one handle per (worker) process
+            self._store = open_store(self.store_path, "r")
+            self._pid = os.getpid()
+        return self._store
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_store"], state["_pid"] = None, None
+        return state
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, int]:
+        item = self.items[index]
+        store = self._get_store()
+        try:
+            rows, _times = store.get(item.store_id, item.start, item.end)
+        except UserError:  # SegmentError: zero-length, or outside the store's copy of the video
+            rows = nearest_row(store, item.store_id, item.start, item.end)
+        rows = subsample_rows(np.asarray(rows, dtype=np.float32), self.max_rows)
+        return rows, np.asarray(item.tokens, dtype=np.int64), index
+
+
+@dataclass
+class Batch:
+    """Padded tensors of one batch; `index` says which dataset items they are."""
+
+    feats: torch.Tensor  # (B, T, D) float32
+    feat_mask: torch.Tensor  # (B, T) bool
+    tokens: torch.Tensor  # (B, L) int64, PAD-padded
+    index: torch.Tensor  # (B,) int64
+
+    def to(self, device: torch.device | str) -> Batch:
+        nb = torch.device(device).type == "cuda"
+        return Batch(self.feats.to(device, non_blocking=nb), self.feat_mask.to(device, non_blocking=nb),
+                     self.tokens.to(device, non_blocking=nb), self.index)
+
+    def pin_memory(self) -> Batch:
+        return Batch(self.feats.pin_memory(), self.feat_mask.pin_memory(), self.tokens.pin_memory(), self.index)
+
+
+def collate(samples: Sequence[tuple[np.ndarray, np.ndarray, int]]) -> Batch:
+    """Pad rows and tokens; order by caption length, longest first (the decoder's batch then only shrinks)."""
+    samples = sorted(samples, key=lambda s: -len(s[1]))
+    B = len(samples)
+    T = max(1, max(s[0].shape[0] for s in samples))
+    L = max(len(s[1]) for s in samples)
+    D = samples[0][0].shape[1]
+    feats = np.zeros((B, T, D), dtype=np.float32)
+    mask = np.zeros((B, T), dtype=bool)
+    tokens = np.full((B, L), PAD, dtype=np.int64)
+    for b, (rows, toks, _) in enumerate(samples):
+        feats[b, : len(rows)] = rows
+        mask[b, : len(rows)] = True
+        tokens[b, : len(toks)] = toks
+    index = torch.tensor([s[2] for s in samples], dtype=torch.long)
+    return Batch(torch.from_numpy(feats), torch.from_numpy(mask), torch.from_numpy(tokens), index)
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of segments of similar length, in an order fixed by (seed, epoch).
+
+    Each epoch: shuffle all items, cut them into pools of ``pool_batches`` batches,
+    sort each pool by length, cut it into batches, shuffle the batches. With
+    ``world_size > 1`` rank r takes batches r, r + world, ... and every rank gets
+    the same number (the remainder is dropped), as DDP needs equal step counts.
+    ``set_epoch(epoch, skip)`` starts an epoch after its first `skip` batches (resume).
+    """
+
+    def __init__(self, lengths: Sequence[float], batch_size: int, seed: int = 0, shuffle: bool = True,
+                 rank: int = 0, world_size: int = 1, pool_batches: int = 50):
+        self.lengths = np.asarray(lengths, dtype=np.float64)
+        self.batch_size, self.seed, self.shuffle = int(batch_size), int(seed), shuffle
+        self.rank, self.world_size, self.pool_batches = rank, world_size, pool_batches
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = int(epoch), int(skip)
+
+    def _all_batches(self) -> list[list[int]]:
+        n = len(self.lengths)
+        if not self.shuffle:  # validation: sorted by length, fixed
+            order = np.argsort(self.lengths, kind="stable")
+            return [order[i: i + self.batch_size].tolist() for i in range(0, n, self.batch_size)]
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(n)
+        pool = self.batch_size * self.pool_batches
+        batches = []
+        for p in range(0, n, pool):
+            chunk = order[p: p + pool]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches += [chunk[i: i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
+        perm = rng.permutation(len(batches))
+        return [batches[i] for i in perm]
+
+    def epoch_batches(self) -> list[list[int]]:
+        """This rank's batches of the current epoch, before skipping."""
+        batches = self._all_batches()
+        if self.world_size > 1:
+            per_rank = len(batches) // self.world_size
+            batches = batches[self.rank::self.world_size][:per_rank]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.epoch_batches()[self.skip:]
+
+    def __len__(self) -> int:
+        return max(len(self.epoch_batches()) - self.skip, 0)

@@ -1,0 +1,73 @@
+"""Several processes (GPUs or machines) through torchrun: the environment switches DDP on.
+
+torchrun sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and
+``MASTER_PORT``; with ``WORLD_SIZE > 1`` the process group is initialised from
+them (NCCL on CUDA, gloo on CPU). Without them everything is a single process
+and none of this code does anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from etspipe.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    initialised_here: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup(device_kind: str) -> DistInfo:
+    """Join the process group described by the torchrun environment (if any)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), local, False)
+    backend = "nccl" if device_kind == "cuda" else "gloo"
+    if device_kind == "cuda":
+        torch.cuda.set_device(local)
+    dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world)
+    logger.info("distributed: rank %d of %d (%s)", rank, world, backend)
+    return DistInfo(rank, world, local, True)
+
+
+def teardown(info: DistInfo) -> None:
+    if info.initialised_here and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def resolve_device(name: str, info: DistInfo) -> torch.device:
+    """`auto` takes CUDA when present; `cuda` without a GPU is the user's mistake."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise UserError(f"train.device must be auto, cpu or cuda, got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device is cuda but no CUDA GPU is available")
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", info.local_rank if info.enabled else torch.cuda.current_device())

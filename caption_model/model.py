@@ -1,0 +1,305 @@
+"""The ETS captioner (Yao et al., ICCV 2015): temporal attention over feature rows + LSTM decoder.
+
+The names follow the equations of DESIGN.md, one block per line of maths:
+
+    v_i      = tanh(P x_i + p)                     encoder (optionally a BiLSTM over the v_i)
+    h_0, c_0 = tanh(W_h0 mean(v)), tanh(W_c0 mean(v))
+    e_ti     = w^T tanh(W h_{t-1} + U v_i + b)     attn_scores (depends on h_prev at every word)
+    a_t      = masked_softmax(e_t)                 attn (padding rows get exactly 0)
+    phi_t    = sum_i a_ti v_i                      context
+    h_t, c_t = LSTM([E y_{t-1}; phi_t], (h_{t-1}, c_{t-1}))
+    o_t      = tanh(L [h_t; phi_t; E y_{t-1}])     deep output layer
+    p(y_t)   = softmax(L_o o_t)
+
+`attention: mean` replaces a_t with the uniform weights over the valid rows at
+every step (the no-attention baseline). The decoder is the sequential part, so
+it is written for speed on a CPU without changing the maths: ``U v_i + b`` is
+computed once per video (:meth:`ETS.encode`), the word part of the LSTM input is
+one matrix product for all steps, the batch is processed longest caption first
+and shrinks as captions end, and the output layers run once over all real
+tokens after the loop (they do not feed back).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from caption_model.text import BOS, EOS, PAD
+
+
+@dataclass
+class ETSConfig:
+    """The `model` section of the config (the keys of configs/ets.yaml)."""
+
+    encoder: str = "linear"
+    attention: str = "temporal"
+    proj_dim: int = 512
+    embed_dim: int = 512
+    hidden_dim: int = 512
+    attn_dim: int = 256
+    dropout: float = 0.5
+    doubly_stochastic: float = 0.0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ETSConfig:
+        names = {f.name for f in fields(cls)}
+        cfg = cls(**{k: v for k, v in d.items() if k in names})
+        if cfg.encoder not in ("linear", "bilstm"):
+            raise ValueError(f"model.encoder must be linear or bilstm, got {cfg.encoder!r}")
+        if cfg.attention not in ("temporal", "mean"):
+            raise ValueError(f"model.attention must be temporal or mean, got {cfg.attention!r}")
+        if cfg.encoder == "bilstm" and cfg.proj_dim % 2:
+            raise ValueError("model.proj_dim must be even with the bilstm encoder")
+        return cfg
+
+
+@dataclass
+class Memory:
+    """What the decoder reads at every step: encoded rows, their attention keys, the mask."""
+
+    rows: Tensor  # v_i (B, T, P)
+    keys: Tensor  # U v_i + b (B, T, A), computed once per video
+    mask: Tensor  # (B, T) bool, True for real rows
+    mean: Tensor  # masked mean of v (B, P)
+
+    def index_select(self, idx: Tensor) -> Memory:
+        return Memory(self.rows.index_select(0, idx), self.keys.index_select(0, idx),
+                      self.mask.index_select(0, idx), self.mean.index_select(0, idx))
+
+
+@dataclass
+class State:
+    """Decoder LSTM state (h, c), each (B, H)."""
+
+    h: Tensor
+    c: Tensor
+
+    def index_select(self, idx: Tensor) -> State:
+        return State(self.h.index_select(0, idx), self.c.index_select(0, idx))
+
+
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean over dim 1 of `x` (B, T, D) counting only the rows where `mask` (B, T) is True."""
+    m = mask.to(x.dtype).unsqueeze(-1)
+    return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+class Encoder(nn.Module):
+    """v_i = dropout(tanh(P x_i + p)), then optionally a bidirectional LSTM over the rows."""
+
+    def __init__(self, feat_dim: int, cfg: ETSConfig):
+        super().__init__()
+        self.proj = nn.Linear(feat_dim, cfg.proj_dim)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.bilstm = None
+        if cfg.encoder == "bilstm":
+            self.bilstm = nn.LSTM(cfg.proj_dim, cfg.proj_dim // 2, batch_first=True, bidirectional=True)
+
+    def forward(self, feats: Tensor, feat_mask: Tensor) -> Tensor:
+        v = self.dropout(torch.tanh(self.proj(feats)))
+        if self.bilstm is not None:
+            lengths = feat_mask.sum(1).clamp(min=1).cpu()
+            packed = nn.utils.rnn.pack_padded_sequence(v, lengths, batch_first=True, enforce_sorted=False)
+            out, _ = self.bilstm(packed)
+            v, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=feats.shape[1])
+        return v * feat_mask.unsqueeze(-1).to(v.dtype)  # padding rows are exactly zero
+
+
+class TemporalAttention(nn.Module):
+    """e_i = w^T tanh(W h_prev + U v_i + b); a = masked softmax(e); phi = sum_i a_i v_i."""
+
+    def __init__(self, cfg: ETSConfig):
+        super().__init__()
+        self.W = nn.Linear(cfg.hidden_dim, cfg.attn_dim, bias=False)
+        self.U = nn.Linear(cfg.proj_dim, cfg.attn_dim)  # its bias is b
+        self.w = nn.Linear(cfg.attn_dim, 1, bias=False)
+
+    def keys(self, rows: Tensor) -> Tensor:
+        """U v_i + b for all rows, once per video (it does not depend on the step)."""
+        return self.U(rows)
+
+    def forward(self, h_prev: Tensor, memory: Memory) -> tuple[Tensor, Tensor]:
+        attn_scores = self.w(torch.tanh(self.W(h_prev).unsqueeze(1) + memory.keys)).squeeze(-1)  # (B, T)
+        attn_scores = attn_scores.float().masked_fill(~memory.mask, float("-inf"))
+        attn = torch.softmax(attn_scores, dim=-1).to(memory.rows.dtype)  # padding rows: exactly 0
+        context = torch.bmm(attn.unsqueeze(1), memory.rows).squeeze(1)  # phi_t (B, P)
+        return context, attn
+
+
+class MeanAttention(nn.Module):
+    """The no-attention baseline: phi_t = mean of the valid rows at every step."""
+
+    def keys(self, rows: Tensor) -> Tensor:
+        return rows.new_zeros(rows.shape[0], rows.shape[1], 0)
+
+    def forward(self, h_prev: Tensor, memory: Memory) -> tuple[Tensor, Tensor]:
+        m = memory.mask.to(memory.rows.dtype)
+        attn = m / m.sum(1, keepdim=True).clamp(min=1.0)
+        return memory.mean, attn
+
+
+class ETS(nn.Module):
+    """Temporal-attention LSTM captioner; see the module docstring for the equations."""
+
+    def __init__(self, cfg_model: dict | ETSConfig, feat_dim: int, vocab_size: int):
+        super().__init__()
+        cfg = cfg_model if isinstance(cfg_model, ETSConfig) else ETSConfig.from_dict(cfg_model)
+        self.cfg, self.feat_dim, self.vocab_size = cfg, feat_dim, vocab_size
+        self.encoder = Encoder(feat_dim, cfg)
+        self.attention = TemporalAttention(cfg) if cfg.attention == "temporal" else MeanAttention()
+        self.embed = nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=PAD)
+        self.init_h = nn.Linear(cfg.proj_dim, cfg.hidden_dim)
+        self.init_c = nn.Linear(cfg.proj_dim, cfg.hidden_dim)
+        self.lstm = nn.LSTMCell(cfg.embed_dim + cfg.proj_dim, cfg.hidden_dim)
+        self.deep_out = nn.Linear(cfg.hidden_dim + cfg.proj_dim + cfg.embed_dim, cfg.embed_dim)
+        self.logits = nn.Linear(cfg.embed_dim, vocab_size)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    # ---- the step API (used by greedy and beam search) ----
+
+    def encode(self, feats: Tensor, feat_mask: Tensor) -> Memory:
+        """Encode the rows once per video: v, U v + b, the mask and mean(v)."""
+        feat_mask = feat_mask.bool()
+        rows = self.encoder(feats, feat_mask)
+        return Memory(rows, self.attention.keys(rows), feat_mask, masked_mean(rows, feat_mask))
+
+    def init_state(self, memory: Memory) -> State:
+        """h_0, c_0 from the mean of the encoded rows."""
+        return State(torch.tanh(self.init_h(memory.mean)), torch.tanh(self.init_c(memory.mean)))
+
+    def step(self, prev_tokens: Tensor, state: State, memory: Memory) -> tuple[Tensor, State, Tensor]:
+        """One word: log p(y_t | y_<t, video) (B, V), the new state and the attention a_t (B, T)."""
+        emb = self.dropout(self.embed(prev_tokens))  # E y_{t-1}
+        context, attn = self.attention(state.h, memory)  # phi_t, a_t from h_{t-1}
+        h, c = self.lstm(torch.cat([emb, context], dim=-1), (state.h, state.c))
+        out = self._output(h, context, emb)
+        return torch.log_softmax(out.float(), dim=-1), State(h, c), attn
+
+    @staticmethod
+    def reorder(obj: Memory | State, idx: Tensor) -> Memory | State:
+        """Select / repeat batch entries of a memory or state (beam search)."""
+        return obj.index_select(idx)
+
+    def _output(self, h: Tensor, context: Tensor, emb: Tensor) -> Tensor:
+        """Deep output: logits = L_o dropout(tanh(L [h_t; phi_t; E y_{t-1}]))."""
+        o = self.dropout(torch.tanh(self.deep_out(torch.cat([h, context, emb], dim=-1))))
+        return self.logits(o)
+
+    # ---- teacher forcing ----
+
+    def _teacher_forced(self, feats: Tensor, feat_mask: Tensor, tokens: Tensor):
+        """Run the decoder over `tokens` (B, L) with teacher forcing, without computing on padding.
+
+        Returns the deep-output inputs of all real target positions, packed
+        time-major (as ``PackedSequence`` orders them), their targets, the
+        attention (B, L-1, T) and the batch order used.
+        """
+        lengths = (tokens[:, 1:] != PAD).sum(1)  # target words per caption (incl. <e>)
+        order = torch.argsort(lengths, descending=True, stable=True)
+        identity = bool((order == torch.arange(len(order), device=order.device)).all())
+        if not identity:
+            feats, feat_mask, tokens, lengths = feats[order], feat_mask[order], tokens[order], lengths[order]
+        memory = self.encode(feats, feat_mask)
+        state = self.init_state(memory)
+        h, c = state.h, state.c
+        emb = self.dropout(self.embed(tokens[:, :-1]))  # E y_{t-1} for every step (B, L-1, E)
+        E = emb.shape[-1]
+        # LSTM gates = W_e E y + W_phi phi + W_hh h + biases: the word part for all steps at once.
+        w_ih = self.lstm.weight_ih
+        gates_emb = F.linear(emb, w_ih[:, :E], self.lstm.bias_ih + self.lstm.bias_hh)
+        w_rec = torch.cat([w_ih[:, E:], self.lstm.weight_hh], dim=1).t()  # acts on [phi; h]
+        if torch.is_autocast_enabled(feats.device.type):  # cast once, not at every step (it is not a leaf)
+            w_rec = w_rec.to(torch.get_autocast_dtype(feats.device.type))
+        # Time-major views: per-step slices of these then cost one small gradient each, not a full-size one.
+        gates_emb_t, emb_t = gates_emb.transpose(0, 1).unbind(0), emb.transpose(0, 1).unbind(0)
+        steps = int(lengths.max()) if len(lengths) else 0
+        active = [(lengths > t).sum().item() for t in range(steps)]  # batch shrinks as captions end
+        B, T = feat_mask.shape
+        hs, contexts, embs, attns = [], [], [], []
+        for t in range(steps):
+            n = active[t]
+            h_prev, c_prev = h[:n], c[:n]
+            mem_t = memory if n == B else Memory(memory.rows[:n], memory.keys[:n], memory.mask[:n], memory.mean[:n])
+            context, attn = self.attention(h_prev, mem_t)
+            gates = torch.addmm(gates_emb_t[t][:n], torch.cat([context, h_prev], dim=-1), w_rec).float()
+            i, f, g, o = gates.chunk(4, dim=-1)
+            c = torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(g)  # c kept in fp32 under autocast
+            h = torch.sigmoid(o) * torch.tanh(c)
+            hs.append(h)
+            contexts.append(context)
+            embs.append(emb_t[t][:n])
+            attns.append(F.pad(attn, (0, 0, 0, B - n)))  # padding rows: zero weight
+        targets = torch.cat([tokens[: active[t], t + 1] for t in range(steps)]) if steps else tokens.new_zeros(0)
+        packed = (torch.cat(hs), torch.cat(contexts), torch.cat(embs)) if steps else None
+        attn_all = feats.new_zeros(B, max(tokens.shape[1] - 1, 0), T)
+        if steps:
+            attn_all = torch.cat([torch.stack(attns, 1), attn_all[:, steps:]], 1) if steps < attn_all.shape[1] \
+                else torch.stack(attns, 1)
+        return packed, targets, attn_all, active, order, identity
+
+    def forward(self, feats: Tensor, feat_mask: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """Teacher forcing: logits (B, L-1, V) for tokens[:, 1:] and attention (B, L-1, T).
+
+        Positions after a caption's ``<e>`` hold zero logits and zero attention.
+        """
+        packed, _, attn, active, order, identity = self._teacher_forced(feats, feat_mask, tokens)
+        B, L = tokens.shape
+        logits = attn.new_zeros(B, max(L - 1, 0), self.vocab_size)
+        if packed is not None:
+            out = self._output(*packed)
+            pos = 0
+            for t, n in enumerate(active):
+                logits[:n, t] = out[pos: pos + n].to(logits.dtype)
+                pos += n
+        if not identity:
+            inverse = torch.argsort(order)
+            logits, attn = logits[inverse], attn[inverse]
+        return logits, attn
+
+    def loss(self, feats: Tensor, feat_mask: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor, int]:
+        """Training objective: (loss, mean token cross-entropy, number of target tokens).
+
+        The cross-entropy is over real target tokens only (padding never enters
+        the output layer); `loss` adds the doubly stochastic attention term
+        ``lambda * mean_b sum_i (1 - sum_t a_ti)^2`` when it is switched on.
+        """
+        packed, targets, attn, _, order, _ = self._teacher_forced(feats, feat_mask, tokens)
+        out = self._output(*packed)
+        nll = F.cross_entropy(out.float(), targets)
+        loss = nll
+        lam = self.cfg.doubly_stochastic
+        if lam > 0 and self.cfg.attention == "temporal":
+            mask = feat_mask.bool()[order]  # attn is in the decoder's (sorted) batch order
+            coverage = attn.float().sum(1)  # sum_t a_ti (B, T)
+            loss = loss + lam * (((1.0 - coverage) ** 2) * mask).sum(1).mean()
+        return loss, nll.detach(), int(targets.numel())
+
+    @torch.no_grad()
+    def greedy_decode(self, feats: Tensor, feat_mask: Tensor, max_len: int = 80) -> tuple[list[list[int]], Tensor]:
+        """Most likely word at each step until ``<e>`` or `max_len` words; also the attention (B, steps, T)."""
+        memory = self.encode(feats, feat_mask)
+        state = self.init_state(memory)
+        B = feats.shape[0]
+        prev = torch.full((B,), BOS, dtype=torch.long, device=feats.device)
+        done = torch.zeros(B, dtype=torch.bool, device=feats.device)
+        words, attns = [], []
+        for _ in range(max_len):
+            log_probs, state, attn = self.step(prev, state, memory)
+            prev = log_probs.argmax(-1).masked_fill(done, PAD)
+            words.append(prev)
+            attns.append(attn)
+            done |= prev == EOS
+            if bool(done.all()):
+                break
+        if not words:
+            return [[] for _ in range(B)], feats.new_zeros(B, 0, feats.shape[1])
+        ids = torch.stack(words, 1).tolist()
+        out = []
+        for seq in ids:
+            seq = [i for i in seq if i != PAD]
+            out.append(seq[: seq.index(EOS)] if EOS in seq else seq)
+        return out, torch.stack(attns, 1)

@@ -1,0 +1,179 @@
+"""The ETS network: equations, masking, attention over time, step API, Noam, batching helpers."""
+
+import numpy as np
+import pytest
+import torch
+
+from caption_model.dataset import BucketBatchSampler, collate, subsample_rows
+from caption_model.model import ETS, Memory, State
+from caption_model.schedule import NoamSchedule, noam_lr
+from caption_model.text import BOS, EOS, PAD
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks are fastest on one thread, above all on a busy 2-core machine (no OpenMP spinning)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+SMALL = {"proj_dim": 32, "embed_dim": 16, "hidden_dim": 24, "attn_dim": 12, "dropout": 0.0}
+V, D = 40, 10
+
+
+def make_batch(seed=0, B=4, T=9, L=7):
+    g = torch.Generator().manual_seed(seed)
+    feats = torch.randn(B, T, D, generator=g) * 2
+    mask = torch.ones(B, T, dtype=torch.bool)
+    mask[1, 5:] = False
+    mask[2, 2:] = False
+    tokens = torch.randint(4, V, (B, L), generator=g)
+    tokens[:, 0] = BOS
+    lengths = [L, 4, 6, 3]  # tokens incl. <s> and <e>; padded after
+    for b, n in enumerate(lengths):
+        tokens[b, n - 1] = EOS
+        tokens[b, n:] = PAD
+    return feats, mask, tokens
+
+
+def model(**kw):
+    torch.manual_seed(0)
+    return ETS({**SMALL, **kw}, D, V).eval()
+
+
+@pytest.mark.parametrize("kw", [{}, {"encoder": "bilstm"}, {"attention": "mean"}])
+def test_teacher_forcing_equals_step_by_step(kw):
+    m = model(**kw)
+    feats, mask, tokens = make_batch()
+    logits, attn = m(feats, mask, tokens)
+    memory = m.encode(feats, mask)
+    state = m.init_state(memory)
+    for t in range(tokens.shape[1] - 1):
+        log_probs, state, a = m.step(tokens[:, t], state, memory)
+        real = tokens[:, t + 1] != PAD
+        torch.testing.assert_close(torch.log_softmax(logits[:, t], -1)[real], log_probs[real], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(attn[real, t], a[real], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kw", [{}, {"encoder": "bilstm"}, {"attention": "mean"}])
+def test_padding_rows_get_zero_weight_and_do_not_change_outputs(kw):
+    m = model(**kw)
+    feats, mask, tokens = make_batch()
+    logits, attn = m(feats, mask, tokens)
+    assert torch.all(attn[1, :, 5:] == 0) and torch.all(attn[2, :, 2:] == 0)
+    real = (tokens[:, 1:] != PAD)
+    torch.testing.assert_close(attn.sum(-1)[real], torch.ones(int(real.sum())))
+    noisy = feats.clone()
+    noisy[~mask] = 1e3  # garbage in the padding
+    logits2, attn2 = m(noisy, mask, tokens)
+    torch.testing.assert_close(logits2, logits)
+    torch.testing.assert_close(attn2, attn)
+    # and a video alone (no padding at all) gives the same result as inside the padded batch
+    alone, _ = m(feats[2:3, :2], mask[2:3, :2], tokens[2:3, :6])
+    torch.testing.assert_close(alone[0], logits[2, :5], atol=1e-5, rtol=1e-5)
+
+
+def test_attention_changes_between_steps_and_depends_on_h_prev():
+    m = model()
+    feats, mask, tokens = make_batch()
+    _, attn = m(feats, mask, tokens)
+    # the same video, consecutive words: different weights (the reference implementation's were constant)
+    assert (attn[0, 1:] - attn[0, :-1]).abs().max() > 1e-3
+    # the scores depend on h_prev through W; without it (W = 0) they would be the same at every step
+    with torch.no_grad():
+        m.attention.W.weight.zero_()
+    _, flat = m(feats, mask, tokens)
+    torch.testing.assert_close(flat[0, 1:], flat[0, :1].expand_as(flat[0, 1:]))
+
+
+def test_mean_attention_is_uniform_over_valid_rows():
+    m = model(attention="mean")
+    feats, mask, tokens = make_batch()
+    _, attn = m(feats, mask, tokens)
+    torch.testing.assert_close(attn[2, 0, :2], torch.full((2,), 0.5))
+    torch.testing.assert_close(attn[1, 0, :5], torch.full((5,), 0.2))
+
+
+def test_reorder_and_greedy_decode():
+    m = model()
+    feats, mask, _ = make_batch()
+    memory = m.encode(feats, mask)
+    state = m.init_state(memory)
+    idx = torch.tensor([2, 2, 0])
+    mem2, st2 = m.reorder(memory, idx), m.reorder(state, idx)
+    assert isinstance(mem2, Memory) and isinstance(st2, State)
+    assert torch.equal(mem2.rows[1], memory.rows[2]) and torch.equal(st2.h[2], state.h[0])
+    lp_all, _, _ = m.step(torch.full((4,), BOS), state, memory)
+    lp, _, _ = m.step(torch.full((3,), BOS), st2, mem2)
+    torch.testing.assert_close(lp, lp_all[idx])
+    words, attn = m.greedy_decode(feats, mask, max_len=5)
+    assert len(words) == 4 and all(len(w) <= 5 and EOS not in w for w in words)
+    assert attn.shape[0] == 4 and attn.shape[2] == feats.shape[1]
+
+
+def test_loss_masks_padding_and_memorises_a_tiny_set():
+    torch.manual_seed(0)
+    m = ETS({**SMALL, "dropout": 0.1, "doubly_stochastic": 0.01}, D, V)
+    feats, mask, tokens = make_batch()
+    loss, nll, n = m.loss(feats, mask, tokens)
+    assert n == int((tokens[:, 1:] != PAD).sum()) and loss > nll  # doubly stochastic term added
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    first = float(nll)
+    for _ in range(60):
+        loss, nll, _ = m.loss(feats, mask, tokens)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(nll) < 0.2 * first
+
+
+def test_noam_values():
+    assert noam_lr(1, 512, 1000) == pytest.approx(512 ** -0.5 * 1000 ** -1.5)
+    assert noam_lr(1000, 512, 1000) == pytest.approx((512 * 1000) ** -0.5)  # the peak
+    assert noam_lr(4000, 512, 1000) == pytest.approx(512 ** -0.5 * 4000 ** -0.5)
+    assert noam_lr(500, 512, 1000, factor=2.0) == pytest.approx(2 * noam_lr(500, 512, 1000))
+    assert noam_lr(999) < noam_lr(1000) > noam_lr(1001)
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.0)
+    sched = NoamSchedule(opt, 512, 1000)
+    assert opt.param_groups[0]["lr"] == pytest.approx(noam_lr(1))
+    sched.step()
+    sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(noam_lr(3))
+    other = NoamSchedule(opt, 512, 1000)
+    other.load_state_dict(sched.state_dict())
+    assert other.lr == sched.lr
+
+
+def test_subsample_rows_uniform():
+    rows = np.arange(10, dtype=np.float32)[:, None]
+    assert subsample_rows(rows, 20) is rows
+    assert subsample_rows(rows, 4)[:, 0].tolist() == [0, 3, 6, 9]
+
+
+def test_collate_pads_and_sorts_longest_caption_first():
+    samples = [(np.ones((3, 2), np.float32), np.array([1, 5, 2]), 0),
+               (np.ones((5, 2), np.float32), np.array([1, 5, 6, 7, 2]), 1)]
+    b = collate(samples)
+    assert b.index.tolist() == [1, 0] and b.feats.shape == (2, 5, 2) and b.tokens.shape == (2, 5)
+    assert b.feat_mask.sum(1).tolist() == [5, 3] and b.tokens[1].tolist() == [1, 5, 2, 0, 0]
+
+
+def test_bucket_sampler_groups_lengths_and_is_seeded():
+    lengths = np.random.default_rng(0).uniform(0, 100, 1000)
+    s = BucketBatchSampler(lengths, 16, seed=3, pool_batches=10)
+    s.set_epoch(0)
+    batches = list(s)
+    assert sorted(i for b in batches for i in b) == list(range(1000)) and len(s) == len(batches)
+    spread = np.mean([np.ptp(lengths[b]) for b in batches])
+    assert spread < 15  # random batches would spread ~90
+    s.set_epoch(0, skip=5)
+    assert list(s) == batches[5:]
+    s.set_epoch(1)
+    assert list(s) != batches
+    ranks = [BucketBatchSampler(lengths, 16, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    for r in ranks:
+        r.set_epoch(0)
+    a, b = list(ranks[0]), list(ranks[1])
+    assert len(a) == len(b) and not {i for x in a for i in x} & {i for x in b for i in x}
