@@ -51,13 +51,19 @@ def resolve_weights(cfg: dict, weights: str | Path | None, echo: Callable[[str],
     best = find_best(save_dir)
     if echo:
         echo(f"using checkpoint {best} (best under {save_dir})")
-    logger.info("using checkpoint %s", best)
+    else:
+        logger.info("using checkpoint %s", best)
     return best
 
 
 def pick_device(name: str | None) -> torch.device:
+    """`auto` takes CUDA when present; asking for CUDA without a GPU is the user's mistake."""
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device cuda was asked for but no CUDA GPU is available (use --device cpu or auto)")
+    if name not in ("cpu", "cuda"):
+        raise UserError(f"device must be auto, cpu or cuda, got {name!r}")
     return torch.device(name)
 
 
@@ -210,9 +216,10 @@ def _caption_first_file(cfg, weights, store_path, reference, device, batch_size,
         if skipped:
             msg = (f"{len(skipped)} video(s) of the annotation file are not in the store and get no "
                    f"captions (they score 0), e.g. {next(iter(skipped))}")
-            logger.warning(msg)
             if echo:
                 echo(f"warning: {msg}")
+            else:
+                logger.warning(msg)
         if not wanted:
             raise UserError(f"no video of the annotation file is in the store {store_path}")
         # Merge the checkpoint's decoding/data settings under the current config's decode section.

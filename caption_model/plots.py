@@ -10,6 +10,7 @@ still sit at their true times. Matplotlib's Agg backend: no display needed.
 from __future__ import annotations
 
 import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -59,7 +60,9 @@ def plot_attention(words: Sequence[str], attn: np.ndarray, times: Sequence[float
         ax.set_xlabel("time in video (s)")
         ax.set_ylabel("generated word")
         if title:
-            ax.set_title(title, fontsize=9)
+            # a long caption would run off the figure: wrap it, and cut a runaway one
+            short = title if len(title) <= 300 else title[:297] + "..."
+            ax.set_title("\n".join(textwrap.wrap(short, 90)), fontsize=9)
         fig.colorbar(mesh, ax=ax, label="attention weight")
         fig.tight_layout()
         fig.savefig(path, dpi=100)

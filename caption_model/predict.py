@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from caption_model.evaluate import caption_segments, external_details, pick_device, resolve_weights
 from caption_model.filelist import FileListEntry, LineError, read_filelist
 from caption_model.results import default_result_path, entry, make_result, write_result
@@ -51,7 +53,7 @@ def _duration(store, sid: str) -> float | None:
 class _Extractor:
     """Builds the C3D extractor once, on first need, with the checkpoint's settings."""
 
-    def __init__(self, ckpt: dict, c3d_weights: str | None, device: str | None):
+    def __init__(self, ckpt: dict, c3d_weights: str | None, device: torch.device):
         self.ckpt, self.c3d_weights, self.device = ckpt, c3d_weights, device
         self._model = None
 
@@ -104,7 +106,7 @@ def run_predict(
     store_path = str(store_path) if store_path else str(results_dir / "features.zarr")
     exists = Path(store_path).exists() or "://" in store_path
     store = _open_store(store_path, "a", None if exists else dict(ckpt.get("store_meta") or {}))
-    extractor = _Extractor(ckpt, c3d_weights, device)
+    extractor = _Extractor(ckpt, c3d_weights, dev)
     base = Path(filelist).parent
     try:
         check_feat_dim(ckpt, store.dim, store_path)
@@ -124,9 +126,10 @@ def run_predict(
                 failed.append({"line": e.line, "error": f"line {e.line}: {exc}"})
         failed.sort(key=lambda f: f["line"])
         for f in failed:
-            logger.warning("%s", f["error"])
             if echo:
                 echo(f"error: {f['error']}")
+            else:
+                logger.warning("%s", f["error"])
         captions = caption_segments(model, vocab, store, [(sid, s, t) for _, sid, s, t in todo],
                                     {"decode": cfg.get("decode", {}), "data": ckpt.get("config", {}).get("data", {})},
                                     dev, batch_size, progress=False, return_attn=plot_dir is not None)
