@@ -21,7 +21,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import tempfile
 import threading
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import torch
+from machine import cpu_model  # benchmarks/machine.py (the script folder is on sys.path)
 
 from caption_model.annotations import load_annotations
 from caption_model.train import fit
@@ -38,14 +38,6 @@ from etspipe.config import load_config
 FPS, CLIP_LEN, STRIDE, DIM = 30.0, 16, 8, 500
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def build_store(path: Path, annotation_paths: list[str], seed: int = 0) -> dict:
