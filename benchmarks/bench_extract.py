@@ -16,10 +16,14 @@ Prints one JSON line per result:
   with video length). Target: 10-minute peak within 1.2x of the 1-minute one,
   and under 3 GiB.
 
-Videos are generated with PyAV in a temporary folder. ``--short`` shrinks the
-durations (6 s and 60 s, 16 clips) for a quick check.
+Videos are generated with PyAV in a temporary folder (or kept in ``--video-dir``
+and reused). ``--short`` shrinks the durations (6 s and 60 s, 16 clips) for a
+quick check; ``--rss-only`` runs only the two RSS measurements (and their
+ratio); ``--decord-reset-every N`` sets `DecordReader.reset_every` in the RSS
+children (0: never reset decord's queues, i.e. the behaviour before the fix), for
+an A/B on the same machine.
 
-    .venv/bin/python benchmarks/bench_extract.py [--short]
+    .venv/bin/python benchmarks/bench_extract.py [--short] [--rss-only] [--video-dir DIR]
 """
 
 from __future__ import annotations
@@ -138,6 +142,9 @@ RSS_CHILD = """
 import json, resource, sys, time
 sys.path.append(sys.argv[4])
 from extract_features import extract_corpus
+from extract_features.video_reader import DecordReader
+if sys.argv[5] != "default":
+    DecordReader.reset_every = int(sys.argv[5]) or 10**18
 cfg = {"extract": {"width_mult": float(sys.argv[3]), "device": "cpu"}}
 t0 = time.perf_counter()
 s = extract_corpus([sys.argv[1]], sys.argv[2], cfg, overwrite=True, progress=False)
@@ -146,13 +153,18 @@ print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_ma
 """
 
 
-def bench_rss(video: Path, minutes: float, width: float, workdir: Path) -> dict:
+def bench_rss(video: Path, minutes: float, width: float, workdir: Path, reset_every: int | None = None) -> dict:
     out = subprocess.run([sys.executable, "-c", RSS_CHILD, str(video), str(workdir / f"rss{minutes}.zarr"),
-                          str(width), str(ROOT)], capture_output=True, text=True, check=True)
+                          str(width), str(ROOT), "default" if reset_every is None else str(reset_every)],
+                         capture_output=True, text=True, check=True)
     res = json.loads(out.stdout.strip().splitlines()[-1])
+    from extract_features.video_reader import DecordReader
+
+    resets = DecordReader.reset_every if reset_every is None else (reset_every or "never")
     return {"bench": "rss", "video_minutes": minutes, "video": "1280x720 H.264 25 fps",
-            "network": f"C3D fc7 width {width}", "peak_rss_mib": round(res["peak_rss_mib"], 1),
-            "seconds": round(res["seconds"], 1), "done": res["done"]}
+            "network": f"C3D fc7 width {width}", "decord_reset_every": resets,
+            "peak_rss_mib": round(res["peak_rss_mib"], 1), "seconds": round(res["seconds"], 1),
+            "done": res["done"]}
 
 
 def main() -> None:
@@ -162,26 +174,38 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--rss-width", type=float, default=1 / 32, help="width_mult of the RSS runs")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--rss-only", action="store_true", help="only the two peak-RSS runs and their ratio")
+    ap.add_argument("--decord-reset-every", type=int, default=None,
+                    help="DecordReader.reset_every in the RSS runs (0: never, the pre-fix behaviour)")
+    ap.add_argument("--video-dir", type=Path, default=None, help="keep the generated videos here and reuse them")
     args = ap.parse_args()
     n_clips = args.clips or (16 if args.short else 64)
     short_s, long_s = (6, 60) if args.short else (60, 600)
     emit({"bench": "machine", "cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()})
     with tempfile.TemporaryDirectory(prefix="bench_extract_") as tmp:
         tmp = Path(tmp)
+        vids = args.video_dir or tmp
+        vids.mkdir(parents=True, exist_ok=True)
+
+        def video(name: str, n_frames: int) -> Path:
+            path = vids / f"{name}_{n_frames}f.mp4"
+            return path if path.is_file() else write_720p(path, n_frames)
+
         t0 = time.perf_counter()
-        one = write_720p(tmp / "v_1min.mp4", short_s * 25)
-        ten = write_720p(tmp / "v_10min.mp4", long_s * 25)
-        tp = write_720p(tmp / "v_tp.mp4", (n_clips - 1) * 8 + 16)
+        one = video("v_short", short_s * 25)
+        ten = video("v_long", long_s * 25)
+        tp = None if args.rss_only else video("v_tp", (n_clips - 1) * 8 + 16)
         emit({"bench": "generate", "seconds": round(time.perf_counter() - t0, 1),
               "videos_s": [short_s, long_s], "throughput_frames": (n_clips - 1) * 8 + 16})
-        emit(bench_decode(one))
-        r1 = bench_rss(one, short_s / 60, args.rss_width, tmp)
+        if not args.rss_only:
+            emit(bench_decode(one))
+        r1 = bench_rss(one, short_s / 60, args.rss_width, tmp, args.decord_reset_every)
         emit(r1)
-        r10 = bench_rss(ten, long_s / 60, args.rss_width, tmp)
+        r10 = bench_rss(ten, long_s / 60, args.rss_width, tmp, args.decord_reset_every)
         emit(r10)
         emit({"bench": "rss_ratio", "ratio_long_to_short": round(r10["peak_rss_mib"] / r1["peak_rss_mib"], 3),
-              "target": "<= 1.2 and < 3072 MiB"})
-        if not args.skip_throughput:
+              "decord_reset_every": r10["decord_reset_every"], "target": "<= 1.2 and < 3072 MiB"})
+        if not args.skip_throughput and not args.rss_only:
             emit(bench_throughput(tp, n_clips, args.batch_size, tmp))
 
 

@@ -168,9 +168,23 @@ class DecordReader:
 
     decord applies the rotation metadata itself (then scales), so it is asked for
     the display size directly and its frames are not rotated again.
+
+    Memory: decord 0.6's sequential read (`NextFrameImpl`) loops "push one packet,
+    pop one frame", and its pop returns at once, without a frame, while the
+    decoder thread has not finished one yet; each such miss pushes one packet more
+    than is popped, and nothing ever takes the surplus back. The backlog grows
+    with every frame read (about half a frame per frame read in our pipeline),
+    and when the consumer is slower than the decoder (the network is the bound)
+    decord's thread decodes it into RGB frames that wait in its queue: tens of
+    MiB per minute of video, freed only when the reader seeks or closes. So every
+    `reset_every` frames the reader is reset at the next keyframe: a seek clears
+    decord's packet and frame queues, and at a keyframe the seek decodes nothing
+    twice (decord keeps the keyframe it checks and returns it). Frames are
+    unchanged; memory no longer grows with the video's length.
     """
 
     backend = "decord"
+    reset_every = 256  # frames between queue resets (~10 s at 25 fps); reset at the next keyframe
 
     def __init__(self, path: str, info: VideoInfo, coded_size: tuple[int, int], threads: int = 1) -> None:
         self.info = info
@@ -181,6 +195,9 @@ class DecordReader:
         self._display_size = (h, w)
         self._vr = decord.VideoReader(path, width=w, height=h, num_threads=threads)
         self._len = len(self._vr)
+        self._keyframes = np.asarray(self._vr.get_key_indices(), dtype=np.int64)
+        self._next_reset = self.reset_every  # reset at the first keyframe at or after this frame
+        self.resets = 0
         self._fallback: PyAVReader | None = None
 
     def read(self, indices: np.ndarray) -> np.ndarray:
@@ -188,7 +205,7 @@ class DecordReader:
             return self._fallback.read(indices)
         idx = [int(i) for i in indices if i < self._len]
         try:
-            frames = self._vr.get_batch(idx).asnumpy() if idx else None
+            frames = self._read_resetting(idx) if idx else None
         except decord.DECORDError as exc:
             log.warning("%s: decord failed at frames %d..%d (%s); continuing with PyAV",
                         self._path, idx[0], idx[-1], str(exc).splitlines()[0][:200])
@@ -198,6 +215,34 @@ class DecordReader:
         if frames is None:
             return np.empty((0, *self._display_size, 3), dtype=np.uint8)
         return frames
+
+    def _read_resetting(self, idx: list[int]) -> np.ndarray:
+        """`get_batch(idx)`, split at the keyframe where a reset of decord's queues is due."""
+        parts = []
+        start = 0
+        while start < len(idx):
+            cut = self._reset_point(idx, start)
+            if cut == start:  # idx[start] is that keyframe: reset, then read from it
+                self._reset(idx[start])
+                cut = self._reset_point(idx, start + 1)
+            if cut is None:
+                cut = len(idx)
+            parts.append(self._vr.get_batch(idx[start:cut]).asnumpy())
+            start = cut
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _reset_point(self, idx: list[int], start: int) -> int | None:
+        """First position >= start of `idx` whose frame is a keyframe at or after the next reset."""
+        rest = np.asarray(idx[start:], dtype=np.int64)
+        hit = np.flatnonzero((rest >= self._next_reset) & np.isin(rest, self._keyframes))
+        return start + int(hit[0]) if len(hit) else None
+
+    def _reset(self, keyframe: int) -> None:
+        """Clear decord's queues: a seek to the start stops its decoder thread and drops both
+        queues; the next `get_batch` then seeks accurately to `keyframe`, its first index."""
+        self._vr.seek(0)
+        self._next_reset = keyframe + self.reset_every
+        self.resets += 1
 
     def close(self) -> None:
         if self._fallback is not None:

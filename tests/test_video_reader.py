@@ -97,3 +97,48 @@ def test_missing_file(tmp_path):
     with pytest.raises(VideoReadError) as err:
         open_video(tmp_path / "nope.mp4")
     assert err.value.reason == "missing"
+
+
+def _write_short_gop(path, n_frames, gop):
+    """An H.264 video with a keyframe every `gop` frames (so the decord reader's resets happen)."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 80, 64, "yuv420p"
+        stream.options = {"preset": "ultrafast", "crf": "12", "g": str(gop), "keyint_min": str(gop),
+                          "sc_threshold": "0", "bf": "0", "threads": "1"}
+        for i in range(n_frames):
+            frame = av.VideoFrame.from_ndarray(videos.synthetic_frame(i, 64, 80), format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("step", [1, 3])  # every frame, and a resampled (frame-skipping) sequence
+def test_decord_queue_resets_keep_the_frames(tmp_path, monkeypatch, step):
+    """Resetting decord's queues at keyframes (the memory fix) returns exactly the same frames."""
+    path = _write_short_gop(tmp_path / "gop.mp4", n_frames=90, gop=10)
+    wanted = np.arange(0, 90, step)
+
+    def read_chunks(reset_every):
+        monkeypatch.setattr(video_reader.DecordReader, "reset_every", reset_every)
+        reader = open_video(path, (128, 171), backend="decord")
+        try:
+            assert list(reader._keyframes) == list(range(0, 90, 10))
+            frames = np.concatenate([reader.read(wanted[s : s + 7]) for s in range(0, len(wanted), 7)])
+            return frames, reader.resets
+        finally:
+            reader.close()
+
+    plain, no_resets = read_chunks(10**9)
+    reset, resets = read_chunks(12)
+    assert no_resets == 0 and resets == (4 if step == 1 else 2)  # at keyframes 20,40,60,80 or 30,60
+    assert reset.shape == plain.shape == (len(wanted), 128, 171, 3)
+    np.testing.assert_array_equal(reset, plain)
+    # and they are the right frames: PyAV agrees frame by frame
+    _, pyav_frames = read_all(path, "pyav")
+    assert np.abs(reset.astype(int) - pyav_frames[wanted].astype(int)).mean() < 3.0
