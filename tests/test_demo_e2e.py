@@ -1,0 +1,96 @@
+"""A reduced `etspipe demo` end to end, in a fresh process, so the whole chain stays working.
+
+Eight generated videos, a 1/16-width untrained C3D, a tiny model and two epochs:
+the numbers mean nothing, the point is that every stage runs and writes its
+files (report, result JSON, scores JSON, attention plots), and that a rerun
+reuses the features and the finished checkpoint.
+
+It goes through the `etspipe demo` command when the CLI has `--videos` (the
+demo size); until then through `etspipe.demo.run_demo` in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ETSPIPE = Path(sys.executable).parent / "etspipe"
+N_VIDEOS = 8
+
+SMALL_CONFIG = """\
+extract:
+  width_mult: 0.0625
+  layer: pool5
+  pca_dim: 16
+  scale: 64.0
+data:
+  min_word_count: 1
+  max_rows: 16
+  val_fraction: 0.2
+  num_workers: 0
+model:
+  proj_dim: 16
+  embed_dim: 16
+  hidden_dim: 32
+  attn_dim: 16
+  dropout: 0.0
+train:
+  batch_size: 16
+  epochs: 2
+  warmup_steps: 10
+  valid_interval: 0
+decode:
+  beam_size: 2
+  max_len: 12
+"""
+
+
+def _demo_command(out: Path, config: Path) -> list[str]:
+    cli = [str(ETSPIPE)] if ETSPIPE.exists() else [sys.executable, "-m", "pipeline"]
+    help_text = subprocess.run([*cli, "demo", "--help"], capture_output=True, text=True, cwd=ROOT).stdout
+    if "--videos" in help_text:
+        return [*cli, "demo", "--out", str(out), "--config", str(config), "--videos", str(N_VIDEOS)]
+    code = textwrap.dedent(f"""
+        from pathlib import Path
+        from etspipe.config import load_config
+        from etspipe.demo import run_demo
+        run_demo(Path({str(out)!r}), cfg=load_config({str(config)!r}), n_videos={N_VIDEOS}, progress=False)
+    """)
+    return [sys.executable, "-c", code]
+
+
+@pytest.mark.slow
+def test_reduced_demo_end_to_end(tmp_path: Path) -> None:
+    config = tmp_path / "small.yaml"
+    config.write_text(SMALL_CONFIG, encoding="utf-8")
+    out = tmp_path / "demo"
+    cmd = _demo_command(out, config)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = proc.stdout
+    for stage in ("1/5", "2/5", "3/5", "4/5", "5/5", "== report =="):
+        assert stage in text, f"stage {stage} missing from the output"
+    assert "UNTRAINED" in text
+
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert (out / "report.txt").read_text(encoding="utf-8").startswith("test split:")
+    assert Path(report["results_path"]).is_file()
+    scores = json.loads(Path(report["scores_path"]).read_text(encoding="utf-8"))
+    assert set(scores["average"]) >= {"METEOR", "CIDEr", "Bleu_4"}
+    assert Path(report["predictions_path"]).is_file()
+    assert report["plots"] and all(Path(p).is_file() and Path(p).suffix == ".png" for p in report["plots"])
+    assert report["correct"]["all"]["n"] > 0
+    assert set(report["timings"]) == {"data", "extract", "train", "evaluate", "predict"}
+
+    # A rerun reuses data, features and the finished checkpoint.
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    again = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert again["reused"] == {"data": True, "extract": True, "train": True}
+    assert "training already finished" in proc.stdout
