@@ -347,8 +347,9 @@ def store_info(path: str, as_json: bool) -> None:
 @click.option("--fps", type=float, default=None, help="hdf5/npy: feature rows per second before striding.")
 @click.option("--stride", type=int, default=1, show_default=True, help="hdf5/npy: frames between rows.")
 @click.option("--clip-len", type=int, default=1, show_default=True, help="hdf5/npy: frames each row covers.")
+@config_options
 def import_features(kind: str, source: str, store_path: str, annotations: tuple[str, ...],
-                    fps: float | None, stride: int, clip_len: int) -> None:
+                    fps: float | None, stride: int, clip_len: int, cfg: dict, raw_overrides: tuple[str, ...]) -> None:
     """Bring published feature files into a store.
 
     \b
@@ -363,17 +364,20 @@ def import_features(kind: str, source: str, store_path: str, annotations: tuple[
     """
     from features_store import importers
 
+    dtype = cfg["store"]["dtype"]
     if kind == "activitynet-c3d":
         if not annotations:
             raise UserError("activitynet-c3d needs --annotations FILE (the durations give the row times)")
-        summary = importers.import_activitynet_c3d(source, store_path, list(annotations))
+        summary = importers.import_activitynet_c3d(source, store_path, list(annotations), dtype=dtype)
     else:
         if fps is None:
             raise UserError(f"{kind} needs --fps (rows per second of the source features)")
         if kind == "hdf5":
-            summary = importers.import_hdf5_per_video(source, store_path, fps=fps, stride=stride, clip_len=clip_len)
+            summary = importers.import_hdf5_per_video(source, store_path, fps=fps, stride=stride, clip_len=clip_len,
+                                                      dtype=dtype)
         else:
-            summary = importers.import_npy_folder(source, store_path, fps=fps, stride=stride, clip_len=clip_len)
+            summary = importers.import_npy_folder(source, store_path, fps=fps, stride=stride, clip_len=clip_len,
+                                                  dtype=dtype)
     click.echo(", ".join(f"{k}: {v}" for k, v in summary.items() if not isinstance(v, (list, dict))))
 
 

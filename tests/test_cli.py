@@ -45,3 +45,25 @@ def test_extract_without_store_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(cli, ["extract", str(tmp_path)])
     assert result.exit_code == 1
     assert "no output store" in result.output
+
+
+def test_import_npy_then_store_info(tmp_path):
+    import numpy as np
+
+    src = tmp_path / "npy"
+    src.mkdir()
+    for i in range(3):
+        np.save(src / f"v_a{i}.npy", np.full((5 + i, 8), i, dtype=np.float32))
+    store = str(tmp_path / "s.zarr")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["import-features", "npy", str(src), store, "--fps", "30", "--stride", "8",
+                                 "--clip-len", "16", "-o", "store.dtype=float32"])
+    assert result.exit_code == 0, result.output
+    info = runner.invoke(cli, ["store", "info", store, "--json"])
+    assert info.exit_code == 0
+    import json
+
+    data = json.loads(info.output)
+    assert data["videos_complete"] == 3 and data["rows_total"] == 5 + 6 + 7 and data["dim"] == 8
+    missing_fps = runner.invoke(cli, ["import-features", "npy", str(src), store])
+    assert missing_fps.exit_code == 1 and "needs --fps" in missing_fps.output
