@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -41,19 +39,12 @@ from pathlib import Path
 
 import av
 import numpy as np
+from machine import machine  # benchmarks/machine.py (the script folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT))
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def write_720p(path: Path, n_frames: int, fps: int = 25) -> Path:
@@ -181,7 +172,7 @@ def main() -> None:
     args = ap.parse_args()
     n_clips = args.clips or (16 if args.short else 64)
     short_s, long_s = (6, 60) if args.short else (60, 600)
-    emit({"bench": "machine", "cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()})
+    emit({"bench": "machine", **machine()})
     with tempfile.TemporaryDirectory(prefix="bench_extract_") as tmp:
         tmp = Path(tmp)
         vids = args.video_dir or tmp
