@@ -42,6 +42,26 @@ class EtsGroup(click.Group):
             ctx.exit(130)
 
 
+class ManyValuesOption(click.Option):
+    """A repeatable option that also takes the plain values after it.
+
+    The reference layout `--annotations val_1.json val_2.json` and the
+    repeated `--annotations val_1.json --annotations val_2.json` both work.
+    """
+
+    def add_to_parser(self, parser: Any, ctx: click.Context) -> None:
+        super().add_to_parser(parser, ctx)
+        parser_opt = parser._long_opt.get(self.opts[0]) or parser._short_opt.get(self.opts[0])
+        take_one = parser_opt.process
+
+        def take_following(value: Any, state: Any) -> None:
+            take_one(value, state)
+            while state.rargs and not state.rargs[0].startswith("-"):
+                take_one(state.rargs.pop(0), state)
+
+        parser_opt.process = take_following
+
+
 def _split_overrides(values: tuple[str, ...]) -> list[str]:
     return [v for v in values if "=" in v]
 
@@ -170,8 +190,8 @@ def extract(inputs: tuple[str, ...], store_path: str | None, weights: str | None
 
 @cli.command()
 @click.option("--store", "store_path", required=True, help="Feature store made by `extract` or `import-features`.")
-@click.option("--train", "train_paths", multiple=True, required=True, type=click.Path(dir_okay=False),
-              help="Training annotations (ActivityNet Captions JSON); repeatable.")
+@click.option("--train", "train_paths", cls=ManyValuesOption, multiple=True, required=True,
+              type=click.Path(dir_okay=False), help="Training annotations (ActivityNet Captions JSON), one or more.")
 @click.option("--save_dir", "--save-dir", default=None, help="Checkpoint folder (default data/checkpoints).")
 @click.option("--resume", default=None, help="Continue a run from a checkpoint file or folder.")
 @click.option("--weights", default=None, type=click.Path(dir_okay=False), help="Start from a checkpoint (fine-tune).")
@@ -211,7 +231,7 @@ def train(store_path: str, train_paths: tuple[str, ...], save_dir: str | None, r
               help="Checkpoint to evaluate (default: best.pt under --save_dir).")
 @click.option("--save_dir", "--save-dir", default=None, help="Where to look for the best checkpoint.")
 @click.option("--store", "store_path", default=None, help="Feature store holding the evaluated videos.")
-@click.option("--annotations", multiple=True, required=True, type=click.Path(dir_okay=False),
+@click.option("--annotations", cls=ManyValuesOption, multiple=True, required=True, type=click.Path(dir_okay=False),
               help="Reference files (e.g. val_1.json val_2.json); segments of the first are captioned.")
 @click.option("--results", "results_path", default=None, type=click.Path(dir_okay=False),
               help="Score this existing result JSON instead of running a model.")
@@ -241,7 +261,8 @@ def evaluate(weights: str | None, save_dir: str | None, store_path: str | None, 
     if results_path is None and store_path is None:
         raise UserError("give --store STORE to caption segments, or --results FILE to score a result file")
     run_evaluate(cfg, weights=weights, store_path=store_path, annotation_paths=list(annotations),
-                 results_path=results_path, device=cfg["train"]["device"], batch_size=cfg["decode"]["batch_size"])
+                 results_path=results_path, out_dir=out_dir, device=cfg["train"]["device"],
+                 batch_size=cfg["decode"]["batch_size"])
 
 
 @cli.command()
@@ -342,8 +363,8 @@ def store_info(path: str, as_json: bool) -> None:
 @click.argument("kind", type=click.Choice(["activitynet-c3d", "hdf5", "npy"]))
 @click.argument("source", type=click.Path(exists=True))
 @click.argument("store_path")
-@click.option("--annotations", multiple=True, type=click.Path(dir_okay=False),
-              help="activitynet-c3d: annotation files giving each video's duration (repeatable).")
+@click.option("--annotations", cls=ManyValuesOption, multiple=True, type=click.Path(dir_okay=False),
+              help="activitynet-c3d: annotation files giving each video's duration (one or more).")
 @click.option("--fps", type=float, default=None, help="hdf5/npy: feature rows per second before striding.")
 @click.option("--stride", type=int, default=1, show_default=True, help="hdf5/npy: frames between rows.")
 @click.option("--clip-len", type=int, default=1, show_default=True, help="hdf5/npy: frames each row covers.")

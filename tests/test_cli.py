@@ -67,3 +67,42 @@ def test_import_npy_then_store_info(tmp_path):
     assert data["videos_complete"] == 3 and data["rows_total"] == 5 + 6 + 7 and data["dim"] == 8
     missing_fps = runner.invoke(cli, ["import-features", "npy", str(src), store])
     assert missing_fps.exit_code == 1 and "needs --fps" in missing_fps.output
+
+
+def test_many_values_option_takes_both_layouts():
+    import click
+
+    from pipeline import ManyValuesOption
+
+    @click.command()
+    @click.option("--annotations", cls=ManyValuesOption, multiple=True)
+    @click.option("--store")
+    def cmd(annotations, store):
+        click.echo(f"{list(annotations)} {store}")
+
+    runner = CliRunner()
+    assert runner.invoke(cmd, ["--annotations", "a.json", "b.json", "--store", "s"]).output.strip() == \
+        "['a.json', 'b.json'] s"
+    assert runner.invoke(cmd, ["--annotations", "a.json", "--store", "s", "--annotations", "b.json"]).output.strip() \
+        == "['a.json', 'b.json'] s"
+
+
+def test_evaluate_scores_a_result_file_against_two_reference_files(tmp_path):
+    import json
+
+    ref1 = {"v_a": {"duration": 10.0, "timestamps": [[0, 5]], "sentences": ["a man is running"]}}
+    ref2 = {"v_a": {"duration": 10.0, "timestamps": [[0, 5]], "sentences": ["a person runs"]}}
+    res = {"version": "VERSION 1.0", "results": {"v_a": [{"timestamp": [0, 5], "sentence": "a man is running"}]},
+           "external_data": {"used": False, "details": ""}}
+    for name, doc in (("r1.json", ref1), ("r2.json", ref2), ("res.json", res)):
+        (tmp_path / name).write_text(json.dumps(doc))
+    result = CliRunner().invoke(cli, ["evaluate", "--results", str(tmp_path / "res.json"), "--annotations",
+                                      str(tmp_path / "r1.json"), str(tmp_path / "r2.json"),
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(next((tmp_path / "out").glob("*_scores.json")).read_text())
+    assert scores["reference_files"] == [str(tmp_path / "r1.json"), str(tmp_path / "r2.json")]
+    # the protocol scores each (prediction, reference) pair on its own, one video's pairs as one corpus:
+    # unigram matches 4/4 against r1 and 1/4 ("a") against r2, hypothesis 8 words >= references 7 -> no
+    # brevity penalty: BLEU-1 = 5/8 at every tIoU threshold
+    assert abs(scores["average"]["Bleu_1"] - 62.5) < 1e-4
