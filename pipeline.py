@@ -38,7 +38,9 @@ class EtsGroup(click.Group):
                 click.echo(str(exc), err=True)
             ctx.exit(EXIT_PARTIAL)
         except KeyboardInterrupt:
-            click.echo("interrupted; rerun the same command to resume", err=True)
+            how = "add --resume SAVE_DIR to continue training" if ctx.invoked_subcommand == "train" \
+                else "rerun the same command to resume"
+            click.echo(f"interrupted; {how}", err=True)
             ctx.exit(130)
 
 
@@ -194,7 +196,7 @@ def extract(inputs: tuple[str, ...], store_path: str | None, weights: str | None
               type=click.Path(dir_okay=False), help="Training annotations (ActivityNet Captions JSON), one or more.")
 @click.option("--save_dir", "--save-dir", default=None, help="Checkpoint folder (default data/checkpoints).")
 @click.option("--resume", default=None, help="Continue a run from a checkpoint file or folder.")
-@click.option("--weights", default=None, type=click.Path(dir_okay=False), help="Start from a checkpoint (fine-tune).")
+@click.option("--weights", default=None, type=click.Path(), help="Start from a checkpoint (fine-tune).")
 @click.option("--epochs", type=int, default=None, help="Passes over the training segments.")
 @click.option("--batch_size", "--batch-size", type=int, default=None, help="Segments per step.")
 @click.option("--log_interval", "--log-interval", type=int, default=None, help="Steps between log lines.")
@@ -227,7 +229,7 @@ def train(store_path: str, train_paths: tuple[str, ...], save_dir: str | None, r
 
 
 @cli.command()
-@click.option("--weights", default=None, type=click.Path(dir_okay=False),
+@click.option("--weights", default=None, type=click.Path(),
               help="Checkpoint to evaluate (default: best.pt under --save_dir).")
 @click.option("--save_dir", "--save-dir", default=None, help="Where to look for the best checkpoint.")
 @click.option("--store", "store_path", default=None, help="Feature store holding the evaluated videos.")
@@ -268,7 +270,7 @@ def evaluate(weights: str | None, save_dir: str | None, store_path: str | None, 
 @cli.command()
 @click.option("--filelist", required=True, type=click.Path(dir_okay=False),
               help="Lines 'VIDEO [START END]' (a video file or a store id), or 'id<TAB>start<TAB>end'.")
-@click.option("--weights", default=None, type=click.Path(dir_okay=False),
+@click.option("--weights", default=None, type=click.Path(),
               help="Checkpoint (default: best.pt under --save_dir).")
 @click.option("--save_dir", "--save-dir", default=None, help="Where to look for the best checkpoint.")
 @click.option("--store", "store_path", default=None,

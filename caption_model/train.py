@@ -260,13 +260,26 @@ RUNTIME_KEYS = (("train", "epochs"), ("train", "device"), ("train", "log_interva
 
 
 def _resumed_config(saved: dict, given: dict) -> dict:
-    """The checkpoint's config, with only the runtime keys (more epochs, another device, ...) from `given`."""
+    """The checkpoint's config, with only the runtime keys (more epochs, another device, ...) from `given`.
+
+    `given` is a full config (reference values filled in), so a key counts as given
+    only where it differs from configs/ets.yaml: a plain `--resume` keeps the run's
+    own epochs, intervals and device instead of falling back to the reference values.
+    """
+    from etspipe.config import reference_config
+
+    ref = reference_config()
     cfg = copy.deepcopy(saved)
+
+    def changed(section: str, key: str) -> bool:
+        return key in given.get(section, {}) and given[section][key] != ref.get(section, {}).get(key)
+
     for section, key in RUNTIME_KEYS:
-        if key in given.get(section, {}):
+        if changed(section, key):
             cfg.setdefault(section, {})[key] = given[section][key]
     ignored = [f"{sec}.{k}" for sec in ("model", "data", "train") for k, v in given.get(sec, {}).items()
-               if (sec, k) not in RUNTIME_KEYS and k != "save_dir" and cfg.get(sec, {}).get(k, v) != v]
+               if (sec, k) not in RUNTIME_KEYS and k != "save_dir" and changed(sec, k)
+               and cfg.get(sec, {}).get(k, v) != v]
     if ignored:
         logger.info("resume continues the checkpoint's run; not applying changed setting(s): %s", ", ".join(ignored))
     return cfg
@@ -295,6 +308,9 @@ def _fit(cfg: dict, store_path: str, train_paths: list[str], resume: str | None,
     tcfg, dcfg = cfg["train"], cfg["data"]
     if main:
         save_dir.mkdir(parents=True, exist_ok=True)
+        if not resume and (save_dir / BEST).exists():
+            # a new run must never report (or let evaluate pick) an earlier run's best model
+            (save_dir / BEST).unlink()
 
     # --- annotations, store, split, vocabulary
     segments, report = load_annotations(train_paths)

@@ -200,4 +200,10 @@ def test_resume_keeps_the_run_settings_but_takes_runtime_keys():
              "train": {"batch_size": 64, "epochs": 10, "device": "auto", "save_dir": "b"}}
     cfg = _resumed_config(saved, given)
     assert cfg["model"]["proj_dim"] == 32 and cfg["train"]["batch_size"] == 8 and cfg["data"]["max_rows"] == 8
-    assert cfg["train"]["epochs"] == 10 and cfg["train"]["device"] == "auto" and cfg["data"]["num_workers"] == 2
+    assert cfg["train"]["epochs"] == 10  # changed from the reference value: the user asked for it
+    # equal to the reference values (what a plain `--resume` passes): the run keeps its own
+    assert cfg["train"]["device"] == "cpu" and cfg["data"]["num_workers"] == 0
+    from etspipe.config import reference_config
+
+    plain = _resumed_config(saved, reference_config())
+    assert plain["train"]["epochs"] == 3 and plain["model"]["proj_dim"] == 32
