@@ -50,6 +50,32 @@ def _duration(store, sid: str) -> float | None:
     return float(d) if d is not None else None
 
 
+def _options_of_store(cfg: dict, store_meta: dict, path: Path):
+    """Extraction settings of the features the model was trained on (the store's record wins).
+
+    The training config's `extract` section may differ from what `etspipe extract`
+    actually ran with (a --layer flag, another config file); the store metadata is
+    what the rows really are, so a raw video is extracted exactly like them.
+    """
+    from extract_features import ExtractOptions
+    from extract_features.corpus import EXTRACTOR_NAME
+
+    if store_meta and store_meta.get("extractor") != EXTRACTOR_NAME:
+        raise UserError(f"{path}: not in the store, and the model's features were not made by etspipe's C3D "
+                        f"extractor ({store_meta.get('extractor')}); extract or import them into the store first")
+    ext = dict(cfg.get("extract", {}))
+    norm = store_meta.get("normalisation") or {}
+    for key in ("layer", "clip_len", "stride", "fps", "frame_size", "crop", "width_mult"):
+        if key in store_meta:
+            ext[key] = store_meta[key]
+    for key in ("channel_order", "mean", "scale"):
+        if key in norm:
+            ext[key] = norm[key]
+    if isinstance(store_meta.get("pad_short"), dict) and "rule" in store_meta["pad_short"]:
+        ext["pad_short"] = store_meta["pad_short"]["rule"]
+    return ExtractOptions.from_config({**cfg, "extract": ext})
+
+
 class _Extractor:
     """Builds the C3D extractor once, on first need, with the checkpoint's settings."""
 
@@ -58,7 +84,7 @@ class _Extractor:
         self._model = None
 
     def __call__(self, path: Path):
-        from extract_features import ExtractOptions, extract_one, make_extractor
+        from extract_features import extract_one, make_extractor
 
         cfg = self.ckpt.get("config", {})
         store_meta = self.ckpt.get("store_meta") or {}
@@ -70,7 +96,7 @@ class _Extractor:
         if store_meta.get("pca"):
             raise UserError(f"{path}: not in the store, and the model's features went through a PCA; "
                             "extract it first with `etspipe extract` into the store")
-        opts = ExtractOptions.from_config(cfg)
+        opts = _options_of_store(cfg, store_meta, path)
         if self._model is None:
             self._model = make_extractor(opts, self.c3d_weights if trained else None, self.device, warn=trained)
         return extract_one(path, opts, self._model)

@@ -30,7 +30,7 @@ class FakeStore:
 
     def __init__(self, videos: dict[str, float] | None = None, dim: int = DIM, meta: dict | None = None):
         self.dim = dim
-        self.meta = dict(meta or {"extractor": "c3d", "layer": "fc7", "dim": dim, "weights": "untrained"})
+        self.meta = dict(meta or {"extractor": "c3d-sports1m", "layer": "fc7", "dim": dim, "weights": "untrained"})
         self._rows: dict[str, np.ndarray] = {}
         self._meta: dict[str, dict] = {}
         rng = np.random.default_rng(0)
@@ -81,7 +81,7 @@ def make_checkpoint(path: Path, feat_dim: int = DIM, extract: dict | None = None
     model = ETS(cfg["model"], feat_dim, len(vocab))
     state = {"format": FORMAT, "version": VERSION, "model": model.state_dict(), "vocab": vocab.to_dict(),
              "feat_dim": feat_dim, "config": cfg, "epoch": 1,
-             "store_meta": store_meta or {"extractor": "c3d", "layer": "fc7", "weights": "untrained"}}
+             "store_meta": store_meta or {"extractor": "c3d-sports1m", "layer": "fc7", "weights": "untrained"}}
     return save_checkpoint(state, path)
 
 

@@ -100,3 +100,19 @@ def test_plot_attention_shapes(tmp_path):
     assert path.stat().st_size > 0
     with pytest.raises(ValueError):
         plot_attention(["a"], attn, [0.5, 1.5, 2.5, 3.5], tmp_path / "q.png")
+
+
+def test_raw_videos_are_extracted_with_the_stores_settings_not_the_training_config(tmp_path):
+    import pytest
+
+    from caption_model.predict import _options_of_store
+    from etspipe.errors import UserError
+
+    cfg = {"extract": {"layer": "fc7", "stride": 8, "width_mult": 1.0}}
+    meta = {"extractor": "c3d-sports1m", "layer": "pool5", "stride": 4, "width_mult": 0.25, "fps": 10.0,
+            "normalisation": {"channel_order": "rgb", "mean": [1.0, 2.0, 3.0], "scale": 2.0}}
+    opts = _options_of_store(cfg, meta, tmp_path / "v.mp4")
+    assert (opts.layer, opts.stride, opts.width_mult, opts.fps) == ("pool5", 4, 0.25, 10.0)
+    assert (opts.channel_order, tuple(opts.mean), opts.scale) == ("rgb", (1.0, 2.0, 3.0), 2.0)
+    with pytest.raises(UserError, match="not made by etspipe's C3D"):
+        _options_of_store(cfg, {"extractor": "imported", "dim": 500}, tmp_path / "v.mp4")
