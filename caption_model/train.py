@@ -306,16 +306,9 @@ def _fit(cfg: dict, store_path: str, train_paths: list[str], resume: str | None,
             init = load_checkpoint(weights)
             cfg["model"] = init["config"]["model"]  # the weights fix the architecture
     tcfg, dcfg = cfg["train"], cfg["data"]
-    if main:
-        save_dir.mkdir(parents=True, exist_ok=True)
-        if not resume and (save_dir / BEST).exists():
-            # a new run must never report (or let evaluate pick) an earlier run's best model
-            (save_dir / BEST).unlink()
 
-    # --- annotations, store, split, vocabulary
+    # --- annotations, store, split, vocabulary (checked before anything is written: a mistake leaves no files)
     segments, report = load_annotations(train_paths)
-    if main:
-        (save_dir / "annotations_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     store = open_store(store_path, "r")
     try:
         feat_dim, store_meta = int(store.dim), _plain(dict(store.meta))
@@ -326,6 +319,11 @@ def _fit(cfg: dict, store_path: str, train_paths: list[str], resume: str | None,
         if source is not None:
             check_feat_dim(source, feat_dim, store_path)
     if main:
+        save_dir.mkdir(parents=True, exist_ok=True)
+        if not resume and (save_dir / BEST).exists():
+            # a new run must never report (or let evaluate pick) an earlier run's best model
+            (save_dir / BEST).unlink()
+        (save_dir / "annotations_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         lines = [f"{vid}\t{why}" for vid, why in sorted(skipped.items())]
         (save_dir / "skipped_videos.txt").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     if skipped:
