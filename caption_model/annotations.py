@@ -39,7 +39,6 @@ A missing file, invalid JSON or a top level that is not a mapping is a
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 from collections import Counter
@@ -49,6 +48,7 @@ from pathlib import Path
 
 from caption_model.text import tokenize
 from etspipe.errors import UserError
+from etspipe.files import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -69,16 +69,7 @@ class Segment:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"annotation file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read annotation file {path}: {exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    data = read_json(path, "annotation file")
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of video ids to annotations, got {type(data).__name__}")
     return data

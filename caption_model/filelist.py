@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from etspipe.errors import UserError
+from etspipe.files import read_text
 
 _COMMENT = re.compile(r"(^|\s)#.*$")
 
@@ -121,10 +121,4 @@ def parse_filelist_text(text: str, base_dir: Path | None = None) -> tuple[list[F
 def read_filelist(path: str | Path) -> tuple[list[FileListEntry], list[LineError]]:
     """Parse a file list; an unreadable file is a UserError, bad lines are returned as errors."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"file list not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read file list {path}: {exc}") from None
-    return parse_filelist_text(text, path.parent)
+    return parse_filelist_text(read_text(path, "file list"), path.parent)

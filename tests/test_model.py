@@ -9,14 +9,7 @@ from caption_model.model import ETS, Memory, State
 from caption_model.schedule import NoamSchedule, noam_lr
 from caption_model.text import BOS, EOS, PAD
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks are fastest on one thread, above all on a busy 2-core machine (no OpenMP spinning)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SMALL = {"proj_dim": 32, "embed_dim": 16, "hidden_dim": 24, "attn_dim": 12, "dropout": 0.0}

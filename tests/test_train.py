@@ -21,13 +21,7 @@ from etspipe.errors import UserError
 WORDS = "a man woman dog child plays runs jumps throws ball guitar drum in the park on stage with red blue".split()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest (and identically from run to run) on one thread on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_corpus(root: Path, n_videos: int = 10, dim: int = 16, seed: int = 0, missing: int = 1,
