@@ -1,0 +1,1 @@
+"""The click commands of `etspipe`, one module per command; `pipeline.py` assembles them."""

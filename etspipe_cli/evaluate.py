@@ -1,0 +1,47 @@
+"""`etspipe evaluate`: caption ground-truth segments and score them."""
+
+from __future__ import annotations
+
+import click
+
+from etspipe.errors import UserError
+from etspipe_cli.common import DEVICE, ManyValuesOption, _set, config_options
+
+
+@click.command()
+@click.option("--weights", default=None, type=click.Path(),
+              help="Checkpoint to evaluate (default: best.pt under --save_dir).")
+@click.option("--save_dir", "--save-dir", default=None, help="Where to look for the best checkpoint.")
+@click.option("--store", "store_path", default=None, help="Feature store holding the evaluated videos.")
+@click.option("--annotations", cls=ManyValuesOption, multiple=True, required=True, type=click.Path(dir_okay=False),
+              help="Reference files (e.g. val_1.json val_2.json); segments of the first are captioned.")
+@click.option("--results", "results_path", default=None, type=click.Path(dir_okay=False),
+              help="Score this existing result JSON instead of running a model.")
+@click.option("--out", "out_dir", default=None, help="Output folder (default data/evaluate_results).")
+@click.option("--beam-size", type=int, default=None, help="Beam width (1 = greedy).")
+@click.option("--device", type=DEVICE, default=None, help="Where to decode (default auto).")
+@config_options
+def evaluate(weights: str | None, save_dir: str | None, store_path: str | None, annotations: tuple[str, ...],
+             results_path: str | None, out_dir: str | None, beam_size: int | None, device: str | None,
+             cfg: dict, raw_overrides: tuple[str, ...]) -> None:
+    """Caption ground-truth segments and score them (ActivityNet Captions protocol).
+
+    Scores are METEOR, BLEU-1..4, ROUGE-L and CIDEr over tIoU 0.3/0.5/0.7/0.9,
+    as the official densevid_eval computes them; x100.
+
+    \b
+    Examples:
+      etspipe evaluate --store data/c3d.zarr --annotations val_1.json --annotations val_2.json
+      etspipe evaluate --results my_results.json --annotations val_1.json --annotations val_2.json
+    """
+    from caption_model.evaluate import run_evaluate
+
+    _set(cfg, "train.save_dir", save_dir)
+    _set(cfg, "eval.results_dir", out_dir)
+    _set(cfg, "decode.beam_size", beam_size)
+    _set(cfg, "train.device", device)
+    if results_path is None and store_path is None:
+        raise UserError("give --store STORE to caption segments, or --results FILE to score a result file")
+    run_evaluate(cfg, weights=weights, store_path=store_path, annotation_paths=list(annotations),
+                 results_path=results_path, out_dir=out_dir, device=cfg["train"]["device"],
+                 batch_size=cfg["decode"]["batch_size"])

@@ -1,0 +1,59 @@
+"""`etspipe extract`: stage 1 over a corpus of videos."""
+
+from __future__ import annotations
+
+import click
+
+from etspipe.errors import PartialFailure, UserError
+from etspipe_cli.common import DEVICE, _set, config_options
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--output", "--store", "store_path", default=None, help="Feature store to write (same as -o STORE).")
+@click.option("--weights", type=click.Path(dir_okay=False), default=None,
+              help="C3D Sports-1M weights (.pth/.pickle state dict). Without it the network is UNTRAINED.")
+@click.option("--layer", type=click.Choice(["fc7", "fc6", "pool5"]), default=None, help="Output layer (default fc7).")
+@click.option("--pca", "pca_dim", type=int, default=None,
+              help="Reduce features with PCA to this many dims (500 = ActivityNet).")
+@click.option("--pca-file", type=click.Path(dir_okay=False), default=None,
+              help="Use a saved PCA (.npz) instead of fitting one.")
+@click.option("--device", type=DEVICE, default=None, help="Where the network runs (default auto).")
+@click.option("--batch-size", type=int, default=None, help="Clips per network batch (default: chosen for the device).")
+@click.option("--workers", type=int, default=0, help="Start a local dask cluster with N workers.")
+@click.option("--scheduler", default=None, help="Address of an existing dask scheduler (tcp://host:8786).")
+@click.option("--overwrite", is_flag=True, help="Start the store over.")
+@click.option("--retry-failed", is_flag=True, help="Retry videos recorded as failed.")
+@config_options
+def extract(inputs: tuple[str, ...], store_path: str | None, weights: str | None, layer: str | None,
+            pca_dim: int | None, pca_file: str | None, device: str | None, batch_size: int | None,
+            workers: int, scheduler: str | None, overwrite: bool, retry_failed: bool,
+            cfg: dict, raw_overrides: tuple[str, ...]) -> None:
+    """Extract C3D features of videos into a feature store.
+
+    INPUTS are video files, folders (searched recursively), globs or text files
+    listing paths. The store is `-o STORE` (Zarr unless it ends in .h5/.hdf5).
+    A rerun resumes: complete videos are skipped. Exit status 3 if some failed.
+
+    \b
+    Example:
+      etspipe extract videos/ -o data/c3d.zarr --weights c3d.pickle --pca 500
+    """
+    stores = [v for v in raw_overrides if "=" not in v]
+    if store_path is None and len(stores) == 1:
+        store_path = stores[0]
+    elif stores and (store_path is not None or len(stores) > 1):
+        raise UserError(f"give the output store once (got {', '.join(stores)})")
+    if store_path is None:
+        raise UserError("no output store: add -o STORE (e.g. -o data/c3d.zarr)")
+    from extract_features import extract_corpus
+
+    _set(cfg, "extract.layer", layer)
+    _set(cfg, "extract.pca_dim", pca_dim)
+    _set(cfg, "extract.device", device)
+    _set(cfg, "extract.batch_size", batch_size)
+    summary = extract_corpus(list(inputs), store_path, cfg, weights=weights, pca_file=pca_file,
+                             overwrite=overwrite, retry_failed=retry_failed, workers=workers,
+                             scheduler=scheduler)
+    if summary.get("failed"):
+        raise PartialFailure(f"{summary['failed']} video(s) failed; see `etspipe store info {store_path}`")

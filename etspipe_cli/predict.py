@@ -1,0 +1,50 @@
+"""`etspipe predict`: caption listed videos or segments."""
+
+from __future__ import annotations
+
+import click
+
+from etspipe.errors import PartialFailure
+from etspipe_cli.common import DEVICE, _set, config_options
+
+
+@click.command()
+@click.option("--filelist", required=True, type=click.Path(dir_okay=False),
+              help="Lines 'VIDEO [START END]' (a video file or a store id), or 'id<TAB>start<TAB>end'.")
+@click.option("--weights", default=None, type=click.Path(),
+              help="Checkpoint (default: best.pt under --save_dir).")
+@click.option("--save_dir", "--save-dir", default=None, help="Where to look for the best checkpoint.")
+@click.option("--store", "store_path", default=None,
+              help="Feature store to read ids from and cache new videos in (default: beside the results).")
+@click.option("--out", "out_dir", default=None, help="Output folder (default data/predict_results).")
+@click.option("--plot", "plot_dir", default=None, help="Save one attention plot (PNG) per caption here.")
+@click.option("--c3d-weights", default=None, type=click.Path(dir_okay=False),
+              help="C3D weights for raw videos, when the store was extracted with trained weights.")
+@click.option("--beam-size", type=int, default=None, help="Beam width (1 = greedy).")
+@click.option("--device", type=DEVICE, default=None, help="Where to run (default auto).")
+@config_options
+def predict(filelist: str, weights: str | None, save_dir: str | None, store_path: str | None,
+            out_dir: str | None, plot_dir: str | None, c3d_weights: str | None, beam_size: int | None,
+            device: str | None,
+            cfg: dict, raw_overrides: tuple[str, ...]) -> None:
+    """Caption the videos or segments listed in a file.
+
+    Raw video files are extracted on the fly with the checkpoint's extractor
+    settings and cached in the store. Bad lines are reported with their line
+    numbers; the others are still captioned (exit status 3 then).
+
+    \b
+    Example:
+      etspipe predict --filelist to_caption.txt --plot data/attention
+    """
+    from caption_model.predict import run_predict
+
+    _set(cfg, "train.save_dir", save_dir)
+    _set(cfg, "predict.results_dir", out_dir)
+    _set(cfg, "decode.beam_size", beam_size)
+    _set(cfg, "train.device", device)
+    summary = run_predict(cfg, weights, filelist, store_path=store_path, plot_dir=plot_dir,
+                          c3d_weights=c3d_weights, device=cfg["train"]["device"],
+                          batch_size=cfg["decode"]["batch_size"])
+    if summary.get("n_failed"):
+        raise PartialFailure(f"{summary['n_failed']} line(s) of {filelist} could not be captioned")

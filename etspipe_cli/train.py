@@ -1,0 +1,45 @@
+"""`etspipe train`: fit the ETS captioner on a feature store."""
+
+from __future__ import annotations
+
+import click
+
+from etspipe_cli.common import DEVICE, ManyValuesOption, _set, config_options
+
+
+@click.command()
+@click.option("--store", "store_path", required=True, help="Feature store made by `extract` or `import-features`.")
+@click.option("--train", "train_paths", cls=ManyValuesOption, multiple=True, required=True,
+              type=click.Path(dir_okay=False), help="Training annotations (ActivityNet Captions JSON), one or more.")
+@click.option("--save_dir", "--save-dir", default=None, help="Checkpoint folder (default data/checkpoints).")
+@click.option("--resume", default=None, help="Continue a run from a checkpoint file or folder.")
+@click.option("--weights", default=None, type=click.Path(), help="Start from a checkpoint (fine-tune).")
+@click.option("--epochs", type=int, default=None, help="Passes over the training segments.")
+@click.option("--batch_size", "--batch-size", type=int, default=None, help="Segments per step.")
+@click.option("--log_interval", "--log-interval", type=int, default=None, help="Steps between log lines.")
+@click.option("--valid_interval", "--valid-interval", type=int, default=None, help="Epochs between validations.")
+@click.option("--fix_random_seed", "--seed", "seed", type=int, default=None, help="Random seed (default 0).")
+@click.option("--device", type=DEVICE, default=None, help="Where to train (default auto).")
+@config_options
+def train(store_path: str, train_paths: tuple[str, ...], save_dir: str | None, resume: str | None,
+          weights: str | None, epochs: int | None, batch_size: int | None, log_interval: int | None,
+          valid_interval: int | None, seed: int | None, device: str | None,
+          cfg: dict, raw_overrides: tuple[str, ...]) -> None:
+    """Train the ETS captioner on cached features.
+
+    A share of the training videos (data.val_fraction) is held out for model
+    selection; `best.pt` and `last.pt` go to --save_dir. Several GPUs: run
+    under torchrun.
+
+    \b
+    Example:
+      etspipe train --config configs/ets.yaml --store data/c3d.zarr --train train.json
+    """
+    from caption_model.train import train as run_train
+
+    for key, value in (("train.save_dir", save_dir), ("train.epochs", epochs),
+                       ("train.batch_size", batch_size), ("train.log_interval", log_interval),
+                       ("train.valid_interval", valid_interval), ("train.seed", seed), ("train.device", device)):
+        _set(cfg, key, value)
+    best = run_train(cfg, store_path, list(train_paths), resume=resume, weights=weights)
+    click.echo(f"best checkpoint: {best}")
