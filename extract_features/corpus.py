@@ -28,7 +28,7 @@ import numpy as np
 from etspipe.errors import UserError
 from extract_features.c3d import feature_dim
 from extract_features.clips import PAD_RULES
-from extract_features.inputs import assign_ids, collect_videos
+from extract_features.inputs import assign_ids, collect_videos, input_problem
 from extract_features.options import ExtractOptions
 from extract_features.pca import IncrementalPCA, pca_path_for, raw_store_path_for
 from extract_features.runner import make_extractor, run_pipeline
@@ -103,7 +103,11 @@ def _same(a, b) -> bool:
 
 
 def _plan(store, videos: list[tuple[str, Path]], retry_failed: bool) -> tuple[list, int]:
-    """Videos still to extract, and how many are skipped because they are complete."""
+    """Videos still to extract, and how many are skipped because they are complete.
+
+    An input that is no readable file (a folder named like a video, a link loop) is
+    recorded as failed here, with one line, and never reaches a decoder.
+    """
     complete = set(store.complete_ids())
     failed = store.failed()
     todo, skipped = [], 0
@@ -112,6 +116,9 @@ def _plan(store, videos: list[tuple[str, Path]], retry_failed: bool) -> tuple[li
             skipped += 1
         elif vid in failed and not retry_failed:
             continue  # counted with the failures
+        elif problem := input_problem(path):
+            log.warning("%s (%s) failed: %s", vid, path, problem[1])
+            store.mark_failed(vid, problem[0], problem[1], source=str(path))
         else:
             if vid in failed:
                 store.clear_failed(vid)

@@ -244,3 +244,40 @@ def test_sigkill_at_several_points_then_rerun_gives_the_same_store(reference, mi
 def test_options_object_is_accepted_by_extract_one(mixed_videos):
     rows, meta = extract_one(mixed_videos / "v_short.mp4", ExtractOptions(width_mult=W))
     assert rows.shape == (1, 256) and meta["padded"]
+
+
+def test_odd_inputs_give_one_line_each_and_are_recorded(mixed_videos, tmp_path, monkeypatch, caplog):
+    folder = tmp_path / "odd"
+    (folder / "locked").mkdir(parents=True)
+    (folder / "v_dir.mp4").mkdir()  # a folder named like a video
+    (folder / "v_dir.mp4" / "v_inner.mp4").write_bytes(b"")  # not searched: its parent is "a video"
+    (folder / "v_loop.mp4").symlink_to("v_loop.mp4")
+    (folder / "v_dangling.mp4").symlink_to("gone.mp4")
+    (folder / "up").symlink_to("..")  # a folder link back to an ancestor: searched once
+    (folder / "v_one.mp4").write_bytes((mixed_videos / "v_one.mp4").read_bytes())
+    (folder / "locked" / "v_hidden.mp4").write_bytes(b"")
+    locked = str(folder / "locked")
+    os.chmod(locked, 0)
+    scandir = os.scandir
+
+    def no_access(path="."):  # root reads a mode-0 folder anyway: deny it as the kernel would a user
+        if isinstance(path, (str, os.PathLike)) and os.fspath(path) == locked:
+            raise PermissionError(13, "Permission denied", locked)
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", no_access)
+    listed = tmp_path / "list.txt"
+    listed.write_text("\n".join(str(folder / n) for n in ("v_dir.mp4", "v_loop.mp4", "v_one.mp4")) + "\n")
+    expect = {"v_dir": "unreadable", "v_loop": "unreadable", "v_dangling": "missing"}
+    try:
+        with caplog.at_level(logging.WARNING):
+            summary = extract_corpus([str(folder)], str(tmp_path / "a.zarr"), CFG, progress=False)
+            from_list = extract_corpus([str(listed)], str(tmp_path / "b.zarr"), CFG, progress=False)
+    finally:
+        os.chmod(locked, 0o755)
+    assert summary["done"] == 1 and {k: v["reason"] for k, v in summary["failures"].items()} == expect
+    assert from_list["done"] == 1 and set(from_list["failures"]) == {"v_dir", "v_loop"}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert sum("locked" in w for w in warnings) == 1
+    for vid in expect:
+        assert sum(vid in w for w in warnings) == (2 if vid != "v_dangling" else 1), warnings
