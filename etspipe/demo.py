@@ -196,10 +196,10 @@ def run_demo(out_dir: Path, fresh: bool = False, cfg: dict | None = None, n_vide
     """
     from caption_model.checkpoint import find_best
     from caption_model.evaluate import run_evaluate
-    from caption_model.predict import run_predict
     from caption_model.results import read_result
     from caption_model.train import train
     from etspipe.demo_data import generate_demo_dataset, load_meta, score_captions
+    from etspipe_cli.predict import predict_videos
     from extract_features import extract_corpus
 
     cfg = copy.deepcopy(cfg if cfg is not None else load_config(DEMO_CONFIG))
@@ -282,7 +282,7 @@ def run_demo(out_dir: Path, fresh: bool = False, cfg: dict | None = None, n_vide
         test_ann = json.loads(Path(data["test"]).read_text(encoding="utf-8"))
         _write_filelist(filelist, Path(data["videos_dir"]), test_ann, n_videos=N_PREDICT_VIDEOS)
         shutil.rmtree(plot_dir, ignore_errors=True)  # only this run's plots
-        prediction = run_predict(cfg, str(best), str(filelist), store_path=str(store_path),
+        prediction = predict_videos(cfg, str(best), str(filelist), store_path=str(store_path),
                                  plot_dir=str(plot_dir), echo=click.echo)
 
     results = read_result(Path(evaluation["results_path"]))["results"]
