@@ -201,7 +201,7 @@ def _caption_first_file(cfg, weights, store_path, reference, device, batch_size,
     dev = pick_device(device or cfg.get("train", {}).get("device"))
     model, vocab, ckpt = load_model(ckpt_path, dev)
     if not Path(str(store_path)).exists() and "://" not in str(store_path):
-        raise UserError(f"feature store not found: {store_path}")
+        raise UserError(f"no feature store at {store_path}")
     store = open_store(str(store_path), "r")
     try:
         check_feat_dim(ckpt, store.dim, store_path)
