@@ -147,7 +147,7 @@ def caption_reference(cfg: dict, weights: str | Path | None, store_path: str | P
     dev = pick_device(device)
     model, vocab, ckpt = load_model(ckpt_path, dev)
     if not Path(str(store_path)).exists() and "://" not in str(store_path):
-        raise UserError(f"feature store not found: {store_path}")
+        raise UserError(f"no feature store at {store_path}")
     store = open_store(str(store_path), "r")
     try:
         check_feat_dim(ckpt, store.dim, store_path)
