@@ -6,9 +6,11 @@ from pathlib import Path
 
 import click
 
+from etspipe_cli.common import OUTPUT_FOLDER
+
 
 @click.command()
-@click.option("--out", "out_dir", default="demo_out", show_default=True,
+@click.option("--out", "out_dir", type=OUTPUT_FOLDER, default="demo_out", show_default=True,
               help="Folder for data, features, model and results.")
 @click.option("--fresh", is_flag=True, help="Redo every stage instead of reusing finished ones.")
 @click.option("--generate-only", "generate_only", default=None, metavar="DIR",

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from etspipe.errors import PartialFailure, UserError
-from etspipe_cli.common import DEVICE, _set, config_options
+from etspipe_cli.common import DEVICE, OUTPUT_FOLDER, _set, config_options
 
 
 def predict_videos(cfg: dict, weights: str | Path | None, filelist: str | Path | None = None,
@@ -58,11 +58,14 @@ def predict_videos(cfg: dict, weights: str | Path | None, filelist: str | Path |
               help="Lines 'VIDEO [START END]' (a video file or a store id), or 'id<TAB>start<TAB>end'.")
 @click.option("--weights", default=None, type=click.Path(),
               help="Checkpoint (default: best.pt under --save_dir).")
-@click.option("--save_dir", "--save-dir", default=None, help="Where to look for the best checkpoint.")
+@click.option("--save_dir", "--save-dir", type=OUTPUT_FOLDER, default=None,
+              help="Where to look for the best checkpoint.")
 @click.option("--store", "store_path", default=None,
               help="Feature store to read ids from and cache new videos in (default: beside the results).")
-@click.option("--out", "out_dir", default=None, help="Output folder (default data/predict_results).")
-@click.option("--plot", "plot_dir", default=None, help="Save one attention plot (PNG) per caption here.")
+@click.option("--out", "out_dir", type=OUTPUT_FOLDER, default=None,
+              help="Output folder (default data/predict_results).")
+@click.option("--plot", "plot_dir", type=OUTPUT_FOLDER, default=None,
+              help="Save one attention plot (PNG) per caption here.")
 @click.option("--c3d-weights", default=None, type=click.Path(dir_okay=False),
               help="C3D weights for raw videos, when the store was extracted with trained weights.")
 @click.option("--beam-size", type=int, default=None, help="Beam width (1 = greedy).")
