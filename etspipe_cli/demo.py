@@ -32,8 +32,8 @@ def demo(out_dir: str, fresh: bool, generate_only: str | None, n_videos: int | N
     finished stages unless --fresh.
     """
     from etspipe.config import load_config
-    from etspipe.demo import DEMO_CONFIG, DEMO_VIDEOS, run_demo
-    from etspipe.demo import generate_only as run_generate
+    from etspipe_demo.run import DEMO_CONFIG, DEMO_VIDEOS, run_demo
+    from etspipe_demo.run import generate_only as run_generate
 
     if generate_only:
         run_generate(generate_only, n_videos=n_videos or DEMO_VIDEOS)
