@@ -20,6 +20,7 @@ from etspipe_cli.demo import demo
 from etspipe_cli.evaluate import evaluate
 from etspipe_cli.extract import extract
 from etspipe_cli.predict import predict
+from etspipe_cli.proposals import train_proposals
 from etspipe_cli.store import import_features, store
 from etspipe_cli.train import train
 
@@ -43,6 +44,7 @@ def cli(verbose: int) -> None:
 
 for command in (extract, train, evaluate, predict, demo, store, import_features):
     cli.add_command(command)
+cli.add_command(train_proposals)
 
 
 if __name__ == "__main__":

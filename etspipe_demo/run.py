@@ -181,7 +181,7 @@ def _evaluate_stage(run: _Run, data: dict, best: Path) -> dict:
 
 
 def _predict_stage(run: _Run, data: dict, best: Path) -> dict:
-    from caption_model.predict import run_predict
+    from etspipe_cli.predict import predict_videos
     from etspipe_demo.report import write_filelist
 
     with stage("5/5 predict (raw test videos, attention plots)", run.timings):
@@ -189,8 +189,8 @@ def _predict_stage(run: _Run, data: dict, best: Path) -> dict:
         test_ann = json.loads(Path(data["test"]).read_text(encoding="utf-8"))
         write_filelist(filelist, Path(data["videos_dir"]), test_ann, n_videos=N_PREDICT_VIDEOS)
         shutil.rmtree(run.plot_dir, ignore_errors=True)  # only this run's plots
-        return run_predict(run.cfg, str(best), str(filelist), store_path=str(run.store_path),
-                           plot_dir=str(run.plot_dir), echo=click.echo)
+        return predict_videos(run.cfg, str(best), str(filelist), store_path=str(run.store_path),
+                              plot_dir=str(run.plot_dir), echo=click.echo)
 
 
 def _report(run: _Run, data: dict, best: Path, evaluation: dict, prediction: dict, note: str,
