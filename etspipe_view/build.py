@@ -16,7 +16,7 @@ from typing import Any
 
 from etspipe.errors import UserError
 from etspipe_view import inputs
-from etspipe_view.matching import video_scores
+from etspipe_view.matching import best_matches, tiou_table, video_scores
 from etspipe_view.page import metrics_table, render_html, video_payload
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,11 @@ def build_views(results_path: str | Path, annotation_paths: Sequence[str | Path]
     views = {}
     for vid, preds in results.items():
         view = inputs.VideoView(vid, preds, refs.get(vid, []), known.get(vid))
-        view.scores = {**video_scores(preds, view.references), **(per_video_scores or {}).get(vid, {})}
+        if view.references:
+            table = tiou_table(preds, view.references)
+            view.matches = best_matches(table)
+            view.scores = video_scores(table, len(view.references))
+        view.scores.update((per_video_scores or {}).get(vid, {}))
         views[vid] = view
     if attention_path is not None:
         inputs.attach_attention(views, inputs.read_sidecar(attention_path), str(attention_path))

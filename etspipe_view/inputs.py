@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from etspipe.errors import UserError
 from etspipe.files import read_json
 
@@ -40,7 +42,7 @@ class Attention:
 
     words: list[str]
     row_times: list[float]
-    weights: list[list[float]]
+    weights: np.ndarray  # (len(words), len(row_times))
 
 
 @dataclass
@@ -53,6 +55,7 @@ class VideoView:
     duration: float | None = None
     attention: dict[int, Attention] = field(default_factory=dict)
     scores: dict[str, float | None] = field(default_factory=dict)
+    matches: list[tuple[int, float]] = field(default_factory=list)  # per prediction: (best reference, tIoU)
 
 
 def _number(value: Any) -> float | None:
@@ -139,11 +142,13 @@ def _attention(item: Any) -> Attention | None:
     words, times, weights = item.get("words"), item.get("row_times"), item.get("attention")
     if not (isinstance(words, list) and isinstance(times, list) and isinstance(weights, list)):
         return None
-    if len(weights) != len(words) or any(not isinstance(r, list) or len(r) != len(times) for r in weights):
+    try:  # numpy, not a loop per number: a val_1 sidecar holds tens of millions of weights
+        w, t = np.asarray(weights, dtype=np.float64), np.asarray(times, dtype=np.float64)
+    except (TypeError, ValueError):  # ragged rows, strings, nulls
         return None
-    if any(_number(t) is None for t in times) or any(_number(v) is None for r in weights for v in r):
+    if t.ndim != 1 or w.shape != (len(words), len(t)) or not (np.isfinite(w).all() and np.isfinite(t).all()):
         return None
-    return Attention([str(w) for w in words], [float(t) for t in times], [[float(v) for v in r] for r in weights])
+    return Attention([str(x) for x in words], t.tolist(), w)
 
 
 def read_sidecar(path: str | Path) -> dict[str, tuple[float | None, dict[int, Attention], dict[int, dict]]]:

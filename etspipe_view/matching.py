@@ -25,25 +25,28 @@ def tiou(a: Caption, b: Caption) -> float:
     return inter / union
 
 
-def best_matches(preds: Sequence[Caption], refs: Sequence[Caption]) -> list[tuple[int, float]]:
+def tiou_table(preds: Sequence[Caption], refs: Sequence[Caption]) -> list[list[float]]:
+    """tIoU of every prediction (rows) with every reference (columns)."""
+    return [[tiou(p, r) for r in refs] for p in preds]
+
+
+def best_matches(table: list[list[float]]) -> list[tuple[int, float]]:
     """For each prediction: (index of the reference it overlaps most, that tIoU), or (-1, 0.0)."""
     out = []
-    for p in preds:
-        scores = [tiou(p, r) for r in refs]
+    for scores in table:
         k = max(range(len(scores)), key=scores.__getitem__, default=-1)
         out.append((k, scores[k]) if k >= 0 and scores[k] > 0 else (-1, 0.0))
     return out
 
 
-def video_scores(preds: Sequence[Caption], refs: Sequence[Caption]) -> dict[str, float]:
-    """Recall/precision of events at tIoU 0.5 and mean best tIoU, as fractions."""
-    if not refs:
+def video_scores(table: list[list[float]], n_refs: int) -> dict[str, float]:
+    """Recall/precision of events at tIoU 0.5 and mean best tIoU (fractions) from a `tiou_table`."""
+    if not n_refs:
         return {}
-    table = [[tiou(p, r) for r in refs] for p in preds]
-    found = sum(any(row[j] >= TIOU_FOUND for row in table) for j in range(len(refs)))
-    hit = sum(max(row, default=0.0) >= TIOU_FOUND for row in table)
+    found = sum(any(row[j] >= TIOU_FOUND for row in table) for j in range(n_refs))
+    best = [max(row, default=0.0) for row in table]
     return {
-        "recall@0.5": found / len(refs),
-        "precision@0.5": hit / len(preds) if preds else 0.0,
-        "mean tIoU": sum(max(row, default=0.0) for row in table) / len(preds) if preds else 0.0,
+        "recall@0.5": found / n_refs,
+        "precision@0.5": sum(b >= TIOU_FOUND for b in best) / len(best) if best else 0.0,
+        "mean tIoU": sum(best) / len(best) if best else 0.0,
     }

@@ -22,7 +22,6 @@ import numpy as np
 
 from etspipe import __version__
 from etspipe_view.inputs import Attention, VideoView
-from etspipe_view.matching import best_matches
 from etspipe_view.vtt import webvtt
 
 PAGE_FORMAT = 1
@@ -43,7 +42,7 @@ def quantise(att: Attention) -> dict[str, Any]:
 
 def video_payload(view: VideoView, src: str | None, missing: str | None, vtt: str | None = None) -> dict[str, Any]:
     """The page's record of one video (short keys: a val_1 page holds ~5,000 of them)."""
-    matches = best_matches(view.predictions, view.references) if view.references else []
+    matches = view.matches
     preds = []
     for k, cap in enumerate(view.predictions):
         item: dict[str, Any] = {"t": [_round(cap.start), _round(cap.end)], "s": cap.sentence}

@@ -19,7 +19,7 @@ from caption_model.attention_sidecar import AttentionSidecar, sidecar_path_for
 from etspipe.errors import UserError
 from etspipe_view import build_page, build_views, find_video
 from etspipe_view.inputs import Caption
-from etspipe_view.matching import tiou, video_scores
+from etspipe_view.matching import tiou, tiou_table, video_scores
 from etspipe_view.page import embed_json
 from etspipe_view.vtt import cue_text, vtt_time, webvtt
 
@@ -134,7 +134,9 @@ def test_tiou_and_video_scores_edge_cases():
     a, b = Caption(0, 2, "x"), Caption(1, 3, "y")
     assert tiou(a, b) == pytest.approx(1 / 3) and tiou(a, Caption(5, 6, "z")) == 0.0
     assert tiou(Caption(1, 1, "p"), Caption(1, 1, "q")) == 1.0
-    assert video_scores([], [a]) == {"recall@0.5": 0.0, "precision@0.5": 0.0, "mean tIoU": 0.0}
+    assert video_scores(tiou_table([], [a]), 1) == {"recall@0.5": 0.0, "precision@0.5": 0.0, "mean tIoU": 0.0}
+    assert video_scores(tiou_table([a, b], [a]), 1) == {"recall@0.5": 1.0, "precision@0.5": 0.5,
+                                                         "mean tIoU": pytest.approx((1 + 1 / 3) / 2)}
 
 
 def test_scores_file_beside_results_gives_the_metrics_table(results_file: Path, tmp_path: Path):

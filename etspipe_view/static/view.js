@@ -3,7 +3,9 @@
 // never as markup. Videos are drawn when they come near the viewport, so a 5,000-video page opens at once.
 (function () {
   "use strict";
+  performance.mark("etspipe-start");
   const DATA = JSON.parse(document.getElementById("etspipe-data").textContent);
+  performance.mark("etspipe-parsed");
   const VIDEOS = DATA.videos;
   const INDEX_STEP = 200;   // index rows added per "show more"
   const ROW_PX = 14;        // height of one heatmap row (one generated word)
@@ -25,12 +27,14 @@
     const m = Math.floor(s / 60), r = s - 60 * m;
     return m + ":" + (r < 10 ? "0" : "") + r.toFixed(1);
   }
+  function count(n, word) { return n + " " + word + (n === 1 ? "" : "s"); }
   function pct(x) { return x === null || x === undefined ? "–" : (100 * x).toFixed(0) + "%"; }
   function colour(v) {  // v in [0, 1] -> "rgb(...)" along viridis
     const x = Math.min(1, Math.max(0, v)) * (VIRIDIS.length - 1), i = Math.min(VIRIDIS.length - 2, Math.floor(x));
     const f = x - i, a = VIRIDIS[i], b = VIRIDIS[i + 1];
     return "rgb(" + [0, 1, 2].map(c => Math.round(a[c] + f * (b[c] - a[c]))).join(",") + ")";
   }
+  const LUT = Array.from({length: 256}, (_, q) => colour(q / 255));  // one colour string per 8-bit cell value
   function durationOf(v) {
     if (v.duration) return v.duration;
     const ends = v.preds.concat(v.refs).map(c => c.t[1]);
@@ -201,7 +205,7 @@
       ctx.fillRect(seg[0] * sx, 0, Math.max(1, (seg[1] - seg[0]) * sx), canvas.height);
       for (let r = 0; r < nw; r++) {
         for (let j = 0; j < nr; j++) {
-          ctx.fillStyle = colour(bytes[r * nr + j] / 255);
+          ctx.fillStyle = LUT[bytes[r * nr + j]];
           const x0 = Math.floor(edges[j] * sx), x1 = Math.max(x0 + 1, Math.ceil(edges[j + 1] * sx));
           ctx.fillRect(x0, Math.round(r * sy), x1 - x0, Math.round((r + 1) * sy) - Math.round(r * sy));
         }
@@ -262,8 +266,8 @@
     section.textContent = "";
     section.classList.remove("pending");
     const h = section.appendChild(el("h2", null, v.id));
-    const facts = ["duration " + clock(v.duration), v.preds.length + " captions"];
-    if (v.refs.length) facts.push(v.refs.length + " references");
+    const facts = ["duration " + clock(v.duration), count(v.preds.length, "caption")];
+    if (v.refs.length) facts.push(count(v.refs.length, "reference"));
     Object.keys(v.scores).forEach(k => facts.push(k + " " + (k.includes("tIoU") ? v.scores[k].toFixed(2)
       : (v.scores[k] <= 1 ? pct(v.scores[k]) : v.scores[k].toFixed(2)))));
     h.appendChild(el("small", null, facts.join(" · ")));
@@ -320,6 +324,7 @@
       p.video.addEventListener("seeked", () => update(p.video.currentTime));
     }
     const state = {section: section, update: update, redraw: () => draws.forEach(d => d())};
+    if (!rendered.size) performance.mark("etspipe-first-video");
     rendered.set(i, state);
     state.redraw();
     return state;
@@ -346,6 +351,7 @@
   header();
   metrics();
   sections();
+  performance.mark("etspipe-sections");
   renderIndex(true);
   let timer = null;
   document.getElementById("search").addEventListener("input", ev => {
