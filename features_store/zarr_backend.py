@@ -122,6 +122,9 @@ class ZarrStore(FeatureStore):
         if mode == "a":
             check_compatible(path, store_meta, meta)
         super().__init__(path, mode, store_meta)
+        if mode != "r":
+            for kind in ("complete", "failed"):  # commit markers a killed writer left half-made
+                self._files.remove_dead_temporaries(self._key(INDEX, kind))
         self._old = store_meta.get("zarr_layout") in OLD_LAYOUTS
         self._zstore = self._open_zarr_store(read_only=(mode == "r"))
         self._fast = store_meta.get("zarr_layout") in (LAYOUT, *OLD_LAYOUTS) and store_meta.get("codec") == CODEC
@@ -216,8 +219,10 @@ class ZarrStore(FeatureStore):
             crcs = self._write_array(rel, rows, vmeta)
             doc = {"id": video_id, "array": token, "dim": self.dim, "dtype": self.dtype,
                    "chunk_rows": self.chunk_rows, "crc32": crcs, "video": vmeta}
-            old = self._load_marker(video_id)
-            self._files.put(self._marker("complete", video_id), json.dumps(doc).encode())  # the commit
+            seen: list[dict | None] = []
+            self._files.put(self._marker("complete", video_id), json.dumps(doc).encode(),  # the commit
+                            just_before=lambda: seen.append(self._load_marker(video_id)))
+            old = seen[0]
         except BaseException:
             self._files.remove_tree(self._key(rel))
             raise
@@ -331,6 +336,13 @@ class ZarrStore(FeatureStore):
     def _read_chunk_file(self, video_id: str, index: int) -> bytes:
         rel = self.array_path(video_id)
         raw = self._files.get(self._key(rel, "c", str(index), "0"))
+        if raw is None and not self._old:
+            now = self._load_marker(video_id)
+            if now is None or now["array"] != self._markers[video_id]["array"]:
+                self._forget(video_id)
+                self._video_meta.pop(video_id, None)
+                raise UserError(f"video {video_id!r} in {self.path} was rewritten or removed by another process "
+                                "while it was read; read it again")
         if raw is None:
             raise UserError(f"{self.path}: chunk {index} of video {video_id!r} is missing; the store is damaged "
                             "(etspipe store verify --repair, then extract again)")
@@ -419,8 +431,11 @@ class ZarrStore(FeatureStore):
         for kind in ("complete", "failed"):
             for name, size in self._files.listdir(self._key(INDEX, kind)).items():
                 video_id = id_from_key(name[:-5]) if name.endswith(".json") and not self._old else name[:-5]
-                if name.startswith(TMP_PREFIX) or video_id is None:
-                    out.append((f"{INDEX}/{kind}/{name}", "temporary or stray file"))
+                if name.startswith(TMP_PREFIX):
+                    if not writer_alive(name[len(TMP_PREFIX):]):
+                        out.append((f"{INDEX}/{kind}/{name}", "temporary file of an interrupted write"))
+                elif video_id is None:
+                    out.append((f"{INDEX}/{kind}/{name}", "a name no video id has"))
                 elif kind == "complete" and (size == 0 or self._load_marker(video_id) is None):
                     out.append((f"{INDEX}/{kind}/{name}", "empty or damaged commit marker"))
         if self._old:
