@@ -202,3 +202,35 @@ def test_four_processes_overlapping_ids_on_one_fresh_store(ctx, tmp_path):
         assert report.bad == {}
         verify_store(st, repair=True)  # at most arrays of writes another writer superseded
         assert verify_store(st).clean and len(st.complete_ids()) == 30
+
+
+def _write_and_rewrite(path: str) -> None:
+    with open_store(path, "a") as st:
+        for i in range(10_000):
+            vid = IDS[i % len(IDS)]
+            st.write_video(vid, version(vid, i % 3), VMETA)
+            if i % 4 == 3:
+                st.delete_video(IDS[(i * 7) % len(IDS)])
+                st.mark_failed(f"v_bad{i % 5}", "decode_error", f"try {i}")
+
+
+def test_store_info_works_while_another_process_writes(ctx, tmp_path):
+    from click.testing import CliRunner
+
+    from pipeline import cli
+
+    path = str(tmp_path / "s.zarr")
+    open_store(path, "w", META).close()
+    proc = ctx.Process(target=_write_and_rewrite, args=(path,))
+    proc.start()
+    try:
+        deadline, runs = time.monotonic() + 3, 0
+        while time.monotonic() < deadline or runs < 5:
+            result = CliRunner().invoke(cli, ["store", "info", path], catch_exceptions=False)
+            assert result.exit_code == 0, result.output
+            assert "videos complete" in result.output
+            runs += 1
+        assert proc.is_alive()  # it really was writing all along
+    finally:
+        proc.kill()
+        proc.join()
