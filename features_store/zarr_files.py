@@ -22,6 +22,7 @@ from collections.abc import Callable
 import fsspec
 
 TMP_PREFIX = ".tmp-"
+INDEX = "_etspipe"  # the store's own folder: commit markers and failure records
 
 
 class Files:
