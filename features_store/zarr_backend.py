@@ -6,6 +6,7 @@ Layout under the store root::
     videos/<id>/                     one 2-D array per video, chunks (chunk_rows, dim), blosc-lz4
     _etspipe/complete/<id>.json      completion marker = the video's metadata
     _etspipe/failed/<id>.json        failure record
+    _etspipe/aux/<name>.npz          store-level arrays (the PCA projection), written once
 
 Why this shape:
 
@@ -256,6 +257,39 @@ class ZarrStore(FeatureStore):
             if record is not None:
                 out[vid] = record
         return out
+
+    def _write_aux(self, name: str, data: bytes, exclusive: bool) -> bool:
+        key = self._key(INDEX, "aux", f"{name}.npz")
+        if not self._local:  # object stores: one PUT is atomic; the existence check is best effort
+            if exclusive and self._fs.exists(key):
+                return False
+            self._fs.pipe_file(key, data)
+            return True
+        folder = os.path.dirname(key)
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            if not exclusive:
+                os.replace(tmp, key)
+                return True
+            try:
+                os.link(tmp, key)  # fails if the name exists: the first writer wins
+            except FileExistsError:
+                return False
+            return True
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    def _read_aux(self, name: str) -> bytes | None:
+        try:
+            return self._fs.cat_file(self._key(INDEX, "aux", f"{name}.npz"))
+        except FileNotFoundError:
+            return None
 
     def _size_on_disk(self) -> int:
         if self._local:
