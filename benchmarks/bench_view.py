@@ -73,7 +73,7 @@ def measure_in_browser(page: Path, far_index: int) -> dict:
         t0 = time.perf_counter()
         pg.goto(page.as_uri(), wait_until="load", timeout=300_000)
         pg.wait_for_function("performance.getEntriesByName('etspipe-ready').length > 0", timeout=300_000)
-        pg.wait_for_function("performance.getEntriesByName('etspipe-first-video').length > 0", timeout=300_000)
+        pg.wait_for_function("performance.getEntriesByName('etspipe-first-video').length > 0", timeout=60_000)
         load_wall = time.perf_counter() - t0
         timing = pg.evaluate("""() => ({
             fcp: (performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime,

@@ -125,3 +125,20 @@ def select_events(proposals: Sequence[dict], threshold: float, max_events: int) 
     """The proposals that become captioned events: score >= `threshold`, at most `max_events`, by start."""
     kept = [p for p in proposals if p["score"] >= threshold][: max(int(max_events), 0)]
     return sorted(kept, key=lambda p: (p["segment"][0], p["segment"][1]))
+
+
+def video_events(proposals: Sequence[dict], duration: float, threshold: float,
+                 max_events: int) -> tuple[list[dict], str | None]:
+    """The events to caption for one video and, when none passed the threshold, why the whole video is used.
+
+    An empty set after the threshold would leave the video without a
+    description; it gets one event, the whole video, with no proposal score
+    (``None``), and the returned note says so.
+    """
+    events = select_events(proposals, threshold, max_events)
+    if events:
+        return events, None
+    best = max((p["score"] for p in proposals), default=None)
+    why = (f"no proposal reached proposals.score_threshold={threshold:g} (best {best:.3f})" if best is not None
+           else "no proposal at all")
+    return [{"segment": [0.0, float(duration)], "score": None}], f"{why}: captioning the whole video"

@@ -79,9 +79,12 @@ def open_output_store(path: str, meta: dict, overwrite: bool):
     """Open (or create) the store; an existing store made with other settings is a UserError."""
     from features_store import open_store
 
+    try:
+        store = open_store(path, "w" if overwrite else "a", meta=meta)
+    except OSError as exc:
+        raise UserError(f"cannot write the feature store {path}: {exc.strerror or exc}") from None
     if overwrite:
-        return open_store(path, "w", meta=meta)
-    store = open_store(path, "a", meta=meta)
+        return store
     old = store.meta or {}
     for key in _COMPATIBLE_KEYS:
         if key in old and old[key] != meta[key] and not _same(old[key], meta[key]):
@@ -126,6 +129,15 @@ def _plan(store, videos: list[tuple[str, Path]], retry_failed: bool) -> tuple[li
     return todo, skipped
 
 
+def record_failure(store, video_id: str, reason: str, detail: str, source: str) -> None:
+    """Record one video's failure; a store that cannot even take that stops the run with one line."""
+    try:
+        store.mark_failed(video_id, reason, detail, source=source)
+    except OSError as exc:
+        raise UserError(f"cannot write to the feature store {store.path} ({exc.strerror or exc}); "
+                        f"stopped at video {video_id}") from None
+
+
 def _summary(store, store_path: str, videos, done: int, skipped: int, t0: float) -> dict:
     """done/skipped this run; failed = inputs the store records as failed (this run or before)."""
     ids = {vid for vid, _ in videos}
@@ -163,7 +175,7 @@ def _extract_into(store_path: str, videos, opts: ExtractOptions, weights: str | 
 
             def on_failed(vid: str, reason: str, detail: str) -> None:
                 log.warning("%s (%s) failed: %s %s", vid, paths[vid], reason, detail)
-                store.mark_failed(vid, reason, detail, source=str(paths[vid]))
+                record_failure(store, vid, reason, detail, str(paths[vid]))
 
             counts = run_pipeline(todo, extractor, on_done, on_failed, progress=progress) if todo else {"done": 0}
             done = counts["done"]

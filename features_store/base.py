@@ -152,7 +152,11 @@ class FeatureStore(ABC):
         validate_video_id(video_id)
         rows = self._prepare_rows(video_id, rows)
         vmeta = self._prepare_video_meta(video_id, video_meta, len(rows))
-        self._write(video_id, rows, vmeta)
+        try:
+            self._write(video_id, rows, vmeta)
+        except OSError as exc:  # disk full, quota, I/O error: one line naming the video and the store
+            raise OSError(exc.errno, f"video {video_id!r} could not be written to {self.path} "
+                          f"({exc.strerror or exc}); it is not complete") from None
         self._video_meta[video_id] = vmeta
         if self._has_failure(video_id):
             self._delete_failure(video_id)

@@ -62,7 +62,8 @@ from zarr.codecs import BloscCodec
 from etspipe.errors import UserError
 from features_store.base import FeatureStore, check_compatible, check_store_meta, new_store_meta
 from features_store.ids import id_from_key, store_key
-from features_store.zarr_files import ACTIVE, TMP_PREFIX, Files, new_token, writer_alive
+from features_store.zarr_checks import ZarrChecks
+from features_store.zarr_files import ACTIVE, INDEX, TMP_PREFIX, Files, new_token, writer_alive
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,6 @@ OLD_LAYOUTS = ("zarr3-videos-v1",)
 CODEC = {"name": "blosc", "cname": "lz4", "clevel": 5, "shuffle": "shuffle"}
 WRITE_BLOCK_CHUNKS = 8  # chunks per zarr write call: aligned blocks, no read-modify-write
 DECODED_CHUNK_CACHE = 64  # decoded chunks kept by a reader (64 x 256 x 500 x 2 B = 16 MB)
-INDEX = "_etspipe"
 GROUP_DOC = {"zarr_format": 3, "node_type": "group", "attributes": {}}
 
 
@@ -96,7 +96,7 @@ def _marker_doc(raw: bytes | None, video_id: str, old_layout: bool) -> dict | No
     return doc if ok else None
 
 
-class ZarrStore(FeatureStore):
+class ZarrStore(ZarrChecks, FeatureStore):
     """A feature store in a Zarr v3 group (see the module docstring for the layout)."""
 
     backend = "zarr"
@@ -122,6 +122,9 @@ class ZarrStore(FeatureStore):
         if mode == "a":
             check_compatible(path, store_meta, meta)
         super().__init__(path, mode, store_meta)
+        if mode != "r":
+            for kind in ("complete", "failed"):  # commit markers a killed writer left half-made
+                self._files.remove_dead_temporaries(self._key(INDEX, kind))
         self._old = store_meta.get("zarr_layout") in OLD_LAYOUTS
         self._zstore = self._open_zarr_store(read_only=(mode == "r"))
         self._fast = store_meta.get("zarr_layout") in (LAYOUT, *OLD_LAYOUTS) and store_meta.get("codec") == CODEC
@@ -216,8 +219,10 @@ class ZarrStore(FeatureStore):
             crcs = self._write_array(rel, rows, vmeta)
             doc = {"id": video_id, "array": token, "dim": self.dim, "dtype": self.dtype,
                    "chunk_rows": self.chunk_rows, "crc32": crcs, "video": vmeta}
-            old = self._load_marker(video_id)
-            self._files.put(self._marker("complete", video_id), json.dumps(doc).encode())  # the commit
+            seen: list[dict | None] = []
+            self._files.put(self._marker("complete", video_id), json.dumps(doc).encode(),  # the commit
+                            just_before=lambda: seen.append(self._load_marker(video_id)))
+            old = seen[0]
         except BaseException:
             self._files.remove_tree(self._key(rel))
             raise
@@ -331,6 +336,13 @@ class ZarrStore(FeatureStore):
     def _read_chunk_file(self, video_id: str, index: int) -> bytes:
         rel = self.array_path(video_id)
         raw = self._files.get(self._key(rel, "c", str(index), "0"))
+        if raw is None and not self._old:
+            now = self._load_marker(video_id)
+            if now is None or now["array"] != self._markers[video_id]["array"]:
+                self._forget(video_id)
+                self._video_meta.pop(video_id, None)
+                raise UserError(f"video {video_id!r} in {self.path} was rewritten or removed by another process "
+                                "while it was read; read it again")
         if raw is None:
             raise UserError(f"{self.path}: chunk {index} of video {video_id!r} is missing; the store is damaged "
                             "(etspipe store verify --repair, then extract again)")
@@ -394,54 +406,6 @@ class ZarrStore(FeatureStore):
                 except FileNotFoundError:  # another process removed it meanwhile
                     continue
         return total
-
-    def _check_video(self, video_id: str) -> list[str]:
-        """Problems of a complete video's files that reading its rows cannot show: chunk CRCs."""
-        if self._old:
-            return []
-        doc = self._doc(video_id)
-        rel = self._array_rel(video_id, doc["array"])
-        n_chunks = -(-int(doc["video"]["n_rows"]) // self.chunk_rows)
-        if len(doc["crc32"]) != n_chunks or doc.get("dim") != self.dim or doc.get("dtype") != self.dtype:
-            return ["marker does not match the store (chunks, dim or dtype)"]
-        problems = []
-        for index, crc in enumerate(doc["crc32"]):
-            raw = self._files.get(self._key(rel, "c", str(index), "0"))
-            if raw is None:
-                problems.append(f"chunk {index} is missing")
-            elif zlib.crc32(raw) != crc:
-                problems.append(f"chunk {index} does not match its checksum (damaged after the commit)")
-        return problems
-
-    def _orphans(self) -> list[tuple[str, str]]:
-        """Files no complete video uses: (path relative to the store, why); writes in progress left out."""
-        out = []
-        for kind in ("complete", "failed"):
-            for name, size in self._files.listdir(self._key(INDEX, kind)).items():
-                video_id = id_from_key(name[:-5]) if name.endswith(".json") and not self._old else name[:-5]
-                if name.startswith(TMP_PREFIX) or video_id is None:
-                    out.append((f"{INDEX}/{kind}/{name}", "temporary or stray file"))
-                elif kind == "complete" and (size == 0 or self._load_marker(video_id) is None):
-                    out.append((f"{INDEX}/{kind}/{name}", "empty or damaged commit marker"))
-        if self._old:
-            return out
-        for key in self._files.listdir(self._key("videos")):
-            video_id = id_from_key(key)
-            if key == "zarr.json":
-                continue
-            if video_id is None:
-                out.append((f"videos/{key}", "not the folder of any video id"))
-                continue
-            out += [(f"videos/{key}/{t}", "rows of an interrupted or superseded write")
-                    for t in self._stale_arrays(video_id) if not writer_alive(t)]
-        return out
-
-    def _remove_orphan(self, rel: str) -> None:
-        target = self._key(rel)
-        if self._files.listdir(target):
-            self._files.remove_tree(target)
-        else:
-            self._files.remove(target)
 
     def _close(self) -> None:
         self._chunks.clear()

@@ -17,10 +17,12 @@ import shutil
 import socket
 import uuid
 import zlib
+from collections.abc import Callable
 
 import fsspec
 
 TMP_PREFIX = ".tmp-"
+INDEX = "_etspipe"  # the store's own folder: commit markers and failure records
 
 
 class Files:
@@ -68,20 +70,28 @@ class Files:
         return out
 
     # ------------------------------------------------------------------ writing
-    def put(self, key: str, data: bytes) -> None:
-        """Write a small file so that no reader and no crash ever sees half of it."""
+    def put(self, key: str, data: bytes, just_before: Callable[[], object] | None = None) -> None:
+        """Write a small file so that no reader and no crash ever sees half of it.
+
+        `just_before` runs right before the file gets its name (after the slow
+        part), so that what it reads is as fresh as possible at the switch.
+        """
         if not self.local:
+            if just_before is not None:
+                just_before()
             self.fs.pipe_file(key, data)  # one PUT: atomic on object stores
             return
         folder = os.path.dirname(key)
         os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f"{TMP_PREFIX}{uuid.uuid4().hex}")
+        tmp = os.path.join(folder, f"{TMP_PREFIX}{new_token()}")
         try:
             with open(tmp, "wb") as f:
                 f.write(data)
                 if self.durable:
                     f.flush()
                     os.fsync(f.fileno())
+            if just_before is not None:
+                just_before()
             os.replace(tmp, key)
         except BaseException:
             self.remove(tmp)
@@ -97,7 +107,7 @@ class Files:
             return True
         folder = os.path.dirname(key)
         os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f"{TMP_PREFIX}{uuid.uuid4().hex}")
+        tmp = os.path.join(folder, f"{TMP_PREFIX}{new_token()}")
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
@@ -120,6 +130,12 @@ class Files:
                 self.fs.rm_file(key)
         except FileNotFoundError:
             pass
+
+    def remove_dead_temporaries(self, folder: str) -> None:
+        """Remove the temporary files in `folder` whose writer's process is gone (a killed commit)."""
+        for name in self.listdir(folder):
+            if name.startswith(TMP_PREFIX) and not writer_alive(name[len(TMP_PREFIX):]):
+                self.remove(f"{folder}/{name}")
 
     def remove_tree(self, folder: str) -> None:
         """Remove `folder` and everything below it, never expanding globs in its name."""

@@ -136,3 +136,24 @@ def test_video_times_from_store_metadata(tmp_path):
         store.write_video("v_short", np.ones((1, 4)), {"fps": 15.0, "duration": 0.4, "n_frames": 6})
         vt = video_times(store, "v_short")
     assert vt.n_rows == 1 and vt.edges.tolist() == [0.0, 0.4] and vt.gt.shape == (0, 2)
+
+
+def test_events_follow_threshold_and_limit_sorted_by_start():
+    from caption_model.proposal_infer import video_events
+
+    props = [{"segment": [5.0, 9.0], "score": 0.9}, {"segment": [1.0, 3.0], "score": 0.8},
+             {"segment": [0.0, 9.0], "score": 0.6}, {"segment": [2.0, 4.0], "score": 0.3}]
+    events, note = video_events(props, 10.0, 0.5, 2)
+    assert note is None and [e["segment"] for e in events] == [[1.0, 3.0], [5.0, 9.0]]
+    events, note = video_events(props, 10.0, 0.5, 10)
+    assert [e["segment"][0] for e in events] == [0.0, 1.0, 5.0]
+
+
+def test_empty_set_after_threshold_captions_the_whole_video_and_says_so():
+    from caption_model.proposal_infer import video_events
+
+    events, note = video_events([{"segment": [1.0, 2.0], "score": 0.2}], 7.5, 0.5, 10)
+    assert events == [{"segment": [0.0, 7.5], "score": None}]
+    assert "score_threshold=0.5" in note and "0.200" in note and "whole video" in note
+    events, note = video_events([], 7.5, 0.5, 10)
+    assert events[0]["segment"] == [0.0, 7.5] and "no proposal at all" in note

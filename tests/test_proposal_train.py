@@ -138,3 +138,25 @@ def test_ar_an_of_trained_model_is_well_formed(tmp_path):
         props = {vid: Proposer.load(run.best_path).propose(s, vid, 0.8, 100) for vid in gt}
     curve = ar_an(gt, props)
     assert np.all(np.diff(curve.ar) >= -1e-12) and 0 <= curve.auc <= 100 and curve.an[-1] == pytest.approx(100)
+
+
+def test_one_unreadable_video_does_not_stop_the_corpus(tmp_path, monkeypatch):
+    from caption_model.proposal_infer import propose_corpus
+    from features_store import open_store
+
+    store, ann = make_event_corpus(tmp_path, n_videos=8)
+    run = train_proposals(tiny_cfg(tmp_path / "run", epochs=1), str(store), [str(ann)], progress=False)
+    cfg = tiny_cfg(tmp_path / "run")
+    with open_store(str(store)) as s:
+        ids = s.complete_ids()
+        real_rows = s.rows
+
+        def rows(vid):
+            if vid == ids[1]:
+                raise OSError("chunk unreadable")
+            return real_rows(vid)
+
+        monkeypatch.setattr(s, "rows", rows)
+        props, failed = propose_corpus(Proposer.load(run.best_path), s, ids + ["v_nothere"], cfg["proposals"])
+    assert set(failed) == {ids[1], "v_nothere"} and "chunk unreadable" in failed[ids[1]]
+    assert set(props) == set(ids) - {ids[1]} and all(props[v] for v in props)

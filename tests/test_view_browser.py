@@ -148,6 +148,8 @@ def test_large_pages_draw_only_what_is_near_the_viewport(browser, tmp_path: Path
     path.write_text(json.dumps({"version": "VERSION 1.0", "results": results, "external_data": {}}))
     build_page(path, tmp_path / "big.html")
     pg = browser.new_page(viewport={"width": 1000, "height": 800})
+    pg.goto((tmp_path / "big.html").as_uri())
+    pg.wait_for_selector("#v-0:not(.pending) .placeholder", timeout=10_000)  # the index does not push it away
     pg.goto((tmp_path / "big.html").as_uri() + "#v-350")
     pg.wait_for_selector("#v-350 .placeholder")
     drawn = pg.evaluate("document.querySelectorAll('section.video:not(.pending)').length")

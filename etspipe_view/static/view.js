@@ -196,8 +196,8 @@
       for (let j = 1; j < nr; j++) edges.push((t[j - 1] + t[j]) / 2);
       edges.push(Math.max(seg[1], t[nr - 1] + (t[nr - 1] - t[nr - 2]) / 2));
     }
-    function draw() {
-      const w = Math.max(1, track.clientWidth), dpr = window.devicePixelRatio || 1;
+    function draw(width) {  // width: of the track, read once per video by the caller (one layout, not one each)
+      const w = Math.max(1, width), dpr = window.devicePixelRatio || 1;
       canvas.width = Math.round(w * dpr);
       canvas.height = Math.round(nw * ROW_PX * dpr);
       const ctx = canvas.getContext("2d"), sx = canvas.width / dur, sy = ROW_PX * dpr;
@@ -323,7 +323,9 @@
       p.video.addEventListener("timeupdate", () => update(p.video.currentTime));
       p.video.addEventListener("seeked", () => update(p.video.currentTime));
     }
-    const state = {section: section, update: update, redraw: () => draws.forEach(d => d())};
+    const widthOf = section.querySelector(".heat .track");
+    const state = {section: section, update: update,
+      redraw: () => { if (draws.length) { const w = widthOf.clientWidth; draws.forEach(d => d(w)); } }};
     if (!rendered.size) performance.mark("etspipe-first-video");
     rendered.set(i, state);
     state.redraw();
