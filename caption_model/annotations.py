@@ -24,7 +24,7 @@ counted in the report returned with the segments (:func:`summary_line` prints it
                             point at an end of the video, e.g. ``[-3, -1]``): dropped
 ``zero_length``             ``start == end`` (after the rules above): kept; the store rejects an
                             empty segment, so the dataset reads the row nearest to that instant
-                            (DESIGN.md's rule for a segment that holds no row centre)
+                            (docs/ARCHITECTURE.md's rule for a segment that holds no row centre)
 ``duplicate``               the same video, times and sentence twice: the copy is dropped
 ``shared_segment``          the same times with a different sentence: kept (two captions)
 ``bad_timestamp``           a timestamp that is not two numbers: the segment is dropped

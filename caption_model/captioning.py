@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from etspipe.devices import resolve_device
 from etspipe.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -49,13 +50,7 @@ def resolve_weights(cfg: dict, weights: str | Path | None, echo: Callable[[str],
 
 def pick_device(name: str | None) -> torch.device:
     """`auto` takes CUDA when present; asking for CUDA without a GPU is the user's mistake."""
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device cuda was asked for but no CUDA GPU is available (use --device cpu or auto)")
-    if name not in ("cpu", "cuda"):
-        raise UserError(f"device must be auto, cpu or cuda, got {name!r}")
-    return torch.device(name)
+    return resolve_device(name)
 
 
 def row_indices(n_rows: int, max_rows: int) -> np.ndarray:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from etspipe.errors import UserError
+from etspipe.devices import device_kind
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +64,6 @@ def barrier(info: DistInfo) -> None:
 
 def resolve_device(name: str, info: DistInfo) -> torch.device:
     """`auto` takes CUDA when present; `cuda` without a GPU is the user's mistake."""
-    if name not in ("auto", "cpu", "cuda"):
-        raise UserError(f"train.device must be auto, cpu or cuda, got {name!r}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device is cuda but no CUDA GPU is available")
-    if name == "cpu" or not torch.cuda.is_available():
+    if device_kind(name, "train.device") == "cpu":
         return torch.device("cpu")
     return torch.device("cuda", info.local_rank if info.enabled else torch.cuda.current_device())

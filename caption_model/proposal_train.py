@@ -48,6 +48,7 @@ from caption_model.proposal_infer import (
 )
 from caption_model.proposal_metrics import ar_an, recall_at
 from caption_model.proposal_model import ProposalNet, kmeans_anchors, weighted_bce
+from etspipe.devices import device_kind
 from etspipe.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -223,8 +224,7 @@ def train_proposals(cfg: dict, store_path: str, train_paths: list[str], save_dir
     """Train (or resume) the proposal model; see the module docstring."""
     cfg, run_dir, ckpt = _start(copy.deepcopy(cfg), save_dir, resume)
     want = str(cfg["proposals"]["device"])
-    dist_info = distributed.setup("cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available())
-                                  else "cpu")
+    dist_info = distributed.setup(device_kind(want, "proposals.device"))
     try:
         return _fit(cfg, store_path, train_paths, run_dir, ckpt, progress, dist_info)
     finally:

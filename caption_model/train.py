@@ -63,6 +63,7 @@ from caption_model.dataset import BucketBatchSampler, Item, SegmentDataset, coll
 from caption_model.model import ETS
 from caption_model.schedule import NoamSchedule
 from caption_model.text import Vocab, tokenize
+from etspipe.devices import device_kind
 from etspipe.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -246,7 +247,7 @@ def fit(cfg: dict, store_path: str, train_paths: list[str], resume: str | None =
     cfg = copy.deepcopy(cfg)
     tcfg = cfg["train"]
     want = str(tcfg.get("device", "auto"))
-    kind = "cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu"
+    kind = device_kind(want, "train.device")
     dist_info = distributed.setup(kind)
     try:
         return _fit(cfg, store_path, train_paths, resume, weights, progress, dist_info)

@@ -1,6 +1,6 @@
 """Reading what a page shows: result file, reference annotations, scores and the attention sidecar.
 
-The viewer is a reader of files only (DESIGN.md: no torch, no store access to
+The viewer is a reader of files only (docs/ARCHITECTURE.md: no torch, no store access to
 open a page), so it reads the JSON formats itself instead of importing stage 2.
 It is lenient where a viewer can be: a malformed entry is skipped with a
 warning and the rest is shown; only an unreadable or wholly wrong file is a

@@ -1,7 +1,7 @@
 """Which frames make which clip, and a streaming iterator that cuts a video into clips.
 
 Row `i` of a video covers positions `[i*stride, i*stride + clip_len)` of its frame
-sequence (DESIGN.md, time alignment). The frame sequence is the native frames, or,
+sequence (docs/ARCHITECTURE.md, the alignment rule). The frame sequence is the native frames, or,
 with a target fps, the native frames picked by index at that rate (nearest frame
 at or before each target time), so no interpolated frame is ever invented.
 

@@ -53,7 +53,7 @@ def is_hdf5(path: str) -> bool:
 
 
 def store_meta(opts: ExtractOptions, dim: int, weights_id: str, pca: dict | None = None) -> dict:
-    """Store-level metadata of an extraction with `opts` (DESIGN.md, the feature store)."""
+    """Store-level metadata of an extraction with `opts` (docs/ARCHITECTURE.md, the store contract)."""
     return {
         "extractor": EXTRACTOR_NAME,
         "layer": opts.layer,

@@ -5,7 +5,7 @@ features. The features of a new file must mean what the stored ones mean, so
 they are made with the settings the store recorded when it was extracted
 (layer, clip length, stride, frame rate, frame size, crop, width, pixel
 normalisation, short-video padding), not with whatever the current config
-says. The caption model never decodes video (DESIGN's layering): the CLI calls
+says. The caption model never decodes video (docs/ARCHITECTURE.md's layering): the CLI calls
 `extract_like_store` for the raw files, then captions store ids.
 
 A store made with a PCA carries its projection (`pca.stored_projection`); new

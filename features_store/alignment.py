@@ -1,4 +1,4 @@
-"""Time alignment: which feature rows belong to a caption segment (DESIGN.md, Time alignment).
+"""Time alignment: which feature rows belong to a caption segment (docs/ARCHITECTURE.md, the alignment rule).
 
 Row ``i`` of a C3D store covers frames ``[i*stride, i*stride + clip_len)``; its
 time is the centre of that window in seconds. A segment ``[start, end]`` takes
@@ -120,7 +120,7 @@ def rows_for_segment(times: np.ndarray, start: float, end: float, duration: floa
     """The rows of a segment that must be captioned whatever its times, and which fallback applied.
 
     Evaluation and prediction caption every segment they are given (a copy of a
-    video is often shorter than its annotation says). The rule is DESIGN's:
+    video is often shorter than its annotation says). The rule is docs/ARCHITECTURE.md's:
     rows whose centre lies inside the segment clipped to ``[0, duration]``, else
     the row nearest to the clipped segment's centre. Returns ``(rows, case)``
     where `case` is None for an ordinary segment or a key of `FALLBACK_CASES`,
