@@ -47,7 +47,7 @@ FPS, CLIP_LEN, STRIDE, DIM = 30.0, 16, 8, 500
 
 def demo_store(demo_dir: Path, cfg: dict) -> dict:
     """The demo videos, annotations and features (made once with the demo's own stage functions)."""
-    from etspipe.demo_data import generate_demo_dataset
+    from etspipe_demo.dataset import generate_demo_dataset
     from extract_features import extract_corpus
 
     data = generate_demo_dataset(demo_dir / "data", progress=False, workers=1, n_videos=450)
@@ -64,7 +64,7 @@ def _figures(name: str, gt: dict, props: dict) -> dict:
 
 def quality(demo_dir: Path, out_dir: Path, epochs: int | None) -> list[dict]:
     """Part 1: learned (ours, SST) vs sliding windows vs random on the demo test split."""
-    from etspipe.demo import DEMO_CONFIG
+    from etspipe_demo.run import DEMO_CONFIG
     from features_store import open_store
 
     cfg = load_config(DEMO_CONFIG)
