@@ -46,6 +46,9 @@ def setup(device_kind: str) -> DistInfo:
         return DistInfo(dist.get_rank(), dist.get_world_size(), local, False)
     backend = "nccl" if device_kind == "cuda" else "gloo"
     if device_kind == "cuda":
+        if local >= torch.cuda.device_count():
+            raise UserError(f"LOCAL_RANK is {local} but this machine has {torch.cuda.device_count()} GPU(s): "
+                            "start fewer processes per node, or set train.device=cpu")
         torch.cuda.set_device(local)
     dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world)
     logger.info("distributed: rank %d of %d (%s)", rank, world, backend)
@@ -71,3 +74,12 @@ def resolve_device(name: str, info: DistInfo) -> torch.device:
     if name == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", info.local_rank if info.enabled else torch.cuda.current_device())
+
+
+def any_rank(info: DistInfo, flag: bool) -> bool:
+    """True when `flag` is set on any rank (all ranks must then stop at the same step, or DDP hangs)."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([int(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())

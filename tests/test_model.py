@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from caption_model.dataset import BucketBatchSampler, collate, subsample_rows
+from caption_model.decode import greedy
 from caption_model.model import ETS, Memory, State
 from caption_model.schedule import NoamSchedule, noam_lr
 from caption_model.text import BOS, EOS, PAD
@@ -101,9 +102,9 @@ def test_reorder_and_greedy_decode():
     lp_all, _, _ = m.step(torch.full((4,), BOS), state, memory)
     lp, _, _ = m.step(torch.full((3,), BOS), st2, mem2)
     torch.testing.assert_close(lp, lp_all[idx])
-    words, attn = m.greedy_decode(feats, mask, max_len=5)
-    assert len(words) == 4 and all(len(w) <= 5 and EOS not in w for w in words)
-    assert attn.shape[0] == 4 and attn.shape[2] == feats.shape[1]
+    decoded = greedy(m.eval(), feats, mask, max_len=5, return_attn=True)  # the one greedy decoder
+    assert len(decoded) == 4 and all(len(d.tokens) <= 5 and EOS not in d.tokens for d in decoded)
+    assert all(d.attn.shape == (len(d.tokens) + d.ended, int(mask[i].sum())) for i, d in enumerate(decoded))
 
 
 def test_loss_masks_padding_and_memorises_a_tiny_set():
