@@ -171,3 +171,27 @@ def test_bucket_sampler_groups_lengths_and_is_seeded():
         r.set_epoch(0)
     a, b = list(ranks[0]), list(ranks[1])
     assert len(a) == len(b) and not {i for x in a for i in x} & {i for x in b for i in x}
+
+
+def test_teacher_forcing_reads_nothing_back_per_word(monkeypatch):
+    """On a GPU every .item() waits for the device: the loss must not read one per word."""
+    m = model()
+    feats, mask, tokens = make_batch(L=12)
+    calls = []
+    original = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: calls.append(1) or original(self))
+    m.loss(feats, mask, tokens)
+    assert len(calls) <= 1
+
+
+def test_bf16_only_where_the_cpu_has_it(monkeypatch):
+    import caption_model.precision as precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert not precision.uses_bf16(cpu, "bf16")  # emulated bf16 is ~25x slower than fp32: fall back
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert precision.uses_bf16(cpu, "bf16") and not precision.uses_bf16(cpu, "auto")
+    assert not precision.uses_bf16(cpu, "fp32")
+    with pytest.raises(Exception, match="train.precision must be"):
+        precision.uses_bf16(cpu, "fp16")
