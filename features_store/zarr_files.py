@@ -83,7 +83,9 @@ class Files:
             return
         folder = os.path.dirname(key)
         os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f"{TMP_PREFIX}{new_token()}")
+        token = new_token()
+        tmp = os.path.join(folder, f"{TMP_PREFIX}{token}")
+        ACTIVE.add(token)  # another thread of this process opening the store must not remove it
         try:
             with open(tmp, "wb") as f:
                 f.write(data)
@@ -96,6 +98,8 @@ class Files:
         except BaseException:
             self.remove(tmp)
             raise
+        finally:
+            ACTIVE.discard(token)
         self.sync_dir(folder)
 
     def put_new(self, key: str, data: bytes) -> bool:
@@ -107,18 +111,21 @@ class Files:
             return True
         folder = os.path.dirname(key)
         os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f"{TMP_PREFIX}{new_token()}")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        token = new_token()
+        tmp = os.path.join(folder, f"{TMP_PREFIX}{token}")
+        ACTIVE.add(token)
         try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
             os.link(tmp, key)  # atomic and exclusive: fails if `key` exists
             return True
         except FileExistsError:
             return False
         finally:
-            os.remove(tmp)
+            ACTIVE.discard(token)
+            self.remove(tmp)
             self.sync_dir(folder)
 
     def remove(self, key: str) -> None:
