@@ -34,10 +34,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 from machine import machine  # benchmarks/machine.py (the script folder is on sys.path)
 
@@ -49,24 +47,20 @@ sys.path.append(str(ROOT))
 
 def write_720p(path: Path, n_frames: int, fps: int = 25) -> Path:
     """A 1280x720 H.264 video with moving content, cheap to generate."""
+    from etspipe_demo.mp4 import write_mp4
+
     h, w = 720, 1280
     yy, xx = np.mgrid[0:h, 0:w]
     base = np.stack([(xx * 255 // w), (yy * 255 // h), ((xx + yy) * 255 // (w + h))], axis=-1).astype(np.uint8)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"preset": "ultrafast", "crf": "23"}
-        stream.codec_context.time_base = Fraction(1, fps)
+
+    def frames():
         for i in range(n_frames):
             img = np.roll(base, shift=(i * 7) % w, axis=1)
             top, left = (i * 5) % (h - 160), (i * 11) % (w - 160)
             img[top : top + 160, left : left + 160] = (250, 240, 30)
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+            yield img
+
+    write_mp4(path, frames(), fps, crf=23, preset="ultrafast")
     return path
 
 

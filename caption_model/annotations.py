@@ -20,9 +20,11 @@ counted in the report returned with the segments (:func:`summary_line` prints it
 ``empty_sentence``          a sentence with no word left is dropped
 ``reversed``                ``start > end``: the two are swapped (kept)
 ``clipped``                 a timestamp outside ``[0, duration]`` is clipped into it (kept)
+``outside``                 a segment wholly outside ``[0, duration]`` (clipping would leave a
+                            point at an end of the video, e.g. ``[-3, -1]``): dropped
 ``zero_length``             ``start == end`` (after the rules above): kept; the store rejects an
                             empty segment, so the dataset reads the row nearest to that instant
-                            (DESIGN.md's rule for a segment that holds no row centre)
+                            (docs/ARCHITECTURE.md's rule for a segment that holds no row centre)
 ``duplicate``               the same video, times and sentence twice: the copy is dropped
 ``shared_segment``          the same times with a different sentence: kept (two captions)
 ``bad_timestamp``           a timestamp that is not two numbers: the segment is dropped
@@ -32,8 +34,11 @@ counted in the report returned with the segments (:func:`summary_line` prints it
 ``videos_in_several_files`` a video found in more than one file: its segments are merged
 ==========================  ===================================================================
 
-A missing file, invalid JSON or a top level that is not a mapping is a
-:class:`~etspipe.errors.UserError` naming the file.
+A missing file, invalid JSON, a top level that is not a mapping, a file with no
+videos, and files where the rules leave no segment at all are each a
+:class:`~etspipe.errors.UserError` naming the file(s) (the last one says which
+rules dropped how many segments): training on nothing, or on points clipped
+out of impossible times, is never what the user meant.
 """
 
 from __future__ import annotations
@@ -52,9 +57,11 @@ from etspipe.files import read_json
 
 logger = logging.getLogger(__name__)
 
-QUIRKS = ("stripped_space", "non_ascii", "empty_sentence", "reversed", "clipped", "zero_length",
+QUIRKS = ("stripped_space", "non_ascii", "empty_sentence", "reversed", "clipped", "outside", "zero_length",
           "duplicate", "shared_segment", "bad_timestamp", "unpaired", "bad_duration", "bad_video",
           "videos_in_several_files")
+# the rules that drop a segment (the others keep it, changed or not)
+DROPPING = ("empty_sentence", "outside", "duplicate", "bad_timestamp", "unpaired", "bad_video")
 
 
 @dataclass(frozen=True)
@@ -134,8 +141,11 @@ def _clean_video(vid: str, entry: object, counts: Counter) -> list[Segment]:
             counts["reversed"] += 1
             start, end = end, start
         if start < 0 or end > duration:
-            counts["clipped"] += 1
             start, end = min(max(start, 0.0), duration), min(max(end, 0.0), duration)
+            if start == end:
+                counts["outside"] += 1
+                continue
+            counts["clipped"] += 1
         if start == end:
             counts["zero_length"] += 1
         segments.append(Segment(vid, start, end, clean, duration))
@@ -156,6 +166,8 @@ def load_annotations(paths: str | Path | Sequence[str | Path]) -> tuple[list[Seg
     by_video: dict[str, list[Segment]] = {}
     for path in map(Path, paths):
         entries = _entries(_read_json(path))
+        if not entries:
+            raise UserError(f"{path}: the file has no videos")
         for vid, entry in entries.items():
             segments = _clean_video(str(vid), entry, counts)
             if str(vid) in by_video:
@@ -177,6 +189,10 @@ def load_annotations(paths: str | Path | Sequence[str | Path]) -> tuple[list[Seg
             out.append(seg)
     report = {"files": [str(p) for p in paths], "videos": len({s.video_id for s in out}), "segments": len(out)}
     report.update({q: counts.get(q, 0) for q in QUIRKS})
+    if not out:
+        dropped = ", ".join(f"{q} {report[q]}" for q in DROPPING if report[q]) or "none"
+        raise UserError(f"{', '.join(report['files'])}: no valid caption segment left "
+                        f"(the quirk rules dropped: {dropped})")
     logger.info("%s", summary_line(report))
     return out, report
 

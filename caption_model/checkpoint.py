@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import torch
@@ -72,6 +73,8 @@ def find_last(path: str | Path) -> Path:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint file (a folder means its best checkpoint); a bad file is a UserError."""
     path = find_best(path) if Path(path).is_dir() else _resolve(path, ())
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip; anything else would fail in pickle's words
+        raise UserError(f"{path}: not a checkpoint (give best.pt, last.pt or the run folder holding them)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # a truncated or foreign file: say which, no traceback

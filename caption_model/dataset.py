@@ -93,7 +93,7 @@ def nearest_row(store, store_id: str, start: float, end: float) -> np.ndarray:
 
     The store rejects an empty segment (``start == end``, kept by the annotation
     rules and counted there) and one lying outside its copy of the video (whose
-    duration may differ from the annotation's); DESIGN.md's rule for a segment
+    duration may differ from the annotation's); docs/ARCHITECTURE.md's rule for a segment
     that holds no row centre is the row nearest to its centre, so that is read.
     """
     times = store.row_times(store_id)

@@ -13,6 +13,9 @@ Neither search ever emits ``<unk>``, ``<pad>`` or ``<s>``: they are not words
 (``<unk>`` stands for every rare word at once), so their log-probabilities are
 set to -inf and the rest renormalised before a word is chosen: the next most
 likely real word wins, and scores are probabilities over what can be written.
+``<e>`` is likewise barred at the first step: an empty caption describes
+nothing, and a weakly trained model under beam search with raw scores would
+otherwise end every caption at once (docs/PERFORMANCE.md, "Decoding").
 
 Beam search keeps `beam_size` LIVE hypotheses per segment, ranked by the sum of
 token log-probabilities. At every step each live hypothesis may end (``<e>``):
@@ -72,7 +75,7 @@ def _finish(tokens: list[int], attn: np.ndarray | None, score: float, n_rows: in
     return Decoded(words, float(score), ended, a)
 
 
-def _ban_non_words(log_probs: Tensor) -> Tensor:
+def _ban_non_words(log_probs: Tensor, first: bool = False) -> Tensor:
     """Log-probabilities over the tokens that may be emitted: the others at -inf, the rest renormalised.
 
     Renormalising keeps scores comparable with ``<e>``'s: a model that puts
@@ -80,6 +83,8 @@ def _ban_non_words(log_probs: Tensor) -> Tensor:
     improbable and favour ending at once. Works in place (the model's output is not reused).
     """
     log_probs[:, list(NEVER_EMITTED)] = float("-inf")
+    if first:  # a caption has at least one word: an empty sentence describes nothing
+        log_probs[:, EOS] = float("-inf")
     return log_probs - torch.logsumexp(log_probs, dim=-1, keepdim=True)
 
 
@@ -95,9 +100,9 @@ def greedy(model, feats: Tensor, mask: Tensor, max_len: int = 80, return_attn: b
     score = torch.zeros(B, dtype=torch.float64, device=feats.device)
     steps: list[Tensor] = []
     attns: list[Tensor] = []
-    for _ in range(max_len):
+    for t in range(max_len):
         log_probs, state, attn = model.step(prev, state, memory)
-        log_probs = _ban_non_words(log_probs)
+        log_probs = _ban_non_words(log_probs, first=t == 0)
         tok = log_probs.argmax(-1)
         score += torch.where(done, 0.0, log_probs.gather(1, tok[:, None]).squeeze(1).double())
         tok = tok.masked_fill(done, PAD)
@@ -164,9 +169,10 @@ def beam_search(model, feats: Tensor, mask: Tensor, beam_size: int = 3, max_len:
     attn_hist: list[Tensor] = []
     for t in range(max_len):
         log_probs, state, attn = model.step(prev, state, memory)
-        log_probs = _ban_non_words(log_probs.double())
+        log_probs = _ban_non_words(log_probs.double(), first=t == 0)
         V = log_probs.shape[1]
-        fin.offer(t, scores + log_probs[:, EOS].reshape(B, K), alpha, done, base, attn)
+        if t > 0:
+            fin.offer(t, scores + log_probs[:, EOS].reshape(B, K), alpha, done, base, attn)
         log_probs[:, EOS] = float("-inf")  # the live beam continues with real words only
         top, idx = (scores.reshape(-1, 1) + log_probs).reshape(B, K * V).topk(K, dim=1)
         parent = (base[:, None] + torch.div(idx, V, rounding_mode="floor")).reshape(-1)

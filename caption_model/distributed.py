@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from etspipe.devices import device_kind
 from etspipe.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class DistInfo:
         return self.rank == 0
 
 
-def setup(device_kind: str) -> DistInfo:
+def setup(kind: str) -> DistInfo:
     """Join the process group described by the torchrun environment (if any)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -44,8 +45,8 @@ def setup(device_kind: str) -> DistInfo:
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if dist.is_initialized():
         return DistInfo(dist.get_rank(), dist.get_world_size(), local, False)
-    backend = "nccl" if device_kind == "cuda" else "gloo"
-    if device_kind == "cuda":
+    backend = "nccl" if kind == "cuda" else "gloo"
+    if kind == "cuda":
         if local >= torch.cuda.device_count():
             raise UserError(f"LOCAL_RANK is {local} but this machine has {torch.cuda.device_count()} GPU(s): "
                             "start fewer processes per node, or set train.device=cpu")
@@ -67,11 +68,7 @@ def barrier(info: DistInfo) -> None:
 
 def resolve_device(name: str, info: DistInfo) -> torch.device:
     """`auto` takes CUDA when present; `cuda` without a GPU is the user's mistake."""
-    if name not in ("auto", "cpu", "cuda"):
-        raise UserError(f"train.device must be auto, cpu or cuda, got {name!r}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device is cuda but no CUDA GPU is available")
-    if name == "cpu" or not torch.cuda.is_available():
+    if device_kind(name, "train.device") == "cpu":
         return torch.device("cpu")
     return torch.device("cuda", info.local_rank if info.enabled else torch.cuda.current_device())
 

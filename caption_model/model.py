@@ -1,6 +1,6 @@
 """The ETS captioner (Yao et al., ICCV 2015): temporal attention over feature rows + LSTM decoder.
 
-The names follow the equations of DESIGN.md, one block per line of maths:
+The names follow the equations of docs/ARCHITECTURE.md, one block per line of maths:
 
     v_i      = tanh(P x_i + p)                     encoder (optionally a BiLSTM over the v_i)
     h_0, c_0 = tanh(W_h0 mean(v)), tanh(W_c0 mean(v))

@@ -72,6 +72,7 @@ from caption_model.run_folder import Start, claim_folder, plain, starting_point,
 from caption_model.schedule import NoamSchedule
 from caption_model.text import Vocab, tokenize
 from caption_model.train_log import IntervalStats, MeteorScorer, MetricsLog
+from etspipe.devices import device_kind
 from etspipe.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -200,8 +201,7 @@ def fit(cfg: dict, store_path: str, train_paths: list[str], resume: str | None =
         weights: str | None = None, progress: bool = True, overwrite: bool = False) -> TrainResult:
     """The whole training run; :func:`train` is its one-value form. See the module docstring."""
     cfg = copy.deepcopy(cfg)
-    want = str(cfg["train"]["device"])
-    kind = "cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu"
+    kind = device_kind(str(cfg["train"]["device"]), "train.device")
     dist_info = distributed.setup(kind)
     try:
         return _fit(cfg, store_path, train_paths, resume, weights, overwrite, progress, dist_info)

@@ -15,14 +15,45 @@ EXIT_USER_ERROR = 1
 EXIT_PARTIAL = PartialFailure.exit_code
 
 
+class OneLineUsageError(click.UsageError):
+    """A click usage error shown as one `error:` line (click prints usage, a hint and the error on 4)."""
+
+    def show(self, file: Any = None) -> None:
+        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        click.echo(f"error: {self.format_message()}{hint}", err=True)
+
+
+def _one_line(exc: click.UsageError) -> OneLineUsageError:
+    return OneLineUsageError(exc.format_message(), exc.ctx)
+
+
 class EtsGroup(click.Group):
-    """A click group that turns the project's exceptions into one line and an exit status."""
+    """A click group that turns the project's exceptions into one line and an exit status.
+
+    User mistakes exit 1, one `error:` line per mistake; a command line that does
+    not parse (unknown option, missing argument, a malformed option value) keeps
+    click's usage status 2, the convention of click, argparse and the GNU tools,
+    so a script can tell a typo in its command from a problem in the data.
+    """
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except OneLineUsageError:
+            raise
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except OneLineUsageError:
+            raise
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
         except UserError as exc:
-            click.echo(f"error: {exc}", err=True)
+            for line in str(exc).splitlines() or [""]:
+                click.echo(f"error: {line}", err=True)
             ctx.exit(EXIT_USER_ERROR)
         except PartialFailure as exc:
             if str(exc):
@@ -37,31 +68,75 @@ class EtsGroup(click.Group):
 
 
 class ManyValuesOption(click.Option):
-    """A repeatable option that also takes the plain values after it.
+    """A repeatable option that also takes the plain JSON file names after it.
 
     The reference layout `--annotations val_1.json val_2.json` and the
     repeated `--annotations val_1.json --annotations val_2.json` both work.
+    Only names ending in `.json` are taken after the first value, so the
+    command's own arguments after the list (`... b.json STORE`) stay its
+    arguments instead of being swallowed into the list.
     """
+
+    follow_suffixes = (".json",)
 
     def add_to_parser(self, parser: Any, ctx: click.Context) -> None:
         super().add_to_parser(parser, ctx)
         parser_opt = parser._long_opt.get(self.opts[0]) or parser._short_opt.get(self.opts[0])
         take_one = parser_opt.process
 
+        def takes(value: str) -> bool:
+            return not value.startswith("-") and value.lower().endswith(self.follow_suffixes)
+
         def take_following(value: Any, state: Any) -> None:
             take_one(value, state)
-            while state.rargs and not state.rargs[0].startswith("-"):
+            while state.rargs and takes(state.rargs[0]):
                 take_one(state.rargs.pop(0), state)
 
         parser_opt.process = take_following
 
 
-def _split_overrides(values: tuple[str, ...]) -> list[str]:
+class OutputFolder(click.ParamType):
+    """A folder the command writes into: it may not exist yet, but must not be (or lie under) a file.
+
+    Checked when the command line is parsed, so a wrong --out fails in one line
+    before any work, instead of a FileExistsError after it.
+    """
+
+    name = "folder"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from pathlib import Path
+
+        path = Path(value)
+        for part in (path, *path.parents):
+            if part.exists():
+                if not part.is_dir():
+                    what = "is a file" if part == path else f"lies under {part}, which is a file"
+                    self.fail(f"{value} {what}; give a folder (it is created when missing)", param, ctx)
+                break
+        return str(value)
+
+
+OUTPUT_FOLDER = OutputFolder()
+
+
+def _overrides(values: tuple[str, ...], bare_store: bool) -> list[str]:
+    """The `section.key=value` items; a bare value is an error unless it may name the store (extract)."""
+    bare = [v for v in values if "=" not in v]
+    if bare and not bare_store:
+        raise UserError(f"-o {bare[0]}: an override must look like section.key=value "
+                        f"(e.g. -o train.epochs=5); only `extract` takes a bare -o STORE")
     return [v for v in values if "=" in v]
 
 
-def config_options(func: Callable) -> Callable:
-    """--config FILE and repeatable -o section.key=value overrides, loaded into `cfg`."""
+def config_options(func: Callable | None = None, *, bare_store: bool = False) -> Callable:
+    """--config FILE and repeatable -o section.key=value overrides, loaded into `cfg`.
+
+    `bare_store=True` (extract only) lets one `-o` value without `=` through in
+    `raw_overrides`: there it names the output store, as in the README recipes.
+    """
+    if func is None:
+        return functools.partial(config_options, bare_store=bare_store)
 
     @click.option(
         "--config",
@@ -82,18 +157,28 @@ def config_options(func: Callable) -> Callable:
     def wrapper(*args: Any, config_path: str | None, overrides: tuple[str, ...], **kwargs: Any) -> Any:
         from etspipe.config import load_config
 
-        cfg = load_config(config_path, _split_overrides(overrides))
+        cfg = load_config(config_path, _overrides(overrides, bare_store))
         return func(*args, cfg=cfg, raw_overrides=overrides, **kwargs)
 
     return wrapper
 
 
+def _flag_for(key: str) -> str:
+    """The option of the running command that sets `key` (by its name), for messages."""
+    ctx = click.get_current_context(silent=True)
+    name = key.rpartition(".")[2]
+    for param in ctx.command.params if ctx is not None else ():
+        if param.name == name and param.opts:
+            return next((o for o in param.opts if "_" not in o), param.opts[0])
+    return "option"
+
+
 def _set(cfg: dict, key: str, value: Any) -> None:
-    """Apply a CLI flag to the config only when the user gave it."""
+    """Apply a CLI flag to the config only when the user gave it (checked like -o key=value)."""
     if value is not None:
         from etspipe.config import set_value
 
-        set_value(cfg, key, value)
+        set_value(cfg, key, value, source=_flag_for(key))
 
 
 DEVICE = click.Choice(["auto", "cpu", "cuda"])

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import click
 
+from etspipe_cli.common import OUTPUT_FOLDER
+
 
 @click.command()
-@click.option("--out", "out_dir", default="demo_out", show_default=True,
+@click.option("--out", "out_dir", type=OUTPUT_FOLDER, default="demo_out", show_default=True,
               help="Folder for data, features, model and results.")
 @click.option("--fresh", is_flag=True, help="Redo every stage instead of reusing finished ones.")
 @click.option("--generate-only", "generate_only", default=None, metavar="DIR",
@@ -30,8 +32,8 @@ def demo(out_dir: str, fresh: bool, generate_only: str | None, n_videos: int | N
     finished stages unless --fresh.
     """
     from etspipe.config import load_config
-    from etspipe.demo import DEMO_CONFIG, DEMO_VIDEOS, run_demo
-    from etspipe.demo import generate_only as run_generate
+    from etspipe_demo.run import DEMO_CONFIG, DEMO_VIDEOS, run_demo
+    from etspipe_demo.run import generate_only as run_generate
 
     if generate_only:
         run_generate(generate_only, n_videos=n_videos or DEMO_VIDEOS)

@@ -5,19 +5,21 @@ from __future__ import annotations
 import click
 
 from etspipe.errors import UserError
-from etspipe_cli.common import DEVICE, ManyValuesOption, _set, config_options
+from etspipe_cli.common import DEVICE, OUTPUT_FOLDER, ManyValuesOption, _set, config_options
 
 
 @click.command()
 @click.option("--weights", default=None, type=click.Path(),
               help="Checkpoint to evaluate (default: best.pt under --save_dir).")
-@click.option("--save_dir", "--save-dir", default=None, help="Where to look for the best checkpoint.")
+@click.option("--save_dir", "--save-dir", type=OUTPUT_FOLDER, default=None,
+              help="Where to look for the best checkpoint.")
 @click.option("--store", "store_path", default=None, help="Feature store holding the evaluated videos.")
 @click.option("--annotations", cls=ManyValuesOption, multiple=True, required=True, type=click.Path(dir_okay=False),
               help="Reference files (e.g. val_1.json val_2.json); segments of the first are captioned.")
 @click.option("--results", "results_path", default=None, type=click.Path(dir_okay=False),
               help="Score this existing result JSON instead of running a model.")
-@click.option("--out", "out_dir", default=None, help="Output folder (default data/evaluate_results).")
+@click.option("--out", "out_dir", type=OUTPUT_FOLDER, default=None,
+              help="Output folder (default data/evaluate_results).")
 @click.option("--beam-size", type=int, default=None, help="Beam width (1 = greedy).")
 @click.option("--device", type=DEVICE, default=None, help="Where to decode (default auto).")
 @config_options

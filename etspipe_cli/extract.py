@@ -24,7 +24,7 @@ from etspipe_cli.common import DEVICE, _set, config_options
 @click.option("--scheduler", default=None, help="Address of an existing dask scheduler (tcp://host:8786).")
 @click.option("--overwrite", is_flag=True, help="Start the store over.")
 @click.option("--retry-failed", is_flag=True, help="Retry videos recorded as failed.")
-@config_options
+@config_options(bare_store=True)
 def extract(inputs: tuple[str, ...], store_path: str | None, weights: str | None, layer: str | None,
             pca_dim: int | None, pca_file: str | None, device: str | None, batch_size: int | None,
             workers: int, scheduler: str | None, overwrite: bool, retry_failed: bool,

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import click
 
-from etspipe_cli.common import DEVICE, ManyValuesOption, _set, config_options
+from etspipe_cli.common import DEVICE, OUTPUT_FOLDER, ManyValuesOption, _set, config_options
 
 
 @click.command()
 @click.option("--store", "store_path", required=True, help="Feature store made by `extract` or `import-features`.")
 @click.option("--train", "train_paths", cls=ManyValuesOption, multiple=True, required=True,
               type=click.Path(dir_okay=False), help="Training annotations (ActivityNet Captions JSON), one or more.")
-@click.option("--save_dir", "--save-dir", default=None, help="Checkpoint folder (default data/checkpoints).")
+@click.option("--save_dir", "--save-dir", type=OUTPUT_FOLDER, default=None,
+              help="Checkpoint folder (default data/checkpoints).")
 @click.option("--resume", default=None, help="Continue a run from a checkpoint file or folder.")
 @click.option("--overwrite", is_flag=True, help="Replace the run already in --save_dir (else that is an error).")
 @click.option("--weights", default=None, type=click.Path(), help="Start from a checkpoint (fine-tune).")

@@ -1,7 +1,7 @@
 """Which frames make which clip, and a streaming iterator that cuts a video into clips.
 
 Row `i` of a video covers positions `[i*stride, i*stride + clip_len)` of its frame
-sequence (DESIGN.md, time alignment). The frame sequence is the native frames, or,
+sequence (docs/ARCHITECTURE.md, the alignment rule). The frame sequence is the native frames, or,
 with a target fps, the native frames picked by index at that rate (nearest frame
 at or before each target time), so no interpolated frame is ever invented.
 
@@ -45,11 +45,6 @@ def clip_positions(clip_index: int, clip_len: int, stride: int, n_positions: int
     """Positions of one clip, the last position repeated where the sequence ends."""
     pos = clip_index * stride + np.arange(clip_len)
     return np.minimum(pos, n_positions - 1)
-
-
-def row_times(n_rows: int, fps: float, clip_len: int, stride: int) -> np.ndarray:
-    """Centre time (s) of each row: (i*stride + clip_len/2) / fps."""
-    return (np.arange(n_rows) * stride + clip_len / 2) / fps
 
 
 def center_crop(frames: np.ndarray, crop: int) -> np.ndarray:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from etspipe.devices import resolve_device
 from etspipe.errors import UserError
 from extract_features.c3d import LAYERS
 from extract_features.clips import PAD_RULES
@@ -109,11 +110,7 @@ class ExtractOptions:
             raise bad("video_backend", f"must be auto, decord or pyav, got {self.video_backend!r}")
 
     def torch_device(self) -> torch.device:
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise UserError("extract.device is cuda but no CUDA GPU is available")
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return resolve_device(self.device, "extract.device")
 
     def resolved_batch_size(self, device: torch.device) -> int:
         return self.batch_size or (128 if device.type == "cuda" else 16)

@@ -3,7 +3,7 @@
 One store holds the features of one extractor configuration: per video a
 ``(n_rows, dim)`` array plus its metadata, committed atomically, in Zarr
 (default; many writers, local or any fsspec URL) or HDF5 (one writer,
-exchange). See docs/INTERFACES.md and DESIGN.md.
+exchange). See docs/INTERFACES.md and docs/ARCHITECTURE.md.
 """
 
 from features_store.alignment import SegmentError, row_times, select_rows

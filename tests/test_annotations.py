@@ -17,9 +17,11 @@ def write(path, data):
 def test_quirks_each_rule_applied_and_counted(tmp_path):
     data = {
         "v_a": {"duration": 10.0,
-                "timestamps": [[1, 4], [5, 5], [8, 3], [2, 12.5], [-1, 2], [1, 4], [1, 4], [0, 1], ["x", 2]],
+                "timestamps": [[1, 4], [5, 5], [8, 3], [2, 12.5], [-1, 2], [1, 4], [1, 4], [0, 1], ["x", 2],
+                               [-3, -1], [10, 12]],
                 "sentences": ["  A man runs.", "A dog sits.", "Reversed one.", "Past the end.", "Negative start.",
-                              "A man runs", "Another caption.", " ... ", "bad time"]},
+                              "A man runs", "Another caption.", " ... ", "bad time", "Before the start.",
+                              "After the end."]},
         "v_b": {"duration": 5.0, "timestamps": [[0, 1], [1, 2]], "sentences": ["Une piñata éclate."]},
         "v_c": {"duration": None, "timestamps": [[0, 7]], "sentences": ["No duration."]},
         "v_d": ["not", "a", "mapping"],
@@ -35,12 +37,30 @@ def test_quirks_each_rule_applied_and_counted(tmp_path):
     assert "Another caption." in by  # same times, other words: kept
     assert by["Une piñata éclate."].video_id == "v_b"
     assert by["No duration."].duration == 7.0
-    expected = {"stripped_space": 2, "zero_length": 1, "reversed": 1, "clipped": 2, "duplicate": 1,
+    assert "Before the start." not in by and "After the end." not in by  # wholly outside: dropped
+    expected = {"stripped_space": 2, "zero_length": 1, "reversed": 1, "clipped": 2, "outside": 2, "duplicate": 1,
                 "shared_segment": 1, "empty_sentence": 1, "bad_timestamp": 1, "non_ascii": 1, "unpaired": 1,
                 "bad_duration": 1, "bad_video": 1, "videos_in_several_files": 0}
     assert {q: report[q] for q in QUIRKS} == expected
     assert report["segments"] == len(segs) == 8 and report["videos"] == 3
     assert "zero_length 1" in summary_line(report)
+
+
+def test_nothing_valid_left_is_refused_naming_what_the_rules_dropped(tmp_path):
+    # every timestamp negative: clipping alone would train on zero-length points at 0 s
+    data = {f"v_{i}": {"duration": 9.0, "timestamps": [[-3, -1], [-2, -0.5]], "sentences": ["a b", "c d"]}
+            for i in range(5)}
+    data["v_x"] = {"duration": 9.0, "timestamps": [[1, 2]], "sentences": ["  "]}
+    with pytest.raises(UserError, match=r"a\.json: no valid caption segment left \(the quirk rules dropped: "
+                                        r"empty_sentence 1, outside 10\)"):
+        load_annotations(write(tmp_path / "a.json", data))
+
+
+@pytest.mark.parametrize("content", [{}, {"database": {}}])
+def test_a_file_without_videos_says_so(tmp_path, content):
+    good = write(tmp_path / "good.json", {"v_a": {"duration": 9, "timestamps": [[0, 1]], "sentences": ["a b"]}})
+    with pytest.raises(UserError, match=r"empty\.json: the file has no videos"):
+        load_annotations([good, write(tmp_path / "empty.json", content)])
 
 
 def test_youcook2_layouts_and_several_files(tmp_path):

@@ -82,3 +82,78 @@ def test_demo_config_only_uses_known_keys():
     demo = Path(__file__).parent.parent / "configs" / "demo.yaml"
     if demo.exists():
         load_config(demo)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epochs=-1", r"train\.epochs=-1 is out of range \(allowed: >= 1\)"),
+    ("train.epochs=", r"train\.epochs needs a value \(allowed: >= 1\)"),
+    ("model.hidden_dim=0", r"model\.hidden_dim=0 is out of range"),
+    ("decode.beam_size=0", r"decode\.beam_size=0 is out of range"),
+    ("data.val_fraction=1.5", r"data\.val_fraction=1\.5 is out of range \(allowed: 0 <= x < 1\)"),
+    ("data.val_fraction=1", r"data\.val_fraction=1\.0 is out of range"),
+    ("train.batch_size=0", r"train\.batch_size=0 is out of range"),
+    ("train.warmup_steps=0", r"train\.warmup_steps=0 is out of range"),
+    ("model.dropout=2", r"model\.dropout=2\.0 is out of range \(allowed: 0 <= x < 1\)"),
+    ("model.dropout=1.5", r"model\.dropout=1\.5 is out of range"),
+    ("eval.tious=[1.5]", r"eval\.tious=\[1\.5\] holds 1\.5, which is out of range \(allowed: 1\+ values 0 < x <= 1\)"),
+    ("eval.tious=[]", r"eval\.tious=\[\] must hold at least 1 value"),
+    ("model.encoder=transformer", r"model\.encoder=transformer is not allowed \(allowed: linear\|bilstm\)"),
+    ("extract.pca_dim=abc", r"extract\.pca_dim=abc must be an int \(allowed: null or int >= 1\)"),
+    ("extract.fps=0", r"extract\.fps=0 is out of range \(allowed: null or > 0\)"),
+    ("extract.frame_size=[128]", r"extract\.frame_size=\[128\] must hold 2 value"),
+    ("train.save_dir=", r"train\.save_dir needs a value"),
+])
+def test_values_outside_the_rules_are_refused_naming_key_value_and_rule(override, message):
+    with pytest.raises(UserError, match=r"^-o: " + message):
+        load_config(None, [override])
+
+
+@pytest.mark.parametrize("override, key, expected", [
+    ("extract.pca_dim=500", ("extract", "pca_dim"), 500), ("extract.pca_dim=null", ("extract", "pca_dim"), None),
+    ("extract.fps=29.97", ("extract", "fps"), 29.97), ("data.val_fraction=0", ("data", "val_fraction"), 0.0),
+    ("model.dropout=0.99", ("model", "dropout"), 0.99), ("eval.tious=[0.5, 1]", ("eval", "tious"), [0.5, 1]),
+    ("model.encoder=bilstm", ("model", "encoder"), "bilstm"), ("extract.batch_size=0", ("extract", "batch_size"), 0),
+])
+def test_values_at_the_edges_of_the_rules_are_accepted(override, key, expected):
+    assert load_config(None, [override])[key[0]][key[1]] == expected
+
+
+def test_every_mistake_of_one_load_is_reported_one_line_each(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  epochs: 0\nmodel:\n  dropout: 1.0\n")
+    with pytest.raises(UserError) as info:
+        load_config(f, ["decode.beam_size=0", "train.epochs"])
+    lines = str(info.value).splitlines()
+    assert len(lines) == 4
+    assert lines[0].startswith(str(f)) and "train.epochs=0" in lines[0]
+    assert "model.dropout=1.0" in lines[1] and "decode.beam_size=0" in lines[2]
+    assert lines[3].startswith("-o train.epochs:") and "section.key=value" in lines[3]
+
+
+def test_every_key_has_a_rule_the_reference_value_meets():
+    from etspipe.config import value_rules
+
+    rules = value_rules()
+    for section, values in reference_config().items():
+        for key, value in values.items():
+            if isinstance(value, bool):
+                continue  # true/false: the type check is the whole rule
+            assert f"{section}.{key}" in rules, f"{section}.{key}: no [rule] at the start of its comment"
+            assert rules[f"{section}.{key}"].problem(value) is None, f"{section}.{key}: reference value breaks its rule"
+
+
+def test_a_cli_flag_is_checked_like_an_override():
+    from etspipe.config import set_value
+
+    cfg = load_config()
+    with pytest.raises(UserError, match=r"^--beam-size: decode\.beam_size=0 is out of range"):
+        set_value(cfg, "decode.beam_size", 0, source="--beam-size")
+    set_value(cfg, "decode.beam_size", 1)
+    assert cfg["decode"]["beam_size"] == 1
+
+
+def test_an_unreadable_rule_is_a_bug_of_the_schema_not_a_user_error():
+    from etspipe.config_rules import Rule
+
+    with pytest.raises(ValueError, match="cannot read the value rule"):
+        Rule(">= one")

@@ -1,4 +1,4 @@
-"""The time-alignment rule (DESIGN.md) and video ids: edge cases of the small pure functions."""
+"""The time-alignment rule (docs/ARCHITECTURE.md) and video ids: edge cases of the small pure functions."""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import videos
 
+from etspipe_demo.mp4 import write_mp4
 from extract_features import video_reader
 from extract_features.video_reader import VideoReadError, open_video
 
@@ -101,20 +102,9 @@ def test_missing_file(tmp_path):
 
 def _write_short_gop(path, n_frames, gop):
     """An H.264 video with a keyframe every `gop` frames (so the decord reader's resets happen)."""
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 80, 64, "yuv420p"
-        stream.options = {"preset": "ultrafast", "crf": "12", "g": str(gop), "keyint_min": str(gop),
-                          "sc_threshold": "0", "bf": "0", "threads": "1"}
-        for i in range(n_frames):
-            frame = av.VideoFrame.from_ndarray(videos.synthetic_frame(i, 64, 80), format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    frames = (videos.synthetic_frame(i, 64, 80) for i in range(n_frames))
+    write_mp4(path, frames, 25, crf=12, preset="ultrafast",
+              options={"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"})
     return path
 
 
