@@ -14,9 +14,9 @@ Prints one JSON line per result (each with the machine and its load average):
   the reference sizes (proj/hidden/embed 512, attention 256, vocabulary 5,000,
   500-d features) on random features whose row counts follow val_1's segments
   (3.75 rows/s, at most 256 rows); ``--decode-segments 0`` decodes all 17,505.
-  The untrained model's ``<e>`` is made improbable (its output bias set to
-  -30: beam search would otherwise end every caption at the first step, an
-  untrained model having no better word than ``<e>``), so every caption runs
+  The untrained model's ``<e>`` is banned (its output bias set to -inf: beam
+  search would otherwise end every caption within a few steps, an untrained
+  model having no better word than ``<e>``), so every caption runs
   to ``--max-len`` (20 emulates a trained model's ~12-15 words). `achieved_gflops` counts the
   matrix products of a 128-segment sample (torch's FLOP counter) scaled to
   the segments decoded; `matmul_peak_gflops` is a 2048^2 fp32 product in this
@@ -98,7 +98,7 @@ def untrained_model(vocab_size: int, device: str):
     torch.manual_seed(0)
     model = ETS(MODEL, feat_dim=DIM, vocab_size=vocab_size)
     with torch.no_grad():
-        model.logits.bias[EOS] = -30.0
+        model.logits.bias[EOS] = float("-inf")
     return model.to(device).eval()
 
 
