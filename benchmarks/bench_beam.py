@@ -106,8 +106,10 @@ def rehearsal(args: argparse.Namespace, cfg: dict) -> None:
             store.write_video(vid, rng.normal(size=(n, args.dim)).astype(np.float32),
                               {"fps": 30.0, "n_frames": int(duration * 30), "duration": duration})
     tcfg = copy.deepcopy(cfg)
-    for key, value in (("model.proj_dim", 128), ("model.embed_dim", 128), ("model.hidden_dim", 128),
-                       ("model.attn_dim", 64), ("data.num_workers", 0), ("data.max_rows", 64),
+    size = args.size
+    for key, value in (("model.proj_dim", size), ("model.embed_dim", size), ("model.hidden_dim", size),
+                       ("model.attn_dim", size // 2), ("data.num_workers", 0), ("data.max_rows", 32),
+                       ("data.min_word_count", 2),
                        ("train.epochs", args.epochs), ("train.batch_size", 32), ("train.warmup_steps", 100),
                        ("train.val_meteor", False), ("train.device", "cpu"), ("train.save_dir", str(out / "ckpt"))):
         section, name = key.split(".")
@@ -115,7 +117,7 @@ def rehearsal(args: argparse.Namespace, cfg: dict) -> None:
     t0 = time.perf_counter()
     best = train(tcfg, store_path, [str(out / "train.json")], progress=False)
     emit(bench="beam", split="rehearsal", setting="train", seconds=round(time.perf_counter() - t0, 1),
-         train_videos=len(train_ann), epochs=args.epochs)
+         train_videos=len(train_ann), val_videos=len(val_ann), epochs=args.epochs, size=size, feature_dim=args.dim)
     bench_settings(cfg, str(best), store_path, [str(out / "val.json")], "rehearsal")
 
 
@@ -144,6 +146,7 @@ def main() -> None:
     r.add_argument("--n-val", type=int, default=150)
     r.add_argument("--dim", type=int, default=64)
     r.add_argument("--epochs", type=int, default=5)
+    r.add_argument("--size", type=int, default=128, help="proj/embed/hidden size of the small model")
     r.add_argument("--config", default=None)
     args = p.parse_args()
     cfg = load_config(args.config)

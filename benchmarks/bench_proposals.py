@@ -7,7 +7,7 @@ own stage functions and extracted with configs/demo.yaml when DIR has no
 split the learned proposals, multi-scale sliding windows and random segments
 are compared with the same number of proposals per video (the learned model's
 count for that video): AR@1/5/10/100, AUC, recall at tIoU 0.5 and 0.7 with 10.
-SST as published (forward-only GRU, ``--sst``) is trained and measured too.
+SST as published (forward-only GRU, fixed anchors) is trained and measured too.
 One JSON line per method; the AR-AN curves go to ``<out>/bench_proposals_ar_an.png``.
 
 Part 2, speed (``--anet train_modified.json``): an ActivityNet-shaped store,
@@ -71,12 +71,12 @@ def quality(demo_dir: Path, out_dir: Path, epochs: int | None) -> list[dict]:
     paths = demo_store(demo_dir, cfg)
     gt = ground_truth([paths["test"]])
     curves, lines, learned = {}, [], {}
-    for name, bidirectional in (("learned", True), ("SST (forward GRU)", False)):
-        cfg["proposals"]["bidirectional"] = bidirectional
+    for name, ours in (("learned", True), ("SST as published", False)):
+        cfg["proposals"].update(bidirectional=ours, regress_boundaries=ours)
         if epochs:
             cfg["proposals"]["epochs"] = epochs
         t0 = time.perf_counter()
-        run = train_proposals(cfg, paths["store"], [paths["train"]], save_dir=out_dir / f"run_{int(bidirectional)}",
+        run = train_proposals(cfg, paths["store"], [paths["train"]], save_dir=out_dir / f"run_{int(ours)}",
                               progress=False)
         train_s = time.perf_counter() - t0
         with open_store(paths["store"]) as store:

@@ -8,7 +8,11 @@ on it with configs/ets.yaml's model sizes. Prints one JSON line:
     segments_per_s, tokens_per_s, peak_rss_gib (this process + its DataLoader
     workers, proportional set size so shared pages count once), epoch_seconds
     (one pass over all annotated segments) and `epoch_measured`: "full" or
-    "extrapolated" from `steps` steps (--steps, at least 300 for the record).
+    "extrapolated" from `steps` steps (--steps, at least 300 for the record);
+    achieved_gflops (the model's FLOPs of the steps run, from the batch shapes:
+    see `step_flops`) over `matmul_peak_gflops` (a 2048^2 product in the dtype
+    the run used, measured in this process before and after, the best kept),
+    and the load average: on a shared machine the ratio is the figure to compare.
 
 Example:
     .venv/bin/python benchmarks/bench_train.py \\
@@ -29,13 +33,32 @@ from pathlib import Path
 import numpy as np
 import psutil
 import torch
-from machine import cpu_model  # benchmarks/machine.py (the script folder is on sys.path)
+from machine import cpu_model, load, matmul_peak_gflops  # benchmarks/machine.py (the script folder is on sys.path)
 
 from caption_model.annotations import load_annotations
 from caption_model.train import fit
 from etspipe.config import load_config
 
 FPS, CLIP_LEN, STRIDE, DIM = 30.0, 16, 8, 500
+
+
+def step_flops(model_cfg: dict, feat_dim: int, vocab: int, timing: dict) -> float:
+    """Forward + backward FLOPs (3 x forward, matrix products and attention) of the steps in `timing`.
+
+    Per padded row: the projection and the attention keys (and the BiLSTM when
+    on); per segment: h_0, c_0; per target word: the attention (W h, then over
+    every row of its batch w tanh(...) and the context), the LSTM cell, the deep
+    output and the vocabulary projection. Elementwise work is not counted.
+    """
+    P, E, H, A = (int(model_cfg[k]) for k in ("proj_dim", "embed_dim", "hidden_dim", "attn_dim"))
+    per_row = 2 * feat_dim * P + 2 * P * A
+    if model_cfg["encoder"] == "bilstm":
+        per_row += 2 * 2 * 4 * (P // 2) * (P + P // 2)
+    per_word = 2 * H * A + 2 * (P + H + E) * 4 * H + 2 * (H + P + E) * E + 2 * E * vocab
+    per_word_row = 2 * A + 2 * P  # w^T tanh(.) and the context, per word and row
+    forward = (timing["rows"] * per_row + timing["segments"] * 2 * 2 * P * H + timing["tokens"] * per_word
+               + timing["token_rows"] * per_word_row)
+    return 3.0 * forward
 
 
 
@@ -60,6 +83,17 @@ def build_store(path: Path, annotation_paths: list[str], seed: int = 0) -> dict:
                                           "duration": duration, "clip_len": CLIP_LEN, "stride": STRIDE})
             rows_total += n
     return {"videos": len(durations), "rows": rows_total, "build_seconds": round(time.perf_counter() - t0, 1)}
+
+
+def first_videos(annotation_paths: list[str], n: int, folder: Path) -> Path:
+    """An annotation file with the first `n` videos of the given files (same segment statistics, smaller store)."""
+    merged: dict = {}
+    for path in annotation_paths:
+        merged.update(json.loads(Path(path).read_text(encoding="utf-8")))
+    out = folder / f"first_{n}_videos.json"
+    folder.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(dict(list(merged.items())[:n])), encoding="utf-8")
+    return out
 
 
 class PeakMemory:
@@ -98,52 +132,77 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--annotations", nargs="+", required=True, help="ActivityNet Captions training JSON(s)")
     ap.add_argument("--store", default=None, help="store to build/reuse (default: a folder under the temp dir)")
+    ap.add_argument("--store-videos", type=int, default=0,
+                    help="train on the first N annotated videos only (a smaller store to build on a busy machine); "
+                         "epoch_seconds is still extrapolated to all annotated segments")
     ap.add_argument("--steps", type=int, default=300, help="steps to time; 0 = one full epoch")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default: data.num_workers)")
-    ap.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16"])
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
+    ap.add_argument("--encoder", default=None, choices=["linear", "bilstm"], help="model.encoder (default: config)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    store = Path(args.store or Path(tempfile.gettempdir()) / "etspipe_bench_train" / "store.zarr")
+    segments, _ = load_annotations(args.annotations)
+    train_files = list(args.annotations)
+    default = Path(tempfile.gettempdir()) / "etspipe_bench_train" / (
+        f"store_{args.store_videos}.zarr" if args.store_videos else "store.zarr")
+    store = Path(args.store or default)
+    if args.store_videos:
+        train_files = [str(first_videos(args.annotations, args.store_videos, store.parent))]
     built = None
     if not store.exists():
         store.parent.mkdir(parents=True, exist_ok=True)
-        built = build_store(store, args.annotations)
+        built = build_store(store, train_files)
         logging.info("built %s: %s", store, built)
 
-    segments, _ = load_annotations(args.annotations)
     run_dir = Path(tempfile.mkdtemp(prefix="bench_train_run_"))
     overrides = [f"train.batch_size={args.batch_size}", "train.epochs=1", "data.val_fraction=0.0",
                  "train.log_interval=50", f"train.save_dir={run_dir}", f"train.device={args.device}"]
     if args.num_workers is not None:
         overrides.append(f"data.num_workers={args.num_workers}")
+    if args.encoder:
+        overrides.append(f"model.encoder={args.encoder}")
     cfg = load_config(None, overrides)
     cfg["train"]["max_steps"] = args.steps
     cfg["train"]["precision"] = args.precision
+    from caption_model.distributed import DistInfo, resolve_device
+    from caption_model.precision import uses_bf16
+
+    device_name = resolve_device(args.device, DistInfo())
+    bf16 = uses_bf16(device_name, args.precision)
+    peak_dtype = torch.bfloat16 if bf16 else torch.float32
+    peak = matmul_peak_gflops(peak_dtype, device_name.type)
     with PeakMemory() as mem:
-        result = fit(cfg, str(store), list(args.annotations), progress=True)
+        result = fit(cfg, str(store), train_files, progress=True)
+    peak = max(peak, matmul_peak_gflops(peak_dtype, device_name.type))
     t = result.timing
+    achieved = step_flops(cfg["model"], DIM, len(result.vocab), t) / t["train_s"] / 1e9
     seg_per_s = t["segments"] / t["train_s"]
     full = args.steps == 0 or t["segments"] >= len(segments)
     device = "cuda: " + torch.cuda.get_device_name() if next(result.model.parameters()).is_cuda else "cpu"
     out = {
         "benchmark": "train",
         "machine": cpu_model(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device,
-        "precision": args.precision, "batch_size": args.batch_size, "num_workers": cfg["data"]["num_workers"],
+        "precision": args.precision, "autocast_bf16": bf16, "batch_size": args.batch_size,
+        "num_workers": cfg["data"]["num_workers"],
         "model": {k: cfg["model"][k] for k in ("encoder", "attention", "proj_dim", "embed_dim", "hidden_dim",
                                                 "attn_dim")},
         "vocab": len(result.vocab), "epoch_segments": len(segments),
         "steps": t["steps"], "segments_per_s": round(seg_per_s, 1), "tokens_per_s": round(t["tokens"] / t["train_s"]),
         "seconds_per_step": round(t["train_s"] / max(t["steps"], 1), 3),
+        "data_wait_share": round(t["data_s"] / t["train_s"], 3),  # share of the step spent waiting for rows
         "epoch_seconds": round(t["train_s"] if full else len(segments) / seg_per_s, 1),
         "epoch_measured": "full" if full else f"extrapolated from {t['steps']} steps",
         "setup_seconds": round(t["setup_s"], 1), "peak_rss_gib": round(mem.peak / 2**30, 2),
-        "load_average": os.getloadavg()[0],
+        "achieved_gflops": round(achieved, 1), "matmul_peak_gflops": round(peak, 1),
+        "ratio_to_peak": round(achieved / peak, 3), "gflop_per_step": round(
+            step_flops(cfg["model"], DIM, len(result.vocab), t) / max(t["steps"], 1) / 1e9, 1),
+        **load(),
     }
     if built:
         out["store_build"] = built

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from etspipe.devices import device_kind
+from etspipe.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class DistInfo:
         return self.rank == 0
 
 
-def setup(device_kind: str) -> DistInfo:
+def setup(kind: str) -> DistInfo:
     """Join the process group described by the torchrun environment (if any)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -44,8 +45,11 @@ def setup(device_kind: str) -> DistInfo:
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if dist.is_initialized():
         return DistInfo(dist.get_rank(), dist.get_world_size(), local, False)
-    backend = "nccl" if device_kind == "cuda" else "gloo"
-    if device_kind == "cuda":
+    backend = "nccl" if kind == "cuda" else "gloo"
+    if kind == "cuda":
+        if local >= torch.cuda.device_count():
+            raise UserError(f"LOCAL_RANK is {local} but this machine has {torch.cuda.device_count()} GPU(s): "
+                            "start fewer processes per node, or set train.device=cpu")
         torch.cuda.set_device(local)
     dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world)
     logger.info("distributed: rank %d of %d (%s)", rank, world, backend)
@@ -67,3 +71,12 @@ def resolve_device(name: str, info: DistInfo) -> torch.device:
     if device_kind(name, "train.device") == "cpu":
         return torch.device("cpu")
     return torch.device("cuda", info.local_rank if info.enabled else torch.cuda.current_device())
+
+
+def any_rank(info: DistInfo, flag: bool) -> bool:
+    """True when `flag` is set on any rank (all ranks must then stop at the same step, or DDP hangs)."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([int(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())

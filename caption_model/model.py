@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from caption_model.text import BOS, EOS, PAD
+from caption_model.text import PAD
 
 
 @dataclass
@@ -198,11 +198,14 @@ class ETS(nn.Module):
         time-major (as ``PackedSequence`` orders them), their targets, the
         attention (B, L-1, T) and the batch order used.
         """
-        lengths = (tokens[:, 1:] != PAD).sum(1)  # target words per caption (incl. <e>)
+        # Target words per caption (incl. <e>), copied to the host ONCE: the loop's shrinking batch sizes
+        # come from it, so no step waits for the device (on CUDA, a sync per word otherwise).
+        lengths = (tokens[:, 1:] != PAD).sum(1).cpu()
         order = torch.argsort(lengths, descending=True, stable=True)
-        identity = bool((order == torch.arange(len(order), device=order.device)).all())
+        identity = bool((order == torch.arange(len(order))).all())
+        order = order.to(tokens.device)
         if not identity:
-            feats, feat_mask, tokens, lengths = feats[order], feat_mask[order], tokens[order], lengths[order]
+            feats, feat_mask, tokens, lengths = feats[order], feat_mask[order], tokens[order], lengths[order.cpu()]
         memory = self.encode(feats, feat_mask)
         state = self.init_state(memory)
         h, c = state.h, state.c
@@ -217,7 +220,7 @@ class ETS(nn.Module):
         # Time-major views: per-step slices of these then cost one small gradient each, not a full-size one.
         gates_emb_t, emb_t = gates_emb.transpose(0, 1).unbind(0), emb.transpose(0, 1).unbind(0)
         steps = int(lengths.max()) if len(lengths) else 0
-        active = [(lengths > t).sum().item() for t in range(steps)]  # batch shrinks as captions end
+        active = (lengths[None, :] > torch.arange(steps)[:, None]).sum(1).tolist()  # batch shrinks as captions end
         B, T = feat_mask.shape
         hs, contexts, embs, attns = [], [], [], []
         for t in range(steps):
@@ -277,29 +280,3 @@ class ETS(nn.Module):
             coverage = attn.float().sum(1)  # sum_t a_ti (B, T)
             loss = loss + lam * (((1.0 - coverage) ** 2) * mask).sum(1).mean()
         return loss, nll.detach(), int(targets.numel())
-
-    @torch.no_grad()
-    def greedy_decode(self, feats: Tensor, feat_mask: Tensor, max_len: int = 80) -> tuple[list[list[int]], Tensor]:
-        """Most likely word at each step until ``<e>`` or `max_len` words; also the attention (B, steps, T)."""
-        memory = self.encode(feats, feat_mask)
-        state = self.init_state(memory)
-        B = feats.shape[0]
-        prev = torch.full((B,), BOS, dtype=torch.long, device=feats.device)
-        done = torch.zeros(B, dtype=torch.bool, device=feats.device)
-        words, attns = [], []
-        for _ in range(max_len):
-            log_probs, state, attn = self.step(prev, state, memory)
-            prev = log_probs.argmax(-1).masked_fill(done, PAD)
-            words.append(prev)
-            attns.append(attn)
-            done |= prev == EOS
-            if bool(done.all()):
-                break
-        if not words:
-            return [[] for _ in range(B)], feats.new_zeros(B, 0, feats.shape[1])
-        ids = torch.stack(words, 1).tolist()
-        out = []
-        for seq in ids:
-            seq = [i for i in seq if i != PAD]
-            out.append(seq[: seq.index(EOS)] if EOS in seq else seq)
-        return out, torch.stack(attns, 1)

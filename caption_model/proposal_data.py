@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from caption_model.annotations import Segment
-from caption_model.proposal_model import anchor_bounds, anchor_labels, row_edges
+from caption_model.proposal_model import anchor_bounds, anchor_labels, anchor_targets, row_edges
 from etspipe.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def window_start(seed: int, epoch: int, index: int, n_rows: int, window: int) ->
 
 
 class ProposalDataset(Dataset):
-    """(rows, labels, mask of usable anchors) of one video's training window."""
+    """(rows, labels, mask of usable anchors, boundary offsets) of one video's training window."""
 
     def __init__(self, store_path: str, videos: Sequence[VideoTimes], anchors: np.ndarray, pos_tiou: float,
                  window_rows: int, seed: int):
@@ -112,7 +112,7 @@ class ProposalDataset(Dataset):
     def __len__(self) -> int:
         return len(self.videos)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         if self._store is None:
             from features_store import open_store
 
@@ -121,10 +121,10 @@ class ProposalDataset(Dataset):
         a = window_start(self.seed, self.epoch, index, v.n_rows, self.window)
         b = min(a + self.window, v.n_rows)
         rows = self._store.rows(v.store_id)[a:b]
-        labels = anchor_labels(v.edges, self.anchors, v.gt, self.pos_tiou)[a:b]
+        labels, offsets = anchor_targets(v.edges, self.anchors, v.gt, self.pos_tiou)
         start, _ = anchor_bounds(v.n_rows, self.anchors)
         usable = (start[a:b] >= a) | (start[a:b] == 0)  # an anchor clipped at row 0 is a real segment
-        return rows, labels, usable.astype(np.float32)
+        return rows, labels[a:b], usable.astype(np.float32), offsets[a:b]
 
 
 @dataclass
@@ -134,23 +134,25 @@ class ProposalBatch:
     labels: torch.Tensor   # (B, T, K)
     mask: torch.Tensor     # (B, T) real rows
     usable: torch.Tensor   # (B, T, K) anchors whose start lies in the window
+    offsets: torch.Tensor  # (B, T, K, 2) boundary targets of the positives
 
     def to(self, device: torch.device) -> ProposalBatch:
-        return ProposalBatch(*(t.to(device) for t in (self.feats, self.lengths, self.labels, self.mask, self.usable)))
+        return ProposalBatch(*(t.to(device) for t in (self.feats, self.lengths, self.labels, self.mask, self.usable,
+                                                       self.offsets)))
 
 
-def collate(samples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> ProposalBatch:
+def collate(samples: Sequence[tuple[np.ndarray, ...]]) -> ProposalBatch:
     """Pad the videos of a batch to the longest one."""
-    n = max(len(rows) for rows, _, _ in samples)
+    n = max(len(s[0]) for s in samples)
     dim, k = samples[0][0].shape[1], samples[0][1].shape[1]
     feats = torch.zeros(len(samples), n, dim)
-    labels = torch.zeros(len(samples), n, k)
-    usable = torch.zeros(len(samples), n, k)
+    labels, usable = torch.zeros(len(samples), n, k), torch.zeros(len(samples), n, k)
+    offsets = torch.zeros(len(samples), n, k, 2)
     mask = torch.zeros(len(samples), n)
-    for i, (rows, lab, use) in enumerate(samples):
+    for i, (rows, lab, use, off) in enumerate(samples):
         t = len(rows)
         feats[i, :t] = torch.tensor(np.asarray(rows, dtype=np.float32))  # a copy: store reads may be read-only
-        labels[i, :t] = torch.from_numpy(lab)
-        usable[i, :t] = torch.from_numpy(use)
+        labels[i, :t], usable[i, :t], offsets[i, :t] = torch.from_numpy(lab), torch.from_numpy(use), \
+            torch.from_numpy(off)
         mask[i, :t] = 1.0
-    return ProposalBatch(feats, torch.tensor([len(r) for r, _, _ in samples]), labels, mask, usable)
+    return ProposalBatch(feats, torch.tensor([len(s[0]) for s in samples]), labels, mask, usable, offsets)

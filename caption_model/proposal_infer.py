@@ -92,17 +92,19 @@ class Proposer:
         return cls(net.to(device).eval(), anchors, ckpt, torch.device(device))
 
     @torch.no_grad()
-    def scores(self, rows: np.ndarray) -> np.ndarray:
-        """Anchor probabilities (n_rows, K) of one video's rows."""
+    def scores(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Anchor probabilities (n_rows, K) of one video's rows and boundary offsets (n_rows, K, 2) or None."""
         feats = torch.tensor(np.asarray(rows, dtype=np.float32))[None].to(self.device)  # a copy: reads may be read-only
-        logits = self.net(feats, torch.tensor([len(rows)]))
-        return torch.sigmoid(logits[0]).float().cpu().numpy()
+        logits, offsets = self.net(feats, torch.tensor([len(rows)]))
+        probs = torch.sigmoid(logits[0]).float().cpu().numpy()
+        return probs, None if offsets is None else offsets[0].float().cpu().numpy()
 
     def propose(self, store, store_id: str, nms_tiou: float, max_keep: int) -> list[dict]:
         """Up to `max_keep` proposals ``{"segment": [s, e], "score": p}`` for one store video, best first."""
         meta = store.video_meta(store_id)
         edges = row_edges(store.row_times(store_id), float(meta["duration"]))
-        return proposals_from_scores(self.scores(store.rows(store_id)), edges, self.anchors, nms_tiou, max_keep)
+        probs, offsets = self.scores(store.rows(store_id))
+        return proposals_from_scores(probs, edges, self.anchors, nms_tiou, max_keep, offsets)
 
 
 def propose_corpus(proposer: Proposer, store, store_ids: Iterable[str], pcfg: dict,

@@ -8,10 +8,17 @@ is a binary cross-entropy per (row, anchor), weighted per anchor so that the
 rare positives count as much as the many negatives; at inference the scored
 anchors become segments, and non-maximum suppression removes near-duplicates.
 
-One change from SST, on by default (``proposals.bidirectional``): the recurrent
-pass runs both ways. SST is forward-only to stream; offline, the rows after
-``t`` tell whether an event *ends* at ``t``, and the benchmark shows the gain
-(docs/PERFORMANCE.md). ``bidirectional: false`` is SST as published.
+Two changes from SST, both on by default and both switchable back:
+
+* ``proposals.bidirectional``: the recurrent pass runs both ways. SST is
+  forward-only to stream; offline, the rows after ``t`` tell whether an event
+  *ends* at ``t``.
+* ``proposals.regress_boundaries``: each anchor also predicts how far to move
+  its start and end (fractions of its length, in row units), trained with
+  smooth L1 on the positives. Whole-row anchors cannot reach the high tIoUs
+  (0.8-0.95) that make up half of AR@AN when events last a few rows.
+
+Both off is SST as published; docs/PERFORMANCE.md has the comparison.
 
 Anchors are counted in rows, so one model fits the row spacing of the store it
 was trained on; the checkpoint records that store's extractor settings and a
@@ -77,18 +84,42 @@ def anchor_segments(edges: np.ndarray, anchors: np.ndarray) -> np.ndarray:
     return np.stack([edges[start], edges[end + 1]], axis=-1)
 
 
-def anchor_labels(edges: np.ndarray, anchors: np.ndarray, gt: np.ndarray, pos_tiou: float) -> np.ndarray:
-    """1.0 where an anchor reaches `pos_tiou` with some ground-truth segment, else 0.0: (n_rows, K)."""
-    segs = anchor_segments(edges, anchors)
-    gt = np.asarray(gt, dtype=np.float64).reshape(-1, 2)
-    if not len(gt):
-        return np.zeros(segs.shape[:2], dtype=np.float32)
+def _anchor_iou(segs: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """tIoU of every anchor segment (T, K, 2) with every ground-truth segment (n, 2): (T, K, n)."""
     s = np.maximum(segs[..., None, 0], gt[None, None, :, 0])
     e = np.minimum(segs[..., None, 1], gt[None, None, :, 1])
     inter = np.clip(e - s, 0.0, None)
     union = (segs[..., 1] - segs[..., 0])[..., None] + (gt[:, 1] - gt[:, 0])[None, None, :] - inter
-    iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-    return (iou.max(axis=-1) >= pos_tiou).astype(np.float32)
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def anchor_labels(edges: np.ndarray, anchors: np.ndarray, gt: np.ndarray, pos_tiou: float) -> np.ndarray:
+    """1.0 where an anchor reaches `pos_tiou` with some ground-truth segment, else 0.0: (n_rows, K)."""
+    return anchor_targets(edges, anchors, gt, pos_tiou)[0]
+
+
+def anchor_targets(edges: np.ndarray, anchors: np.ndarray, gt: np.ndarray,
+                   pos_tiou: float) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (n_rows, K) and boundary offsets (n_rows, K, 2) towards each positive's best ground truth.
+
+    Offsets are in *edge-index* units (fractional rows, so uneven rows are
+    handled) divided by the anchor's length: ``(gt_start_idx - first_row) / L``
+    and ``(gt_end_idx - (last_row + 1)) / L``; zero for negatives.
+    """
+    segs = anchor_segments(edges, anchors)
+    gt = np.asarray(gt, dtype=np.float64).reshape(-1, 2)
+    offsets = np.zeros(segs.shape, dtype=np.float32)
+    if not len(gt):
+        return np.zeros(segs.shape[:2], dtype=np.float32), offsets
+    iou = _anchor_iou(segs, gt)
+    labels = (iou.max(axis=-1) >= pos_tiou).astype(np.float32)
+    best = gt[iou.argmax(axis=-1)]  # (T, K, 2)
+    position = np.interp(best, edges, np.arange(len(edges)))  # seconds -> fractional edge index
+    start, end = anchor_bounds(len(edges) - 1, anchors)
+    length = np.maximum(end - start + 1, 1).astype(np.float64)
+    offsets[..., 0] = (position[..., 0] - start) / length
+    offsets[..., 1] = (position[..., 1] - (end + 1)) / length
+    return labels, offsets * labels[..., None]
 
 
 class ProposalNet(nn.Module):
@@ -102,15 +133,22 @@ class ProposalNet(nn.Module):
         self.drop = nn.Dropout(float(cfg["dropout"]))
         self.rnn = nn.GRU(proj, hidden, num_layers=int(cfg["num_layers"]), batch_first=True,
                           bidirectional=bool(cfg["bidirectional"]))
-        self.score = nn.Linear(hidden * (2 if cfg["bidirectional"] else 1), n_anchors)
+        width = hidden * (2 if cfg["bidirectional"] else 1)
+        self.score = nn.Linear(width, n_anchors)
+        self.regress = nn.Linear(width, 2 * n_anchors) if cfg["regress_boundaries"] else None
 
-    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Logits (B, T, K) for rows (B, T, D) of which the first `lengths` of each video are real."""
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, T, K) and boundary offsets (B, T, K, 2) or None, for rows (B, T, D).
+
+        Only the first `lengths` rows of each video are real (the backward
+        pass starts at each video's own end).
+        """
         x = self.drop(torch.relu(self.proj(self.norm(feats))))
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, _ = self.rnn(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=feats.shape[1])
-        return self.score(self.drop(out))
+        out = self.drop(pad_packed_sequence(out, batch_first=True, total_length=feats.shape[1])[0])
+        offsets = None if self.regress is None else self.regress(out).unflatten(-1, (-1, 2))
+        return self.score(out), offsets
 
 
 def weighted_bce(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor,
@@ -124,6 +162,12 @@ def weighted_bce(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tenso
     w = torch.where(labels > 0, 1.0 - pos_share, pos_share) * weight
     loss = nn.functional.binary_cross_entropy_with_logits(logits, labels, weight=w, reduction="sum")
     return loss / weight.amax(dim=-1).sum().clamp(min=1.0)
+
+
+def boundary_loss(offsets: torch.Tensor, targets: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """Smooth-L1 between predicted and target offsets (B, T, K, 2), over the positive places only."""
+    per = nn.functional.smooth_l1_loss(offsets, targets, reduction="none").sum(dim=-1)
+    return (per * positive).sum() / positive.sum().clamp(min=1.0)
 
 
 def nms(segments: np.ndarray, scores: np.ndarray, tiou_threshold: float, max_keep: int) -> np.ndarray:
@@ -142,14 +186,24 @@ def nms(segments: np.ndarray, scores: np.ndarray, tiou_threshold: float, max_kee
     return np.asarray(keep, dtype=np.int64)
 
 
+def refine(edges: np.ndarray, anchors: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Anchor segments moved by predicted offsets (see `anchor_targets`), in seconds: (n_rows, K, 2)."""
+    start, end = anchor_bounds(len(edges) - 1, anchors)
+    length = np.maximum(end - start + 1, 1)
+    position = np.stack([start + offsets[..., 0] * length, end + 1 + offsets[..., 1] * length], axis=-1)
+    position = np.clip(position, 0, len(edges) - 1)
+    return np.interp(position, np.arange(len(edges)), edges)
+
+
 def proposals_from_scores(scores: np.ndarray, edges: np.ndarray, anchors: np.ndarray, nms_tiou: float,
-                          max_keep: int) -> list[dict]:
+                          max_keep: int, offsets: np.ndarray | None = None) -> list[dict]:
     """Scored anchors (n_rows, K) -> up to `max_keep` proposals ``{"segment": [s, e], "score": p}``, best first.
 
-    Anchors that clip to the same rows are the same segment: the best score
-    stands for it. Zero-length segments (rows past the video's end) are dropped.
+    With `offsets` the anchors' boundaries are refined first. Identical
+    segments (anchors clipped at the first row) are one proposal with the
+    best score; zero-length segments (rows past the video's end) are dropped.
     """
-    segs = anchor_segments(edges, anchors).reshape(-1, 2)
+    segs = (anchor_segments(edges, anchors) if offsets is None else refine(edges, anchors, offsets)).reshape(-1, 2)
     flat = np.asarray(scores, dtype=np.float64).reshape(-1)
     ok = segs[:, 1] > segs[:, 0]
     segs, flat = segs[ok], flat[ok]

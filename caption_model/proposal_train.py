@@ -47,7 +47,7 @@ from caption_model.proposal_infer import (
     propose_corpus,
 )
 from caption_model.proposal_metrics import ar_an, recall_at
-from caption_model.proposal_model import ProposalNet, kmeans_anchors, weighted_bce
+from caption_model.proposal_model import ProposalNet, boundary_loss, kmeans_anchors, weighted_bce
 from etspipe.devices import device_kind
 from etspipe.errors import UserError
 
@@ -154,14 +154,19 @@ def epoch_batches(videos: list[VideoTimes], batch_size: int, seed: int, epoch: i
 class _Objective(nn.Module):
     """The loss as a forward, so that DistributedDataParallel synchronises the gradients."""
 
-    def __init__(self, net: ProposalNet, pos_share: np.ndarray):
+    def __init__(self, net: ProposalNet, pos_share: np.ndarray, regress_weight: float):
         super().__init__()
         self.net = net
+        self.regress_weight = regress_weight
         self.register_buffer("pos_share", torch.as_tensor(pos_share, dtype=torch.float32))
 
     def forward(self, batch) -> torch.Tensor:
-        logits = self.net(batch.feats, batch.lengths)
-        return weighted_bce(logits, batch.labels, batch.mask[..., None] * batch.usable, self.pos_share)
+        logits, offsets = self.net(batch.feats, batch.lengths)
+        weight = batch.mask[..., None] * batch.usable
+        loss = weighted_bce(logits, batch.labels, weight, self.pos_share)
+        if offsets is not None:
+            loss = loss + self.regress_weight * boundary_loss(offsets, batch.offsets, weight * batch.labels)
+        return loss
 
 
 def _train_epoch(objective: nn.Module, net: ProposalNet, optimizer, loader: DataLoader, device: torch.device,
@@ -249,7 +254,7 @@ def _fit(cfg: dict, store_path: str, train_paths: list[str], run_dir: Path, ckpt
         torch.set_rng_state(ckpt["rng"])
     if dist_info.rank:
         torch.manual_seed(seed * 1000003 + dist_info.rank * 7919 + epoch)  # dropout differs per rank
-    objective: nn.Module = _Objective(net, prep.pos_share).to(device)
+    objective: nn.Module = _Objective(net, prep.pos_share, float(pcfg["regress_weight"])).to(device)
     if dist_info.enabled:
         objective = nn.parallel.DistributedDataParallel(objective, device_ids=[dist_info.local_rank]
                                                         if device.type == "cuda" else None)

@@ -8,8 +8,9 @@ overlapping cues and players stack them, so nothing is merged or cut.
 Rules that keep every file parseable:
 
 * cues are sorted by start, then end (players and parsers expect it);
-* times are clipped at 0 and written to the millisecond; an end before its
-  start is raised to the start;
+* times are clipped at 0 and written to the millisecond; a cue ends at least
+  1 ms after it starts (WebVTT requires end > start; a zero-length or
+  reversed entry would otherwise be dropped or refused by a player);
 * a sentence is one line: white space (line breaks included) is collapsed, since
   a blank line ends a cue in both formats; an empty sentence gives no cue;
 * WebVTT text escapes ``&``, ``<`` and ``>`` (its markup characters), which
@@ -43,7 +44,7 @@ def _cues(entries: Sequence[Mapping]) -> list[tuple[float, float, str]]:
             continue
         start, end = (float(t) for t in item["timestamp"])
         start = max(start, 0.0)
-        cues.append((start, max(end, start), text))
+        cues.append((start, max(end, start + 0.001), text))
     return sorted(cues, key=lambda c: (c[0], c[1]))
 
 

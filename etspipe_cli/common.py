@@ -59,9 +59,10 @@ class EtsGroup(click.Group):
             if str(exc):
                 click.echo(str(exc), err=True)
             ctx.exit(EXIT_PARTIAL)
-        except KeyboardInterrupt:
-            how = "add --resume SAVE_DIR to continue training" if ctx.invoked_subcommand == "train" \
-                else "rerun the same command to resume"
+        except KeyboardInterrupt as exc:
+            # train's message says whether a checkpoint was saved and how to continue
+            how = str(exc) or ("add --resume SAVE_DIR to continue training" if ctx.invoked_subcommand == "train"
+                               else "rerun the same command to resume")
             click.echo(f"interrupted; {how}", err=True)
             ctx.exit(130)
 

@@ -14,6 +14,7 @@ from etspipe_cli.common import DEVICE, OUTPUT_FOLDER, ManyValuesOption, _set, co
 @click.option("--save_dir", "--save-dir", type=OUTPUT_FOLDER, default=None,
               help="Checkpoint folder (default data/checkpoints).")
 @click.option("--resume", default=None, help="Continue a run from a checkpoint file or folder.")
+@click.option("--overwrite", is_flag=True, help="Replace the run already in --save_dir (else that is an error).")
 @click.option("--weights", default=None, type=click.Path(), help="Start from a checkpoint (fine-tune).")
 @click.option("--epochs", type=int, default=None, help="Passes over the training segments.")
 @click.option("--batch_size", "--batch-size", type=int, default=None, help="Segments per step.")
@@ -22,15 +23,16 @@ from etspipe_cli.common import DEVICE, OUTPUT_FOLDER, ManyValuesOption, _set, co
 @click.option("--fix_random_seed", "--seed", "seed", type=int, default=None, help="Random seed (default 0).")
 @click.option("--device", type=DEVICE, default=None, help="Where to train (default auto).")
 @config_options
-def train(store_path: str, train_paths: tuple[str, ...], save_dir: str | None, resume: str | None,
+def train(store_path: str, train_paths: tuple[str, ...], save_dir: str | None, resume: str | None, overwrite: bool,
           weights: str | None, epochs: int | None, batch_size: int | None, log_interval: int | None,
           valid_interval: int | None, seed: int | None, device: str | None,
           cfg: dict, raw_overrides: tuple[str, ...]) -> None:
     """Train the ETS captioner on cached features.
 
     A share of the training videos (data.val_fraction) is held out for model
-    selection; `best.pt` and `last.pt` go to --save_dir. Several GPUs: run
-    under torchrun.
+    selection; `best.pt`, `last.pt` and the resolved `config.yaml` go to
+    --save_dir. Ctrl-C saves `last.pt` after the current step (--resume
+    continues from it). Several GPUs: run under torchrun.
 
     \b
     Example:
@@ -42,5 +44,6 @@ def train(store_path: str, train_paths: tuple[str, ...], save_dir: str | None, r
                        ("train.batch_size", batch_size), ("train.log_interval", log_interval),
                        ("train.valid_interval", valid_interval), ("train.seed", seed), ("train.device", device)):
         _set(cfg, key, value)
-    best = run_train(cfg, store_path, list(train_paths), resume=resume, weights=weights)
+    best = run_train(cfg, store_path, list(train_paths), resume=resume, weights=weights,
+                     overwrite=overwrite)
     click.echo(f"best checkpoint: {best}")

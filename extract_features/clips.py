@@ -47,11 +47,6 @@ def clip_positions(clip_index: int, clip_len: int, stride: int, n_positions: int
     return np.minimum(pos, n_positions - 1)
 
 
-def row_times(n_rows: int, fps: float, clip_len: int, stride: int) -> np.ndarray:
-    """Centre time (s) of each row: (i*stride + clip_len/2) / fps."""
-    return (np.arange(n_rows) * stride + clip_len / 2) / fps
-
-
 def center_crop(frames: np.ndarray, crop: int) -> np.ndarray:
     """Centre `crop` x `crop` of (N, H, W, C) frames (C3D's test-time crop)."""
     h, w = frames.shape[1:3]

@@ -4,25 +4,31 @@ Resuming is the store's commit rule put to work: a video is complete only once
 all its rows are written, so a rerun skips complete videos and redoes the rest.
 Failed videos are skipped too unless `retry_failed`; `overwrite` starts over.
 
-PCA (`pca_dim` without a PCA file) runs in two passes so that it resumes just
-as simply:
-1. raw features go to `<store>.raw.zarr` (a normal, resumable store);
-2. once every input is complete or failed there, the PCA is fitted on all its
-   rows and saved atomically to `<store>.pca.npz`;
-3. each raw video is projected into the final store (resumable per video).
-A kill in any step and a rerun give the same store: step 1 resumes, step 2 is
-redone unless its file exists (it only exists once fitted on the complete raw
-store), step 3 resumes. A PCA file that exists is reused, also for videos
-added later; delete it (or use overwrite) to refit. With a given PCA file,
-rows are projected on the fly and no raw store is kept.
+PCA: the projection lives inside the store (`pca.STORE_AUX`), written once, and
+every projected video records its sha256, so a copied store is complete and a
+store never mixes two projections. With `pca_dim` and no projection yet:
+1. raw features go to the working store `<store>.raw.zarr` (resumable);
+2. the PCA is fitted on every complete raw video -- refused, with one line,
+   from no more rows than dimensions -- and stored in the store (if two runs
+   race, the first stored projection is the one both use);
+3. each raw video is projected into the store (resumable per video).
+Once the store holds a projection, later runs (new videos, a rerun after a
+kill) project with it: from the working store where it holds the video, on
+the fly otherwise. The store is opened first, so a wrong output path fails
+before any work. `--pca-file` puts a saved projection into the store instead
+of fitting one; a store holding another projection is refused (`overwrite`
+starts over).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
+import fsspec
 import numpy as np
 
 from etspipe.errors import UserError
@@ -30,7 +36,7 @@ from extract_features.c3d import feature_dim
 from extract_features.clips import PAD_RULES
 from extract_features.inputs import assign_ids, collect_videos, input_problem
 from extract_features.options import ExtractOptions
-from extract_features.pca import IncrementalPCA, pca_path_for, raw_store_path_for
+from extract_features.pca import STORE_AUX, IncrementalPCA, raw_store_path_for, store_pca_meta, stored_projection
 from extract_features.runner import make_extractor, run_pipeline
 from extract_features.weights import UNTRAINED, file_sha256, warn_untrained
 
@@ -39,7 +45,7 @@ log = logging.getLogger(__name__)
 EXTRACTOR_NAME = "c3d-sports1m"
 # store meta keys that must agree for a rerun to add to an existing store
 _COMPATIBLE_KEYS = ("extractor", "layer", "dim", "clip_len", "stride", "fps", "frame_size", "crop",
-                    "normalisation", "weights", "width_mult")
+                    "normalisation", "weights", "width_mult", "pca")
 
 
 def is_hdf5(path: str) -> bool:
@@ -138,50 +144,64 @@ def record_failure(store, video_id: str, reason: str, detail: str, source: str) 
                         f"stopped at video {video_id}") from None
 
 
-def _summary(store, store_path: str, videos, done: int, skipped: int, t0: float) -> dict:
+def _summary(store, videos, done: int, skipped: int) -> dict:
     """done/skipped this run; failed = inputs the store records as failed (this run or before)."""
     ids = {vid for vid, _ in videos}
     failures = {vid: {"reason": f.get("reason"), "detail": f.get("detail", "")}
                 for vid, f in store.failed().items() if vid in ids}
-    return {"done": done, "skipped": skipped, "failed": len(failures), "seconds": time.perf_counter() - t0,
-            "failures": failures, "store": str(store_path)}
+    return {"done": done, "skipped": skipped, "failed": len(failures), "failures": failures,
+            "store": str(store.path)}
 
 
-def _extract_into(store_path: str, videos, opts: ExtractOptions, weights: str | None,
-                  pca: IncrementalPCA | None, pca_info: dict | None, overwrite: bool, retry_failed: bool,
-                  workers: int, scheduler: str | None, progress: bool) -> dict:
-    t0 = time.perf_counter()
-    dim = pca.n_components if pca is not None else feature_dim(opts.layer, opts.width_mult)
-    weights_id = file_sha256(weights) if weights else UNTRAINED
-    meta = store_meta(opts, dim, weights_id, pca_info)
-    store = open_output_store(store_path, meta, overwrite)
-    try:
-        todo, skipped = _plan(store, videos, retry_failed)
-        if not weights:
-            warn_untrained()
-        if workers or scheduler:
-            from extract_features.distributed import run_distributed
+@dataclass(frozen=True)
+class _Run:
+    """The settings of one `extract_corpus` call that every pass shares."""
 
-            done = run_distributed(todo, store, store_path, opts, weights, pca, workers, scheduler, progress)
-        else:
-            extractor = make_extractor(opts, weights, warn=False) if todo else None
+    opts: ExtractOptions
+    weights: str | None
+    overwrite: bool
+    retry_failed: bool
+    workers: int
+    scheduler: str | None
+    progress: bool
 
-            def on_done(vid: str, rows: np.ndarray, vmeta: dict) -> None:
-                if pca is not None:
-                    rows = pca.transform(rows)
-                store.write_video(vid, rows, vmeta)
+    @cached_property
+    def weights_id(self) -> str:
+        return file_sha256(self.weights) if self.weights else UNTRAINED
 
-            paths = dict(todo)
+    @property
+    def source_dim(self) -> int:
+        return feature_dim(self.opts.layer, self.opts.width_mult)
 
-            def on_failed(vid: str, reason: str, detail: str) -> None:
-                log.warning("%s (%s) failed: %s %s", vid, paths[vid], reason, detail)
-                record_failure(store, vid, reason, detail, str(paths[vid]))
+    def meta(self, dim: int, pca: dict | None = None) -> dict:
+        return store_meta(self.opts, dim, self.weights_id, pca)
 
-            counts = run_pipeline(todo, extractor, on_done, on_failed, progress=progress) if todo else {"done": 0}
-            done = counts["done"]
-        return _summary(store, store_path, videos, done, skipped, t0)
-    finally:
-        store.close()
+
+def _extract_into(store, videos, run: _Run, pca: IncrementalPCA | None) -> dict:
+    """Extract the videos `store` lacks (projected by `pca`, if any) into the open `store`."""
+    todo, skipped = _plan(store, videos, run.retry_failed)
+    if not run.weights:
+        warn_untrained()
+    if run.workers or run.scheduler:
+        from extract_features.distributed import run_distributed
+
+        done = run_distributed(todo, store, store.path, run.opts, run.weights, pca, run.workers, run.scheduler,
+                               run.progress)
+        return _summary(store, videos, done, skipped)
+    extractor = make_extractor(run.opts, run.weights, warn=False) if todo else None
+    paths = dict(todo)
+
+    def on_done(vid: str, rows: np.ndarray, vmeta: dict) -> None:
+        if pca is not None:
+            rows, vmeta = pca.project(rows, vmeta)
+        store.write_video(vid, rows, vmeta)
+
+    def on_failed(vid: str, reason: str, detail: str) -> None:
+        log.warning("%s (%s) failed: %s %s", vid, paths[vid], reason, detail)
+        record_failure(store, vid, reason, detail, str(paths[vid]))
+
+    counts = run_pipeline(todo, extractor, on_done, on_failed, progress=run.progress) if todo else {"done": 0}
+    return _summary(store, videos, counts["done"], skipped)
 
 
 def extract_corpus(
@@ -202,80 +222,128 @@ def extract_corpus(
     """
     t0 = time.perf_counter()
     opts = ExtractOptions.from_config(cfg)
-    videos = assign_ids(collect_videos(inputs))
     if (workers or scheduler) and is_hdf5(store_path):
         raise UserError(f"{store_path}: HDF5 stores take one writer; use a Zarr store with --workers/--scheduler")
     if weights and not Path(weights).is_file():
         raise UserError(f"weights file not found: {weights}")
+    check_output_path(store_path)
+    videos = assign_ids(collect_videos(inputs))
+    run = _Run(opts, weights, overwrite, retry_failed, workers, scheduler, progress)
     if pca_file:
-        pca = IncrementalPCA.load(pca_file)
-        if opts.pca_dim and opts.pca_dim != pca.n_components:
-            raise UserError(f"{pca_file} reduces to {pca.n_components} dimensions, extract.pca_dim is {opts.pca_dim}")
-        _check_pca_source(pca, opts, pca_file)
-        summary = _extract_into(store_path, videos, opts, weights, pca, pca.describe(pca_file), overwrite,
-                                retry_failed, workers, scheduler, progress)
+        summary = _extract_with_given_pca(store_path, videos, run, pca_file)
     elif opts.pca_dim:
-        summary = _extract_with_fitted_pca(store_path, videos, opts, weights, overwrite, retry_failed,
-                                           workers, scheduler, progress)
+        summary = _extract_with_fitted_pca(store_path, videos, run)
     else:
-        summary = _extract_into(store_path, videos, opts, weights, None, None, overwrite, retry_failed,
-                                workers, scheduler, progress)
+        with open_output_store(store_path, run.meta(run.source_dim), overwrite) as store:
+            summary = _extract_into(store, videos, run, None)
     summary["seconds"] = time.perf_counter() - t0
     log.info("extract: %d done, %d skipped, %d failed in %.1f s", summary["done"], summary["skipped"],
              summary["failed"], summary["seconds"])
     return summary
 
 
-def _check_pca_source(pca: IncrementalPCA, opts: ExtractOptions, path: str) -> None:
-    dim = feature_dim(opts.layer, opts.width_mult)
-    if pca.dim != dim:
-        raise UserError(f"{path} was fitted on {pca.dim}-d features, layer {opts.layer} gives {dim}")
-
-
-def _extract_with_fitted_pca(store_path: str, videos, opts: ExtractOptions, weights, overwrite, retry_failed,
-                             workers, scheduler, progress) -> dict:
+def check_output_path(path: str) -> None:
+    """Refuse, before any work, an output that exists and is not a feature store (a plain file, a
+    text file named .h5, a folder of other things)."""
+    fs, root = fsspec.core.url_to_fs(str(path))
+    if not fs.exists(root) or (fs.isdir(root) and not fs.ls(root, detail=False)):
+        return
+    if not is_hdf5(path) and fs.isfile(root):
+        raise UserError(f"{path} is a file, not a Zarr feature store; choose another output")
     from features_store import open_store
 
-    raw_path = raw_store_path_for(store_path)
-    pca_path = Path(pca_path_for(store_path))
-    if overwrite and pca_path.exists():
-        pca_path.unlink()
-    raw_summary = _extract_into(raw_path, videos, opts, weights, None, None, overwrite, retry_failed,
-                                workers, scheduler, progress)
-    ids = [vid for vid, _ in videos]
+    open_store(path, "r").close()  # one line if it is not a store of ours
+
+
+def _check_pca_source(pca: IncrementalPCA, opts: ExtractOptions, where: str) -> None:
+    dim = feature_dim(opts.layer, opts.width_mult)
+    if pca.dim != dim:
+        raise UserError(f"{where} was fitted on {pca.dim}-d features, layer {opts.layer} gives {dim}")
+    if opts.pca_dim and opts.pca_dim != pca.n_components:
+        raise UserError(f"{where} reduces to {pca.n_components} dimensions, extract.pca_dim is {opts.pca_dim}"
+                        "; use --overwrite to start the store over")
+
+
+def _attach_projection(store, pca: IncrementalPCA) -> IncrementalPCA:
+    """Keep `pca` in the store unless it holds one already; the store's own projection wins a race
+    (two runs fitting at once end with one projection), another given projection is refused."""
+    if store.write_aux(STORE_AUX, pca.arrays(), exclusive=True):
+        return pca
+    stored = stored_projection(store)
+    if stored.checksum() != pca.checksum():
+        log.warning("another run stored its PCA projection in %s first; using that one", store.path)
+    return stored
+
+
+def _extract_with_given_pca(store_path: str, videos, run: _Run, pca_file: str) -> dict:
+    pca = IncrementalPCA.load(pca_file)
+    _check_pca_source(pca, run.opts, pca_file)
+    meta = run.meta(pca.n_components, store_pca_meta(pca.n_components, pca.dim))
+    with open_output_store(store_path, meta, run.overwrite) as store:
+        stored = stored_projection(store)
+        if stored is None and store.complete_ids():
+            raise UserError(f"{store_path} holds videos but not the PCA projection they went through; "
+                            "use --overwrite to start over")
+        if stored is not None and stored.checksum() != pca.checksum():
+            raise UserError(f"{store_path} holds videos projected by another PCA (sha256 "
+                            f"{stored.checksum()[:12]}, not {pca_file}'s); use another store or --overwrite")
+        pca = _attach_projection(store, pca)
+        return _extract_into(store, videos, run, pca) | {"pca": pca.identity()}
+
+
+def _extract_with_fitted_pca(store_path: str, videos, run: _Run) -> dict:
+    """Fit the store's projection on the raw features of the first run, then project (module docstring)."""
+    k = run.opts.pca_dim
+    with open_output_store(store_path, run.meta(k, store_pca_meta(k, run.source_dim)), run.overwrite) as out:
+        pca = stored_projection(out)
+        if pca is None:
+            if out.complete_ids():
+                raise UserError(f"{store_path} holds videos but not the PCA projection they went through (an "
+                                "older etspipe kept it beside the store); use --overwrite to start over")
+            pca = _fit_projection(out, videos, run)
+        _check_pca_source(pca, run.opts, store_path)
+        projected = _project_raw(out, videos, pca, run.opts)
+        summary = _extract_into(out, videos, run, pca)
+        summary["done"] += projected  # done: videos new in the store this run
+        summary["skipped"] -= projected
+        return summary | {"pca": pca.identity(), "projected": projected}
+
+
+def _fit_projection(out, videos, run: _Run) -> IncrementalPCA:
+    """Pass 1 (raw features into the working store) and the fit; returns the store's projection."""
+    from features_store import open_store
+
+    raw_path = raw_store_path_for(out.path)
+    with open_output_store(raw_path, run.meta(run.source_dim), run.overwrite) as raw:
+        _extract_into(raw, videos, run, None)
+        complete = [vid for vid, _ in videos if raw.is_complete(vid)]
     with open_store(raw_path, "r") as raw:
-        complete = [vid for vid in ids if raw.is_complete(vid)]
-        if pca_path.exists():
-            pca = IncrementalPCA.load(pca_path)
-            if pca.n_components != opts.pca_dim:
-                raise UserError(f"{pca_path} reduces to {pca.n_components} dimensions, not {opts.pca_dim}; "
-                                "delete it or use --overwrite to refit")
-        else:
-            log.info("fitting PCA to %d dimensions on %d videos of %s", opts.pca_dim, len(complete), raw_path)
-            fitter = IncrementalPCA(raw.dim)
-            for vid in complete:
-                fitter.partial_fit(raw.rows(vid))
-            pca = fitter.finish(opts.pca_dim)
-            pca.save(pca_path)
-        weights_id = (raw.meta or {}).get("weights", UNTRAINED)
-        meta = store_meta(opts, pca.n_components, weights_id, pca.describe(pca_path) | {"raw_store": raw_path})
-        out = open_output_store(store_path, meta, overwrite)
-        try:
-            projected = 0
-            for vid in complete:
-                if not out.is_complete(vid):
-                    out.write_video(vid, pca.transform(raw.rows(vid)), raw.video_meta(vid))
-                    projected += 1
-            raw_failed, out_failed, wanted = raw.failed(), out.failed(), set(ids)
-            for vid, f in raw_failed.items():
-                if vid in wanted and vid not in out_failed:
-                    out.mark_failed(vid, f.get("reason", "other"), f.get("detail", ""), source=f.get("source", ""))
-            for vid in wanted & set(out_failed) - set(raw_failed):  # retried and now complete
+        log.info("fitting PCA to %d dimensions on %d videos of %s", run.opts.pca_dim, len(complete), raw_path)
+        fitter = IncrementalPCA(raw.dim)
+        for vid in complete:
+            fitter.partial_fit(raw.rows(vid))
+    return _attach_projection(out, fitter.finish(run.opts.pca_dim))
+
+
+def _project_raw(out, videos, pca: IncrementalPCA, opts: ExtractOptions) -> int:
+    """Pass 2: project the working store's videos that `out` lacks; copy its failures. Returns projected."""
+    from features_store import open_store
+
+    raw_path = raw_store_path_for(out.path)
+    try:
+        raw = open_store(raw_path, "r")
+    except UserError:  # no working store: every video is extracted and projected on the fly
+        return 0
+    projected, wanted = 0, {vid for vid, _ in videos}
+    with raw:
+        for vid in [v for v in raw.complete_ids() if v in wanted and not out.is_complete(v)]:
+            out.write_video(vid, *pca.project(raw.rows(vid), raw.video_meta(vid)))
+            projected += 1
+        out_failed = out.failed()
+        for vid, f in raw.failed().items():
+            if vid in wanted and vid not in out_failed and not out.is_complete(vid):
+                out.mark_failed(vid, f.get("reason", "other"), f.get("detail", ""), source=f.get("source", ""))
+        for vid in wanted & set(out_failed) - set(raw.failed()):
+            if raw.is_complete(vid):  # retried and now complete
                 out.clear_failed(vid)
-            summary = _summary(out, store_path, videos, raw_summary["done"], raw_summary["skipped"],
-                               time.perf_counter())
-        finally:
-            out.close()
-    summary["pca_file"] = str(pca_path)
-    summary["projected"] = projected
-    return summary
+    return projected

@@ -24,9 +24,10 @@ import torch
 from tqdm import tqdm
 
 from etspipe.errors import UserError
+from extract_features.corpus import record_failure
 from extract_features.options import ExtractOptions
 from extract_features.pca import IncrementalPCA
-from extract_features.runner import Extractor, make_extractor, run_pipeline
+from extract_features.runner import Extractor, make_extractor, one_line, run_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def extract_video_task(video_id: str, path: str, store_path: str, opts: ExtractO
 
     def on_done(vid: str, rows: np.ndarray, meta: dict) -> None:
         if pca is not None:
-            rows = pca.transform(rows)
+            rows, meta = pca.project(rows, meta)
         with open_store(store_path, "a") as store:
             store.write_video(vid, rows, meta)
         result.update(status="done", n_rows=len(rows))
@@ -68,6 +69,7 @@ def extract_video_task(video_id: str, path: str, store_path: str, opts: ExtractO
 
 
 def _client(workers: int, scheduler: str | None):
+    import dask
     from dask.distributed import Client, LocalCluster
 
     if scheduler:
@@ -75,8 +77,11 @@ def _client(workers: int, scheduler: str | None):
             return Client(scheduler, timeout="20s"), None
         except (OSError, TimeoutError) as exc:
             raise UserError(f"cannot reach the dask scheduler at {scheduler} ({exc})") from None
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=logging.WARNING)
+    # One task per worker at a time: dask counts a worker's death against every task queued on it,
+    # so with deeper queues one video that kills its worker would take innocent videos down too.
+    with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=logging.WARNING)
     return Client(cluster), cluster
 
 
@@ -93,20 +98,31 @@ def run_distributed(todo: list[tuple[str, Path]], store, store_path: str, opts: 
     weights = str(Path(weights).resolve()) if weights else None
     done = 0
     try:
-        futures = [client.submit(extract_video_task, vid, str(Path(p).resolve()), store_path, opts, weights,
-                                 pca, torch_threads, key=f"extract-{vid}", pure=False)
-                   for vid, p in todo]
+        shared_pca = client.scatter(pca, broadcast=True) if pca is not None else None  # sent once, not per task
+        futures = {client.submit(extract_video_task, vid, str(Path(p).resolve()), store_path, opts, weights,
+                                 shared_pca, torch_threads, key=f"extract-{vid}", pure=False): (vid, p)
+                   for vid, p in todo}
         with tqdm(total=len(futures), unit="video", desc="extract (dask)", disable=not progress or None) as bar:
             for future in as_completed(futures):
-                res = future.result()
+                res = _task_result(future, *futures[future])
                 if res["status"] == "done":
                     done += 1
                 else:
                     log.warning("%s failed: %s %s", res["video_id"], res["reason"], res["detail"])
-                    store.mark_failed(res["video_id"], res["reason"], res["detail"], source=res.get("source", ""))
+                    record_failure(store, res["video_id"], res["reason"], res["detail"], res.get("source", ""))
                 bar.update(1)
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
     return done
+
+
+def _task_result(future, video_id: str, path: Path) -> dict:
+    """The task's own result; an error the task raised, or its worker dying (KilledWorker once dask
+    gave up retrying it), is that video's failure."""
+    try:
+        return future.result()
+    except Exception as exc:
+        return {"video_id": video_id, "status": "failed", "reason": "other", "source": str(path),
+                "detail": f"the dask task failed: {one_line(exc)}"}

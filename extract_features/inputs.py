@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import glob
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -31,6 +32,23 @@ log = logging.getLogger(__name__)
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg",
                               ".flv", ".wmv", ".3gp", ".ts", ".mts", ".ogv"})
 LIST_EXTENSIONS = frozenset({".txt", ".lst", ".list"})
+FINGERPRINT_BYTES = 1 << 20  # hashed at each end of a file
+
+
+def file_fingerprint(path: str | Path) -> dict:
+    """What identifies a video file's content cheaply: its size and a sha256 of its first and last MiB.
+
+    Recorded with every extracted video, so that a different file that has a
+    stored video's name is recognised as different (names are not identities).
+    """
+    size = os.path.getsize(path)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        h.update(f.read(FINGERPRINT_BYTES))
+        if size > FINGERPRINT_BYTES:
+            f.seek(max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES))
+            h.update(f.read())
+    return {"size": size, "sha256_ends": h.hexdigest()}
 
 
 def input_problem(path: Path) -> tuple[str, str] | None:

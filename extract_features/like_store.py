@@ -7,6 +7,12 @@ they are made with the settings the store recorded when it was extracted
 normalisation, short-video padding), not with whatever the current config
 says. The caption model never decodes video (docs/ARCHITECTURE.md's layering): the CLI calls
 `extract_like_store` for the raw files, then captions store ids.
+
+A store made with a PCA carries its projection (`pca.stored_projection`); new
+files go through that same projection. A file is matched to a stored video by
+its content (`inputs.file_fingerprint`, recorded at extraction), not only by
+its name: a different file under a stored video's name is extracted anew under
+``<id>-<hash>`` (said in one line), and the stored video is left as it is.
 """
 
 from __future__ import annotations
@@ -18,8 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from etspipe.errors import UserError
+from extract_features.c3d import feature_dim
 from extract_features.corpus import EXTRACTOR_NAME
+from extract_features.inputs import file_fingerprint
 from extract_features.options import ExtractOptions
+from extract_features.pca import IncrementalPCA, stored_projection
 from extract_features.runner import Extractor, extract_one, make_extractor
 
 log = logging.getLogger(__name__)
@@ -63,16 +72,34 @@ def options_of_store(cfg: dict, store_meta: dict) -> ExtractOptions:
     return ExtractOptions.from_config({**cfg, "extract": ext})
 
 
-def _refusal(store_meta: dict, weights: str | None) -> str | None:
+def _refusal(store_meta: dict, weights: str | None, pca: IncrementalPCA | None) -> str | None:
     """Why no new video can be extracted like this store's, or None."""
     recorded = store_meta.get("weights")
     if recorded not in (None, "untrained") and not weights:
         return (f"not in the store, and extracting it needs the C3D weights the store's features were made "
                 f"with (weights {str(recorded)[:12]}...): pass --c3d-weights")
-    if store_meta.get("pca"):
-        return ("not in the store, and the store's features went through a PCA; "
-                "extract it first with `etspipe extract` into the store")
+    if store_meta.get("pca") and pca is None:
+        return ("not in the store, and the store's features went through a PCA it does not hold (made by an "
+                "older etspipe); extract it with `etspipe extract` into the store")
     return None
+
+
+def _stored_id(store, vid: str, path: Path, available: set[str]) -> tuple[str, bool]:
+    """(the id this file has in the store, whether it is stored already): its name's id, unless the
+    stored video of that name came from another file (then ``<id>-<hash of this file>``)."""
+    if vid not in available:
+        return vid, False
+    recorded = store.video_meta(vid).get("source_fingerprint")
+    if recorded is None:  # extracted before fingerprints were recorded (or imported): the name decides
+        return vid, True
+    fingerprint = file_fingerprint(path)
+    if recorded == fingerprint:
+        return vid, True
+    other = f"{vid}-{fingerprint['sha256_ends'][:10]}"
+    if other not in available:
+        log.warning("%s is not the file the store's video %r was extracted from (size or content differ); "
+                    "extracting it anew as %r", path, vid, other)
+    return other, other in available
 
 
 class _LazyExtractor:
@@ -87,6 +114,16 @@ class _LazyExtractor:
             self._model = make_extractor(self.opts, self.weights if self.trained else None,
                                          self.opts.torch_device(), warn=self.trained)
         return extract_one(path, self.opts, self._model)
+
+
+def _extractor_for(cfg: dict, meta: dict, weights: str | None, device: str | None,
+                   pca: IncrementalPCA | None) -> _LazyExtractor:
+    opts = options_of_store(cfg, meta)
+    opts = dataclasses.replace(opts, device=device) if device else opts
+    if pca is not None and pca.dim != feature_dim(opts.layer, opts.width_mult):
+        raise UserError(f"the store's PCA takes {pca.dim}-d features, its layer {opts.layer} gives "
+                        f"{feature_dim(opts.layer, opts.width_mult)}")
+    return _LazyExtractor(opts, weights, meta.get("weights") not in (None, "untrained"))
 
 
 def extract_like_store(paths: Sequence[str | Path], store_path: str | Path, *, cfg: dict,
@@ -105,7 +142,8 @@ def extract_like_store(paths: Sequence[str | Path], store_path: str | Path, *, c
     try:
         meta = dict(store.meta)
         available = set(store.complete_ids())
-        refusal = _refusal(meta, weights)
+        pca = stored_projection(store) if meta.get("pca") else None
+        refusal = _refusal(meta, weights, pca)
         extract = None
         out: dict[Path, Outcome] = {}
         for raw in paths:
@@ -113,18 +151,18 @@ def extract_like_store(paths: Sequence[str | Path], store_path: str | Path, *, c
             if path in out:
                 continue
             try:
-                vid = video_id_from_path(path)
-                if vid in available:
+                vid, stored = _stored_id(store, video_id_from_path(path), path, available)
+                if stored:
                     out[path] = Outcome(vid)
                     continue
                 if refusal:
                     raise UserError(refusal)
                 if extract is None:
-                    opts = options_of_store(cfg, meta)
-                    opts = dataclasses.replace(opts, device=device) if device else opts
-                    extract = _LazyExtractor(opts, weights, meta.get("weights") not in (None, "untrained"))
+                    extract = _extractor_for(cfg, meta, weights, device, pca)
                 log.info("extracting %s (not in the store yet)", path)
                 rows, vmeta = extract(path)
+                if pca is not None:
+                    rows, vmeta = pca.project(rows, vmeta)
                 store.write_video(vid, rows, vmeta)
                 available.add(vid)
                 out[path] = Outcome(vid, extracted=True)

@@ -1,4 +1,4 @@
-"""PCA of feature rows, fitted incrementally, saved as .npz beside the store.
+"""PCA of feature rows, fitted incrementally, kept inside the feature store it made.
 
 ActivityNet's published C3D features are fc7 reduced to 500 dimensions with PCA;
 `--pca 500` reproduces that layout. The fit streams rows video by video and
@@ -7,10 +7,16 @@ fc7), merged exactly with Chan et al.'s pairwise update, so it is the exact PCA
 of all rows, needs no sklearn and never holds the corpus in memory. Components
 are the top eigenvectors of the covariance, sign-fixed (largest |loading|
 positive) so that the same rows always give the same projection.
+
+The projection is stored in the store itself (`FeatureStore.write_aux`, name
+"pca"), written once: a copied store carries it, and its checksum (`identity`)
+is recorded with every video projected by it. A `.npz` file (`save`/`load`)
+is the exchange form for `--pca-file`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -50,8 +56,10 @@ class IncrementalPCA:
         if n_components > self.dim:
             raise UserError(f"PCA to {n_components} dimensions needs features of at least that "
                             f"size; these have {self.dim}")
-        if self.n < 2:
-            raise UserError(f"PCA needs at least 2 feature rows to fit, got {self.n}")
+        if self.n <= n_components:
+            # n rows span at most n-1 directions: the rest of a wider projection would be noise
+            raise UserError(f"PCA to {n_components} dimensions needs more feature rows than dimensions; "
+                            f"the videos so far give {self.n} (extract more videos, or choose a smaller --pca)")
         cov = self.scatter / (self.n - 1)
         values, vectors = np.linalg.eigh(cov)
         order = np.argsort(values)[::-1][:n_components]
@@ -72,6 +80,44 @@ class IncrementalPCA:
         x = np.asarray(rows, dtype=np.float64) - self.mean
         return (x @ self.components.T).astype(np.float32)
 
+    def project(self, rows: np.ndarray, video_meta: dict) -> tuple[np.ndarray, dict]:
+        """Rows through the projection, and the video's metadata naming the projection (its sha256)."""
+        return self.transform(rows), {**video_meta, "pca_sha256": self.checksum()}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"mean": self.mean, "components": self.components,
+                "explained_variance": self.explained_variance, "n_samples": np.int64(self.n)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], where: str) -> IncrementalPCA:
+        try:
+            mean, comps = arrays["mean"], arrays["components"]
+            var, n = arrays["explained_variance"], int(arrays["n_samples"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"{where}: not a PCA written by etspipe (missing {exc})") from None
+        if comps.ndim != 2 or mean.shape != (comps.shape[1],):
+            raise UserError(f"{where}: PCA arrays have inconsistent shapes {mean.shape}, {comps.shape}")
+        pca = cls(comps.shape[1])
+        pca.mean, pca.components, pca.explained_variance, pca.n = mean, comps, var, n
+        return pca
+
+    def checksum(self) -> str:
+        """sha256 of what defines the projection (mean, components, sample count)."""
+        key = (id(self.components), self.n)
+        if getattr(self, "_checksum", (None, None))[0] == key:
+            return self._checksum[1]
+        h = hashlib.sha256()
+        for array in (self.mean, self.components):
+            h.update(np.ascontiguousarray(array, dtype="<f8").tobytes())
+        h.update(str(self.n).encode())
+        self._checksum = (key, h.hexdigest())
+        return self._checksum[1]
+
+    def identity(self) -> dict:
+        """What a video records about the projection it went through."""
+        return {"sha256": self.checksum(), "dim": self.n_components, "source_dim": self.dim,
+                "n_samples": int(self.n)}
+
     def save(self, path: str | Path) -> None:
         """Write atomically (temp file, then rename): a crash never leaves half a PCA."""
         path = Path(path)
@@ -87,27 +133,30 @@ class IncrementalPCA:
             raise UserError(f"PCA file not found: {path}")
         try:
             with np.load(path, allow_pickle=False) as data:
-                mean, comps = data["mean"], data["components"]
-                var = data["explained_variance"]
-                n = int(data["n_samples"])
-        except (OSError, KeyError, ValueError) as exc:
+                arrays = {key: data[key] for key in data.files}
+        except (OSError, ValueError, EOFError) as exc:
             raise UserError(f"{path}: not a PCA file written by etspipe ({exc})") from None
-        if comps.ndim != 2 or mean.shape != (comps.shape[1],):
-            raise UserError(f"{path}: PCA arrays have inconsistent shapes {mean.shape}, {comps.shape}")
-        pca = cls(comps.shape[1])
-        pca.mean, pca.components, pca.explained_variance, pca.n = mean, comps, var, n
-        return pca
-
-    def describe(self, path: str | Path) -> dict:
-        return {"dim": self.n_components, "source_dim": self.dim, "n_samples": int(self.n),
-                "file": str(path), "whitened": False}
+        return cls.from_arrays(arrays, str(path))
 
 
-def pca_path_for(store_path: str) -> str:
-    """Where the PCA of a store lives: beside it, `<store>.pca.npz`."""
-    return str(store_path).rstrip("/") + ".pca.npz"
+STORE_AUX = "pca"  # the name of the projection among a store's store-level arrays
+
+
+def stored_projection(store) -> IncrementalPCA | None:
+    """The projection kept inside `store`, or None."""
+    arrays = store.read_aux(STORE_AUX)
+    return None if arrays is None else IncrementalPCA.from_arrays(arrays, f"{store.path} (its PCA)")
+
+
+def store_pca_meta(dim: int, source_dim: int) -> dict:
+    """The store metadata's "pca" entry: fixed at creation, before the projection is fitted."""
+    return {"dim": int(dim), "source_dim": int(source_dim), "whitened": False, "stored": f"aux:{STORE_AUX}"}
 
 
 def raw_store_path_for(store_path: str) -> str:
-    """The store of unreduced features a PCA is fitted on: `<store>.raw.zarr`."""
+    """The working store of unreduced features a PCA is fitted on: `<store>.raw.zarr`.
+
+    Only the fit and the projection pass read it; the final store never needs it
+    (videos added later are projected on the fly with the stored projection).
+    """
     return str(store_path).rstrip("/") + ".raw.zarr"

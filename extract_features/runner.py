@@ -31,6 +31,7 @@ from tqdm import tqdm
 from etspipe.errors import UserError
 from extract_features.c3d import C3D, C3DInput, build_c3d
 from extract_features.clips import ClipStream, frame_positions
+from extract_features.inputs import file_fingerprint
 from extract_features.options import ExtractOptions
 from extract_features.pca import IncrementalPCA
 from extract_features.video_reader import DECODE_ERROR, HAVE_DECORD, VideoReadError, open_video
@@ -105,6 +106,7 @@ def video_meta_for(path: str | Path, reader_info, stream: ClipStream, opts: Extr
     decoded = reader_info.n_frames if stream.native_end is None else stream.native_end
     return {
         "source": str(path),
+        "source_fingerprint": file_fingerprint(path),  # names are not identities (like_store)
         "fps": fps,
         "native_fps": native_fps,
         "n_frames": decoded,

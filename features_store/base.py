@@ -9,6 +9,7 @@ promises that `_write` is atomic per video (rows first, completion marker last).
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -104,6 +105,11 @@ def check_store_meta(path: str, meta: Any) -> dict:
         raise UserError(f"{path} has store format version {meta['format_version']}; this etspipe reads "
                         f"up to {FORMAT_VERSION} (upgrade etspipe)")
     return meta
+
+
+def _check_aux_name(name: str) -> None:
+    if not name or not all(c.isalnum() or c in "_-" for c in name):
+        raise ValueError(f"store-level array names are letters, digits, '_' and '-'; got {name!r}")
 
 
 class FeatureStore(ABC):
@@ -271,6 +277,38 @@ class FeatureStore(ABC):
             "size_bytes": self._size_on_disk(),
             "meta": dict(self.meta),
         }
+
+    # ------------------------------------------------------------------ store-level arrays
+    def write_aux(self, name: str, arrays: dict[str, np.ndarray], exclusive: bool = False) -> bool:
+        """Store arrays that belong to the whole store (e.g. its PCA projection) under `name`, atomically.
+
+        They live inside the store so that a copied store carries them. With
+        `exclusive` an existing entry is kept and False is returned: of several
+        writers racing to create it, exactly one wins (on a local disk or HDF5).
+        """
+        self._check_writable()
+        _check_aux_name(name)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return self._write_aux(name, buf.getvalue(), exclusive)
+
+    def read_aux(self, name: str) -> dict[str, np.ndarray] | None:
+        """The arrays written with `write_aux(name, ...)`, or None if there are none."""
+        _check_aux_name(name)
+        data = self._read_aux(name)
+        if data is None:
+            return None
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                return {key: npz[key] for key in npz.files}
+        except (OSError, ValueError, EOFError) as exc:
+            raise UserError(f"{self.path}: the store's {name!r} arrays are damaged ({exc})") from None
+
+    def _write_aux(self, name: str, data: bytes, exclusive: bool) -> bool:
+        raise NotImplementedError(f"{self.backend} stores hold no store-level arrays")
+
+    def _read_aux(self, name: str) -> bytes | None:
+        raise NotImplementedError(f"{self.backend} stores hold no store-level arrays")
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:

@@ -6,6 +6,7 @@ Layout::
     /videos/<id>          (n_rows, dim) dataset, contiguous, uncompressed; attrs["etspipe_video"] = JSON
     /complete/<id>        hard link to /videos/<id>: present only once the video is committed
     /failed/<id>          scalar string dataset: the failure record (JSON)
+    /aux/<name>           opaque bytes (.npz): store-level arrays such as the PCA projection
 
 One writer. HDF5 files are not safe for concurrent writers. A writer holds an
 exclusive ``fcntl.flock`` on the sidecar ``<file>.lock`` and a reader a shared
@@ -219,6 +220,22 @@ class HDF5Store(FeatureStore):
     def _failures(self) -> dict[str, dict]:
         failed = self._file["failed"]
         return {vid: json.loads(failed[vid][()]) for vid in failed}
+
+    def _write_aux(self, name: str, data: bytes, exclusive: bool) -> bool:
+        group = self._file.require_group("aux")
+        if name in group:
+            if exclusive:
+                return False
+            del group[name]
+        group.create_dataset(name, data=np.void(data))
+        self._file.flush()
+        return True
+
+    def _read_aux(self, name: str) -> bytes | None:
+        group = self._file.get("aux")
+        if group is None or name not in group:
+            return None
+        return group[name][()].tobytes()
 
     def _orphans(self) -> list[tuple[str, str]]:
         complete = set(self._file["complete"].keys())

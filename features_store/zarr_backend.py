@@ -7,6 +7,7 @@ Layout under the store root (format version 2)::
     videos/<key>/<token>/              one write of the video: a 2-D array, chunks (chunk_rows, dim)
     _etspipe/complete/<key>.json       commit marker: the id, the token of its array, chunk CRCs, metadata
     _etspipe/failed/<key>.json         failure record
+    _etspipe/aux/<name>.npz            store-level arrays (the PCA projection), written once
 
 ``<key>`` is `ids.store_key(id)`: ids with glob characters, upper case, dots or
 non-ASCII letters are escaped, so no id collides with the store's own names,
@@ -393,6 +394,16 @@ class ZarrStore(ZarrChecks, FeatureStore):
                 record.pop("id", None)
                 out[vid] = record
         return out
+
+    def _write_aux(self, name: str, data: bytes, exclusive: bool) -> bool:
+        key = self._key(INDEX, "aux", f"{name}.npz")
+        if exclusive:
+            return self._files.put_new(key, data)
+        self._files.put(key, data)
+        return True
+
+    def _read_aux(self, name: str) -> bytes | None:
+        return self._files.get(self._key(INDEX, "aux", f"{name}.npz"))
 
     # ------------------------------------------------------------------ housekeeping
     def _size_on_disk(self) -> int:

@@ -29,7 +29,8 @@ def free_port() -> int:
 
 def test_two_cpu_ranks_hold_identical_weights(tmp_path):
     store, ann = make_corpus(tmp_path, n_videos=12, missing=0)
-    cfg = tiny_cfg(tmp_path / "run", epochs=2, batch_size=4)
+    # gloo on the CPU: `auto` would give rank 1 a second GPU (LOCAL_RANK=1) that a one-GPU machine lacks
+    cfg = tiny_cfg(tmp_path / "run", epochs=2, batch_size=4, device="cpu")
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     port = free_port()

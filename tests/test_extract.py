@@ -158,22 +158,148 @@ def test_hdf5_with_dask_is_refused(mixed_videos, tmp_path):
         extract_corpus([str(mixed_videos)], str(tmp_path / "s.h5"), CFG, workers=2, progress=False)
 
 
-def test_pca_two_passes_and_from_file(good_videos, tmp_path):
-    cfg = {"extract": {**CFG["extract"], "pca_dim": 3}, "store": CFG["store"]}
-    path = tmp_path / "pca.zarr"
-    summary = extract_corpus([str(good_videos)], str(path), cfg, progress=False)
-    assert summary["done"] == 5 and Path(summary["pca_file"]).is_file()
-    snap = snapshot(path)
+PCA_CFG = {"extract": {**CFG["extract"], "pca_dim": 3}, "store": CFG["store"]}
+
+
+@pytest.fixture(scope="module")
+def pca_store(tmp_path_factory, good_videos) -> tuple[Path, dict, dict]:
+    path = tmp_path_factory.mktemp("pca") / "pca.zarr"
+    summary = extract_corpus([str(good_videos)], str(path), PCA_CFG, progress=False)
+    return path, summary, snapshot(path)
+
+
+def test_pca_two_passes_and_from_file(pca_store, good_videos, tmp_path):
+    from extract_features.pca import stored_projection
+
+    path, summary, snap = pca_store
+    assert summary["done"] == 5 and summary["pca"]["dim"] == 3 and summary["pca"]["n_samples"] == 12
     assert all(r.shape[1] == 3 for r in snap["rows"].values())
+    assert {m["pca_sha256"] for m in snap["meta"].values()} == {summary["pca"]["sha256"]}
+    assert not Path(str(path) + ".pca.npz").exists()  # the projection lives inside the store
     with open_store(path) as st:
         assert st.meta["dim"] == 3 and st.meta["pca"]["dim"] == 3 and st.meta["pca"]["source_dim"] == 256
-    # the same PCA applied on the fly gives the same rows
+        stored_projection(st).save(tmp_path / "pca.npz")
+    # the same PCA given as a file gives the same rows
     again = tmp_path / "again.zarr"
-    extract_corpus([str(good_videos / "v_one.mp4")], str(again), CFG, pca_file=summary["pca_file"], progress=False)
+    extract_corpus([str(good_videos / "v_one.mp4")], str(again), CFG, pca_file=str(tmp_path / "pca.npz"),
+                   progress=False)
     np.testing.assert_allclose(snapshot(again)["rows"]["v_one"], snap["rows"]["v_one"], rtol=1e-3, atol=1e-3)
     # a rerun changes nothing (the PCA is not refitted)
-    extract_corpus([str(good_videos)], str(path), cfg, progress=False)
+    assert extract_corpus([str(good_videos)], str(path), PCA_CFG, progress=False)["skipped"] == 5
     assert_same_store(snapshot(path), snap, atol=0)
+
+
+def test_a_copied_pca_store_projects_new_videos_with_its_own_projection(good_videos, mixed_videos, tmp_path):
+    import shutil
+
+    first = [str(good_videos / f"{v}.mp4") for v in ("v_one", "v_two", "v_short", "v_vfr")]
+    path, copy = tmp_path / "a.zarr", tmp_path / "copied.zarr"
+    extract_corpus(first, str(path), PCA_CFG, progress=False)
+    shutil.copytree(path, copy)  # without the working store beside it
+    new = [str(good_videos / "sub" / "v_rot.mp4")]
+    extract_corpus(new, str(path), PCA_CFG, progress=False)
+    extract_corpus(new, str(copy), PCA_CFG, progress=False)
+    a, b = snapshot(path), snapshot(copy)
+    np.testing.assert_allclose(b["rows"]["v_rot"], a["rows"]["v_rot"], rtol=1e-4, atol=1e-5)
+
+
+def test_a_pca_from_fewer_rows_than_dimensions_is_refused(good_videos, tmp_path):
+    cfg = {"extract": {**CFG["extract"], "pca_dim": 8}, "store": CFG["store"]}
+    with pytest.raises(UserError, match="more feature rows than dimensions"):
+        extract_corpus([str(good_videos / "v_one.mp4")], str(tmp_path / "s.zarr"), cfg, progress=False)
+    # more videos later: the fit resumes from the working store and succeeds
+    more = {"extract": {**CFG["extract"], "pca_dim": 4}, "store": CFG["store"]}
+    summary = extract_corpus([str(good_videos)], str(tmp_path / "t.zarr"), more, progress=False)
+    assert summary["done"] == 5 and summary["pca"]["n_samples"] == 12
+
+
+def test_another_projection_is_refused_and_overwrite_starts_over(pca_store, good_videos, tmp_path):
+    import shutil
+
+    from extract_features.pca import IncrementalPCA
+
+    path, _, snap = pca_store
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(path, copy)
+    other = IncrementalPCA(256)
+    other.partial_fit(np.random.default_rng(0).standard_normal((20, 256)))
+    other.finish(3).save(tmp_path / "other.npz")
+    one = [str(good_videos / "v_one.mp4")]
+    with pytest.raises(UserError, match="another PCA"):
+        extract_corpus(one, str(copy), CFG, pca_file=str(tmp_path / "other.npz"), progress=False)
+    wider = {"extract": {**CFG["extract"], "pca_dim": 4}, "store": CFG["store"]}
+    with pytest.raises(UserError, match="dim"):
+        extract_corpus(one, str(copy), wider, progress=False)
+    fresh = extract_corpus(one, str(copy), CFG, pca_file=str(tmp_path / "other.npz"), overwrite=True,
+                           progress=False)
+    assert fresh["done"] == 1 and snapshot(copy)["complete"] == ["v_one"]
+
+
+def test_two_runs_fitting_at_once_end_with_one_projection(good_videos, tmp_path, monkeypatch):
+    from extract_features.pca import STORE_AUX, IncrementalPCA
+    from features_store import open_store as real_open
+
+    path = tmp_path / "s.zarr"
+    rival = IncrementalPCA(256)
+    rival.partial_fit(np.random.default_rng(1).standard_normal((30, 256)))
+    rival.finish(3)
+    finish = IncrementalPCA.finish
+
+    def finish_after_a_rival(self, k):  # another run stores its projection while this one fits
+        with real_open(str(path), "a") as other:
+            other.write_aux(STORE_AUX, rival.arrays(), exclusive=True)
+        return finish(self, k)
+
+    monkeypatch.setattr(IncrementalPCA, "finish", finish_after_a_rival)
+    summary = extract_corpus([str(good_videos)], str(path), PCA_CFG, progress=False)
+    assert summary["pca"]["sha256"] == rival.checksum()
+    snap = snapshot(path)
+    assert {m["pca_sha256"] for m in snap["meta"].values()} == {rival.checksum()}
+
+
+def test_an_interrupted_projection_pass_resumes(pca_store, good_videos, tmp_path, monkeypatch):
+    import extract_features.corpus as corpus
+
+    _, _, snap = pca_store
+    path = tmp_path / "s.zarr"
+    project = corpus._project_raw
+
+    def killed(out, videos, pca, opts):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(corpus, "_project_raw", killed)
+    with pytest.raises(KeyboardInterrupt):
+        extract_corpus([str(good_videos)], str(path), PCA_CFG, progress=False)
+    monkeypatch.setattr(corpus, "_project_raw", project)
+    monkeypatch.setattr(corpus, "run_pipeline", None)  # nothing is decoded again: the raw rows are reused
+    summary = extract_corpus([str(good_videos)], str(path), PCA_CFG, progress=False)
+    assert summary["done"] == 5 and summary["projected"] == 5
+    assert_same_store(snapshot(path), snap)
+
+
+def test_pca_into_a_url_store(good_videos):
+    import uuid
+
+    url = f"memory://pca-{uuid.uuid4().hex}.zarr"
+    summary = extract_corpus([str(good_videos)], url, PCA_CFG, progress=False)
+    assert summary["done"] == 5
+    with open_store(url) as st:
+        assert st.dim == 3 and len(st.complete_ids()) == 5
+
+
+def test_the_output_path_is_checked_before_any_work(mixed_videos, tmp_path, monkeypatch):
+    import extract_features.corpus as corpus
+
+    monkeypatch.setattr(corpus, "run_pipeline", None)  # any extraction would fail with a TypeError
+    text_h5, plain = tmp_path / "notes.h5", tmp_path / "plain.zarr"
+    text_h5.write_text("not hdf5")
+    plain.write_text("a file")
+    for path in (text_h5, plain):
+        for cfg in (CFG, PCA_CFG):
+            with pytest.raises(UserError, match=path.name):
+                extract_corpus([str(mixed_videos)], str(path), cfg, progress=False)
+    left = sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock"))  # HDF5's reader lock
+    assert left == ["notes.h5", "plain.zarr"]  # no working store, no PCA file left behind
 
 
 def test_dask_cluster_gives_the_same_store(reference, mixed_videos, tmp_path):

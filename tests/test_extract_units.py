@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from etspipe.errors import UserError
-from extract_features.clips import ClipStream, clip_positions, count_clips, frame_positions, row_times
+from extract_features.clips import ClipStream, clip_positions, count_clips, frame_positions
 from extract_features.inputs import collect_videos
 from extract_features.options import ExtractOptions
 from extract_features.pca import IncrementalPCA
+from features_store.alignment import row_times
 
 
 class FakeReader:
@@ -46,7 +47,8 @@ def test_count_clips_and_positions():
     assert count_clips(23, 16, 8) == 1
     assert count_clips(24, 16, 8) == 2
     assert list(clip_positions(0, 16, 8, 5)) == [0, 1, 2, 3, 4] + [4] * 11
-    assert np.allclose(row_times(2, 25.0, 16, 8), [8 / 25, 16 / 25])
+    # the one row-time rule (features_store.alignment) puts a row at the centre of its clip
+    assert np.allclose(row_times({"kind": "clip", "fps": 25.0, "clip_len": 16, "stride": 8}, 2), [8 / 25, 16 / 25])
 
 
 def test_stream_yields_the_right_frames_and_keeps_memory_bounded():

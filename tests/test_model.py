@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from caption_model.dataset import BucketBatchSampler, collate, subsample_rows
+from caption_model.decode import greedy
 from caption_model.model import ETS, Memory, State
 from caption_model.schedule import NoamSchedule, noam_lr
 from caption_model.text import BOS, EOS, PAD
@@ -101,9 +102,9 @@ def test_reorder_and_greedy_decode():
     lp_all, _, _ = m.step(torch.full((4,), BOS), state, memory)
     lp, _, _ = m.step(torch.full((3,), BOS), st2, mem2)
     torch.testing.assert_close(lp, lp_all[idx])
-    words, attn = m.greedy_decode(feats, mask, max_len=5)
-    assert len(words) == 4 and all(len(w) <= 5 and EOS not in w for w in words)
-    assert attn.shape[0] == 4 and attn.shape[2] == feats.shape[1]
+    decoded = greedy(m.eval(), feats, mask, max_len=5, return_attn=True)  # the one greedy decoder
+    assert len(decoded) == 4 and all(len(d.tokens) <= 5 and EOS not in d.tokens for d in decoded)
+    assert all(d.attn.shape == (len(d.tokens) + d.ended, int(mask[i].sum())) for i, d in enumerate(decoded))
 
 
 def test_loss_masks_padding_and_memorises_a_tiny_set():
@@ -170,3 +171,27 @@ def test_bucket_sampler_groups_lengths_and_is_seeded():
         r.set_epoch(0)
     a, b = list(ranks[0]), list(ranks[1])
     assert len(a) == len(b) and not {i for x in a for i in x} & {i for x in b for i in x}
+
+
+def test_teacher_forcing_reads_nothing_back_per_word(monkeypatch):
+    """On a GPU every .item() waits for the device: the loss must not read one per word."""
+    m = model()
+    feats, mask, tokens = make_batch(L=12)
+    calls = []
+    original = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: calls.append(1) or original(self))
+    m.loss(feats, mask, tokens)
+    assert len(calls) <= 1
+
+
+def test_bf16_only_where_the_cpu_has_it(monkeypatch):
+    import caption_model.precision as precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert not precision.uses_bf16(cpu, "bf16")  # emulated bf16 is ~25x slower than fp32: fall back
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert precision.uses_bf16(cpu, "bf16") and not precision.uses_bf16(cpu, "auto")
+    assert not precision.uses_bf16(cpu, "fp32")
+    with pytest.raises(Exception, match="train.precision must be"):
+        precision.uses_bf16(cpu, "fp16")

@@ -19,7 +19,8 @@ from caption_model.proposal_model import (
 from etspipe.errors import UserError
 from features_store.alignment import select_rows
 
-PCFG = {"proj_dim": 8, "hidden_dim": 8, "num_layers": 1, "bidirectional": True, "dropout": 0.0}
+PCFG = {"proj_dim": 8, "hidden_dim": 8, "num_layers": 1, "bidirectional": True, "dropout": 0.0,
+        "regress_boundaries": True}
 
 
 def test_row_edges_round_trip_through_the_alignment_rule():
@@ -92,10 +93,26 @@ def test_network_shapes_and_padding_do_not_leak():
     net = ProposalNet(PCFG, feat_dim=6, n_anchors=3).eval()
     a = torch.randn(1, 5, 6)
     padded = torch.cat([a, torch.randn(1, 4, 6)], dim=1)
-    out_a = net(a, torch.tensor([5]))
-    out_p = net(torch.cat([padded, torch.randn(1, 9, 6)]), torch.tensor([5, 9]))
-    assert out_p.shape == (2, 9, 3)
+    out_a, off_a = net(a, torch.tensor([5]))
+    out_p, off_p = net(torch.cat([padded, torch.randn(1, 9, 6)]), torch.tensor([5, 9]))
+    assert out_p.shape == (2, 9, 3) and off_p.shape == (2, 9, 3, 2)
     assert torch.allclose(out_a[0], out_p[0, :5], atol=1e-5)  # the backward pass starts at the real end
+    assert torch.allclose(off_a[0], off_p[0, :5], atol=1e-5)
+    assert ProposalNet({**PCFG, "regress_boundaries": False}, 6, 3)(a, torch.tensor([5]))[1] is None
+
+
+def test_boundary_targets_move_an_anchor_onto_its_event():
+    from caption_model.proposal_model import anchor_targets, refine
+
+    edges = np.linspace(0.0, 5.0, 11)  # 10 rows of 0.5 s
+    anchors = np.array([4])
+    gt = np.array([[1.2, 3.1]])  # not on row edges
+    labels, offsets = anchor_targets(edges, anchors, gt, 0.5)
+    assert labels[6, 0] == 1.0 and np.all(offsets[labels == 0] == 0)
+    moved = refine(edges, anchors, offsets)
+    assert np.allclose(moved[labels == 1], [1.2, 3.1])  # exact offsets give the event itself
+    props = proposals_from_scores(labels, edges, anchors, 0.8, 5, offsets)
+    assert props[0]["segment"] == pytest.approx([1.2, 3.1])
 
 
 def test_segment_rows_and_coarse_store_refused():

@@ -89,3 +89,21 @@ def test_train_evaluate_predict_on_a_real_shaped_store(real_shaped):
     assert predicted.exit_code == 3, predicted.output  # line 3 only: END past the stored end
     assert "line 3: END 99 is past the end" in predicted.output
     assert "wrote 3 caption(s)" in predicted.output
+
+
+@pytest.mark.parametrize("start, end, rows, case", [
+    (1.0, 2.0, (3, 7), None),                 # row centres (8 i + 8) / 30 s: rows 3..6 lie inside
+    (9.0, 12.0, (33, 37), "partly_outside"),  # clipped to the stored 10 s
+    (10.5, 12.0, (36, 37), "past_end"),       # the last row
+    (-3.0, -1.0, (0, 1), "before_start"),
+    (2.0, 2.0, (6, 7), "zero_length"),        # rows 6 and 7 are equally near 2.0 s: the earlier
+    (2.0, 1.0, (3, 7), "reversed"),
+    (float("nan"), 1.0, (0, 37), "not_finite"),
+])
+def test_every_segment_gets_rows_by_the_alignment_rule(start, end, rows, case):
+    from features_store.alignment import FALLBACK_CASES, row_times, rows_for_segment
+
+    times = row_times({"kind": "clip", "fps": 30.0, "clip_len": 16, "stride": 8}, 37)  # 10 s stored
+    sel, got = rows_for_segment(times, start, end, 10.0)
+    assert (sel.start, sel.stop) == rows and got == case
+    assert case is None or case in FALLBACK_CASES

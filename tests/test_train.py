@@ -186,7 +186,7 @@ def test_dataset_reads_rows_lazily_with_the_alignment_rule(tmp_path):
 
 
 def test_resume_keeps_the_run_settings_but_takes_runtime_keys():
-    from caption_model.train import _resumed_config
+    from caption_model.run_folder import resumed_config as _resumed_config
 
     saved = {"model": {"proj_dim": 32}, "data": {"num_workers": 0, "max_rows": 8},
              "train": {"batch_size": 8, "epochs": 3, "device": "cpu", "save_dir": "a"}}
@@ -201,3 +201,63 @@ def test_resume_keeps_the_run_settings_but_takes_runtime_keys():
 
     plain = _resumed_config(saved, reference_config())
     assert plain["train"]["epochs"] == 3 and plain["model"]["proj_dim"] == 32
+
+
+def test_new_run_refuses_a_folder_holding_a_run_unless_overwrite(tmp_path):
+    store, ann = make_corpus(tmp_path, missing=0)
+    cfg = tiny_cfg(tmp_path / "run", epochs=1, valid_interval=0)
+    fit(cfg, str(store), [str(ann)], progress=False)
+    run = tmp_path / "run"
+    assert load_config(run / "config.yaml") == cfg  # the resolved config, loadable as --config
+    before = (run / "last.pt").read_bytes()
+    with pytest.raises(UserError, match=r"holds a training run \(last.pt\).*--resume.*--overwrite"):
+        fit(tiny_cfg(run, epochs=2, seed=1), str(store), [str(ann)], progress=False)
+    assert (run / "last.pt").read_bytes() == before  # refused before touching anything
+    again = fit(tiny_cfg(run, epochs=2, seed=1, valid_interval=0), str(store), [str(ann)], progress=False,
+                overwrite=True)
+    assert load_checkpoint(again.last_path)["step"] == 6  # a fresh run, not a continuation of the old one
+    rows = (run / "metrics.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[3]) for r in rows] == list(range(1, 7))  # only the new run's log lines
+    assert load_config(run / "config.yaml")["train"]["seed"] == 1
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch):
+    import signal
+
+    import caption_model.train as tr
+
+    store, ann = make_corpus(tmp_path, missing=0)
+    original = tr.NoamSchedule.step
+
+    def step_then_interrupt(self):
+        original(self)
+        if self.step_num == 4:  # mid-epoch 2, with no checkpoint of the interval kind (save_interval 0)
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(tr.NoamSchedule, "step", step_then_interrupt)
+    with pytest.raises(KeyboardInterrupt, match=r"checkpoint saved at step 4: add --resume .*interrupted"):
+        train(tiny_cfg(tmp_path / "interrupted"), str(store), [str(ann)], progress=False)
+    assert load_checkpoint(tmp_path / "interrupted" / "last.pt")["batch_in_epoch"] == 1
+    monkeypatch.setattr(tr.NoamSchedule, "step", original)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    train(tiny_cfg(tmp_path / "x"), str(store), [str(ann)], resume=str(tmp_path / "interrupted"), progress=False)
+    train(tiny_cfg(tmp_path / "straight"), str(store), [str(ann)], progress=False)
+    a = load_checkpoint(tmp_path / "interrupted" / "last.pt")
+    b = load_checkpoint(tmp_path / "straight" / "last.pt")
+    assert a["step"] == b["step"] == 9
+    for name, tensor in b["model"].items():
+        assert torch.equal(a["model"][name], tensor), name
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_nothing_was_saved(tmp_path, monkeypatch):
+    import caption_model.train as tr
+
+    store, ann = make_corpus(tmp_path, n_videos=3, missing=0)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tr, "_build", interrupted)
+    with pytest.raises(KeyboardInterrupt, match="before a checkpoint was saved; rerun the same command"):
+        train(tiny_cfg(tmp_path / "run"), str(store), [str(ann)], progress=False)
+    assert not (tmp_path / "run" / "last.pt").exists()
