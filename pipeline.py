@@ -24,7 +24,7 @@ from etspipe_cli.store import import_features, store
 from etspipe_cli.train import train
 
 
-@click.group(cls=EtsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=EtsGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="etspipe")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def cli(verbose: int) -> None:

@@ -118,7 +118,8 @@ def caption_segments(model, vocab, store, segments: Sequence[tuple[str, float, f
             if return_attn:
                 item["attn"], item["times"] = d.attn, t
             out.append(item)
-        logger.info("captioned %d / %d segments", min(c + CHUNK_SEGMENTS, len(segments)), len(segments))
+        if len(segments) > CHUNK_SEGMENTS:  # progress of a long run, not a second summary of a short one
+            logger.info("captioned %d / %d segments", min(c + CHUNK_SEGMENTS, len(segments)), len(segments))
     return out
 
 

@@ -44,7 +44,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from caption_model import distributed
@@ -64,6 +63,7 @@ from caption_model.model import ETS
 from caption_model.schedule import NoamSchedule
 from caption_model.text import Vocab, tokenize
 from etspipe.errors import UserError
+from etspipe.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ def validate(model: ETS, loader: DataLoader, vocab: Vocab, references: list[str]
     model.eval()
     nll_sum, n_tokens = 0.0, 0
     hyps: dict[int, str] = {}
-    for batch in tqdm(loader, desc="validate", leave=False, disable=not progress):
+    for batch in progress_bar(loader, desc="validate", leave=False, enabled=progress):
         batch = batch.to(device)
         with _autocast(device, precision):
             _, nll, n = model.loss(batch.feats, batch.feat_mask, batch.tokens)
@@ -435,8 +435,9 @@ def _fit(cfg: dict, store_path: str, train_paths: list[str], resume: str | None,
     try:
         while epoch < epochs:
             sampler.set_epoch(epoch, skip=batch_in_epoch)
-            bar = tqdm(total=len(sampler) + batch_in_epoch, initial=batch_in_epoch, desc=f"epoch {epoch + 1}/{epochs}",
-                       disable=not (progress and main), dynamic_ncols=True, leave=False)
+            bar = progress_bar(total=len(sampler) + batch_in_epoch, initial=batch_in_epoch,
+                               desc=f"epoch {epoch + 1}/{epochs}", enabled=progress and main, dynamic_ncols=True,
+                               leave=False)
             t_log, tokens_since, segments_since, loss_since, steps_since = time.perf_counter(), 0, 0, 0.0, 0
             t_epoch = time.perf_counter()
             for batch in train_loader:

@@ -269,7 +269,6 @@ def run_demo(out_dir: Path, fresh: bool = False, cfg: dict | None = None, n_vide
             best = train(cfg, str(store_path), [str(data["train"])], resume=str(save_dir) if state else None,
                          progress=progress)
             reused["train"] = False
-            click.echo(f"best checkpoint: {best}")
 
     with _stage("4/5 evaluate (ActivityNet Captions protocol, test split)", timings):
         evaluation = run_evaluate(cfg, weights=str(best), store_path=str(store_path),

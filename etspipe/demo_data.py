@@ -72,9 +72,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from tqdm import tqdm
 
 from etspipe.errors import UserError
+from etspipe.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -663,9 +663,9 @@ def generate_demo_dataset(out_dir: str | Path, n_videos: int = DemoParams.n_vide
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(n_workers, mp_context=ctx) as pool:
             made = pool.map(_make_group, jobs, chunksize=4)
-            made = list(tqdm(made, total=n_groups, desc="demo videos", unit="pair", disable=not progress))
+            made = list(progress_bar(made, total=n_groups, desc="demo videos", unit="pair", enabled=progress))
     else:
-        made = [_make_group(j) for j in tqdm(jobs, desc="demo videos", unit="pair", disable=not progress)]
+        made = [_make_group(j) for j in progress_bar(jobs, desc="demo videos", unit="pair", enabled=progress)]
     for g, videos in enumerate(made):
         split = group_split[g]
         for vid, annotation, meta in videos:

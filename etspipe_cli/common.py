@@ -183,6 +183,16 @@ def _set(cfg: dict, key: str, value: Any) -> None:
 DEVICE = click.Choice(["auto", "cpu", "cuda"])
 
 
+def config_default(key: str) -> str:
+    """`--help`'s default of an option that sets `key`: read from configs/ets.yaml, never copied into code."""
+    from etspipe.config import reference_config
+
+    section, _, name = key.partition(".")
+    value = reference_config()[section][name]
+    shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    return f"{key} = {shown}"
+
+
 class CliFormatter(logging.Formatter):
     """Plain progress messages; warnings and errors say so; -v adds the logger name."""
 

@@ -17,7 +17,12 @@ def store() -> None:
 @click.argument("path")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def store_info(path: str, as_json: bool) -> None:
-    """Videos complete/failed, rows, dimension, dtype, size and extractor of a store."""
+    """Videos complete/failed, rows, dimension, dtype, size and extractor of a store.
+
+    \b
+    Example:
+      etspipe store info data/c3d.zarr --json
+    """
     import json
 
     from features_store import format_info, open_store
@@ -57,14 +62,13 @@ def import_features(kind: str, source: str, store_path: str, annotations: tuple[
     if kind == "activitynet-c3d":
         if not annotations:
             raise UserError("activitynet-c3d needs --annotations FILE (the durations give the row times)")
-        summary = importers.import_activitynet_c3d(source, store_path, list(annotations), dtype=dtype)
+        importers.import_activitynet_c3d(source, store_path, list(annotations), dtype=dtype)
     else:
         if fps is None:
             raise UserError(f"{kind} needs --fps (rows per second of the source features)")
         if kind == "hdf5":
-            summary = importers.import_hdf5_per_video(source, store_path, fps=fps, stride=stride, clip_len=clip_len,
-                                                      dtype=dtype)
+            importers.import_hdf5_per_video(source, store_path, fps=fps, stride=stride, clip_len=clip_len,
+                                            dtype=dtype)
         else:
-            summary = importers.import_npy_folder(source, store_path, fps=fps, stride=stride, clip_len=clip_len,
-                                                  dtype=dtype)
-    click.echo(", ".join(f"{k}: {v}" for k, v in summary.items() if not isinstance(v, (list, dict))))
+            importers.import_npy_folder(source, store_path, fps=fps, stride=stride, clip_len=clip_len,
+                                        dtype=dtype)

@@ -26,9 +26,9 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from etspipe.errors import UserError
+from etspipe.progress import progress_bar
 from extract_features.c3d import C3D, C3DInput, build_c3d
 from extract_features.clips import ClipStream, frame_positions
 from extract_features.options import ExtractOptions
@@ -192,8 +192,8 @@ def run_pipeline(
     finished = 0
     counts = {"done": 0, "failed": 0, "clips": 0}
     t0 = time.perf_counter()
-    bar = tqdm(total=len(jobs), unit="video", disable=not progress or None, dynamic_ncols=True,
-               desc="extract")
+    bar = progress_bar(total=len(jobs), unit="video", enabled=progress, dynamic_ncols=True,
+                       desc="extract")
     batch_clips: list[np.ndarray] = []
     batch_keys: list[tuple[int, int]] = []
 

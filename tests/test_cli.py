@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -85,6 +86,55 @@ def test_many_values_option_takes_both_layouts():
         "['a.json', 'b.json'] s"
     assert runner.invoke(cmd, ["--annotations", "a.json", "--store", "s", "--annotations", "b.json"]).output.strip() \
         == "['a.json', 'b.json'] s"
+
+    @click.command()
+    @click.option("--annotations", cls=ManyValuesOption, multiple=True)
+    @click.argument("store")
+    def positional(annotations, store):
+        click.echo(f"{list(annotations)} {store}")
+
+    # the list stops at a name that is not a JSON file: the command's own argument stays its own
+    assert runner.invoke(positional, ["--annotations", "a.json", "B.JSON", "data/s.zarr"]).output.strip() == \
+        "['a.json', 'B.JSON'] data/s.zarr"
+
+
+def _all_commands():
+    """(path, command) of every command, subcommands of groups included."""
+    import click
+
+    todo = [(name, cmd) for name, cmd in cli.commands.items()]
+    while todo:
+        name, cmd = todo.pop(0)
+        if isinstance(cmd, click.Group):
+            todo.extend((f"{name} {sub}", c) for sub, c in cmd.commands.items())
+        else:
+            yield name, cmd
+
+
+def test_every_command_and_option_has_help_and_every_command_an_example():
+    missing = []
+    for name, cmd in _all_commands():
+        if "Example" not in (cmd.help or ""):
+            missing.append(f"{name}: no example in its help")
+        for param in cmd.params:
+            if getattr(param, "param_type_name", "") == "option" and not param.hidden and not param.help:
+                missing.append(f"{name} {param.opts[0]}: no help text")
+    assert missing == []
+
+
+def test_every_command_is_in_the_readme():
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    assert [name for name, _ in _all_commands() if f"etspipe {name}" not in readme] == []
+
+
+def test_help_shows_the_defaults_of_configs_ets_yaml():
+    from etspipe.config import reference_config
+
+    ref = reference_config()
+    text = " ".join(CliRunner().invoke(cli, ["train", "--help"], terminal_width=200).output.split())
+    assert f"train.epochs = {ref['train']['epochs']}" in text
+    assert f"train.save_dir = {ref['train']['save_dir']}" in text
+    assert "[default: 0]" in " ".join(CliRunner().invoke(cli, ["extract", "--help"], terminal_width=200).output.split())
 
 
 def test_evaluate_scores_a_result_file_against_two_reference_files(tmp_path):
