@@ -27,6 +27,11 @@ def _one_line(exc: click.UsageError) -> OneLineUsageError:
     return OneLineUsageError(exc.format_message(), exc.ctx)
 
 
+def dashes(token: str) -> str:
+    """An option or command name with underscores spelled as dashes (click's token normaliser)."""
+    return token.replace("_", "-")
+
+
 class EtsGroup(click.Group):
     """A click group that turns the project's exceptions into one line and an exit status.
 
@@ -35,6 +40,13 @@ class EtsGroup(click.Group):
     click's usage status 2, the convention of click, argparse and the GNU tools,
     so a script can tell a typo in its command from a problem in the data.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        settings = kwargs.setdefault("context_settings", {})
+        # the reference implementation's spellings (--save_dir, --batch_size) work for every option of every
+        # command (and `import_features` names the command): dashes are what help and README show
+        settings.setdefault("token_normalize_func", dashes)
+        super().__init__(*args, **kwargs)
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
         try:
