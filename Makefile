@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.etspipe-installed
 TORCH := $(shell grep '^torch==' constraints.txt)
 
-.PHONY: demo test install java lint clean
+.PHONY: demo test install java chromium lint clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,10 +21,15 @@ install: $(STAMP)
 java:
 	@bash scripts/ensure_java.sh
 
+# The viewer's browser tests: installs Chromium on Debian as root; elsewhere they are skipped with a
+# message saying how to install it (under CI=true a missing browser fails instead).
+chromium:
+	@bash scripts/ensure_chromium.sh || test -z "$(CI)"
+
 demo: install java
 	$(VENV)/bin/etspipe demo
 
-test: install java
+test: install java chromium
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: install

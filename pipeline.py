@@ -20,8 +20,10 @@ from etspipe_cli.demo import demo
 from etspipe_cli.evaluate import evaluate
 from etspipe_cli.extract import extract
 from etspipe_cli.predict import predict
+from etspipe_cli.proposals import train_proposals
 from etspipe_cli.store import import_features, store
 from etspipe_cli.train import train
+from etspipe_cli.view import view
 
 
 @click.group(cls=EtsGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -41,8 +43,9 @@ def cli(verbose: int) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-for command in (extract, train, evaluate, predict, demo, store, import_features):
+for command in (extract, train, evaluate, predict, demo, store, import_features, view):
     cli.add_command(command)
+cli.add_command(train_proposals)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,13 @@ distribution: mean 117 s, max 755 s), then measures:
 * size on disk,
 * listing the complete ids,
 * random caption-segment reads/s from one process with a freshly opened store
-  (segments are the file's real caption segments, else drawn like them).
+  (segments are the file's real caption segments, else drawn like them), through
+  the store's own chunk reader and, on the Zarr store, through maintained
+  libraries reading the same arrays: zarr-python 3, zarr-python 3 with the Rust
+  `zarrs` codec pipeline, and `tensorstore` (each skipped if not installed;
+  ``pip install zarrs==0.2.3 tensorstore==0.1.86``),
+* the cost of durable commits (fsync of rows, marker and directory entries)
+  per video, against the extraction time of a video of the same length.
 
 Prints one JSON line per result. A quick run: ``--videos 500``.
 """
@@ -92,17 +98,86 @@ def bench_backend(name: str, path: Path, durations: list[float], segments: list,
         emit(bench="store_list_complete", backend=name, videos=len(listed),
              seconds=round(time.perf_counter() - t0, 4))
     picks = rng.integers(0, len(segments), size=args.reads)
+    readers = ["etspipe"] + ([r for r in args.readers.split(",") if r] if name == "zarr" else [])
+    for reader in readers:
+        bench_reads(name, path, reader, ids, segments, picks)
+    if name == "zarr":
+        bench_fsync(path, pool, n_rows, durations, args)
+
+
+def open_library_array(reader: str, store_root: Path, rel: str):
+    """One video's array through a maintained Zarr library (the store's marker names the array)."""
+    if reader == "tensorstore":
+        import tensorstore as ts
+
+        spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(store_root / rel)}}
+        handle = ts.open(spec, read=True).result()
+        return lambda sl: handle[sl].read().result()
+    import zarr
+
+    array = zarr.open_array(str(store_root), path=rel, mode="r")
+    return lambda sl: array[sl]
+
+
+def bench_reads(name: str, path: Path, reader: str, ids: list[str], segments: list, picks: np.ndarray) -> None:
+    """Random caption-segment reads/s: the store's own reader, or a library reading the same arrays."""
+    from features_store.alignment import row_times, select_rows
+
+    try:
+        if reader == "zarrs":
+            import zarr
+            import zarrs  # noqa: F401 - registers the Rust codec pipeline
+
+            zarr.config.set({"codec_pipeline.path": "zarrs.ZarrsCodecPipeline"})
+        elif reader == "tensorstore":
+            import tensorstore  # noqa: F401
+    except ImportError as exc:
+        emit(bench="store_random_segment_reads", backend=name, reader=reader, skipped=f"not installed: {exc}")
+        return
+    handles: dict = {}
     with open_store(path, "r") as st:  # fresh: no metadata or chunks cached yet
         rows = 0
         t0 = time.perf_counter()
         for k in picks:
             i, start, end = segments[k]
-            feats, _ = st.get(ids[i], start, end)
+            if reader == "etspipe":
+                feats, _ = st.get(ids[i], start, end)
+            else:
+                vm = st.video_meta(ids[i])
+                sel = select_rows(row_times(vm["time_rule"], vm["n_rows"]), start, end, vm["duration"])
+                read = handles.get(ids[i]) or handles.setdefault(
+                    ids[i], open_library_array(reader, path, st.array_path(ids[i])))
+                feats = np.asarray(read(sel)).astype(np.float32)
             rows += len(feats)
         seconds = time.perf_counter() - t0
-    emit(bench="store_random_segment_reads", backend=name, reads=len(picks), seconds=round(seconds, 2),
-         reads_per_s=round(len(picks) / seconds, 1), mean_rows=round(rows / len(picks), 1),
+    if reader == "zarrs":
+        import zarr
+
+        zarr.config.reset()
+    emit(bench="store_random_segment_reads", backend=name, reader=reader, reads=len(picks),
+         seconds=round(seconds, 2), reads_per_s=round(len(picks) / seconds, 1), mean_rows=round(rows / len(picks), 1),
          note="one process, fresh store object, OS page cache warm from the write")
+
+
+def bench_fsync(path: Path, pool: np.ndarray, n_rows: list[int], durations: list[float],
+                args: argparse.Namespace) -> None:
+    """What making each commit durable (fsync of rows, marker, directories) costs per video."""
+    count = min(args.fsync_videos, len(n_rows))
+    seconds = {}
+    for durable in (False, True, False, True):  # interleaved: the machine's load drifts
+        with open_store(path, "a") as st:
+            st._files.durable = durable
+            t0 = time.perf_counter()
+            for i in range(count):
+                st.write_video(f"fsync_{durable}_{i}", pool[:n_rows[i]], {"fps": FPS, "duration": durations[i]})
+            seconds[durable] = seconds.get(durable, 0.0) + time.perf_counter() - t0
+    per_video = {k: v / (2 * count) for k, v in seconds.items()}
+    cost = per_video[True] - per_video[False]
+    extract_s = float(np.mean(n_rows[:count])) / args.clips_per_s
+    emit(bench="store_fsync_cost", videos=count, ms_per_video_durable=round(per_video[True] * 1e3, 1),
+         ms_per_video_no_fsync=round(per_video[False] * 1e3, 1), fsync_ms_per_video=round(cost * 1e3, 1),
+         extract_s_per_video=round(extract_s, 1), clips_per_s=args.clips_per_s,
+         fraction_of_extraction=round(cost / extract_s, 5))
 
 
 def main() -> None:
@@ -113,6 +188,11 @@ def main() -> None:
     parser.add_argument("--backends", default="zarr,hdf5", help="comma-separated: zarr,hdf5")
     parser.add_argument("--reads", type=int, default=20000, help="random segment reads to time")
     parser.add_argument("--chunk-rows", type=int, default=256, help="rows per chunk (store.chunk_rows)")
+    parser.add_argument("--readers", default="zarr,zarrs,tensorstore",
+                        help="libraries to time against the store's own reader (zarr, zarrs, tensorstore)")
+    parser.add_argument("--fsync-videos", type=int, default=200, help="videos written to time the fsync cost")
+    parser.add_argument("--clips-per-s", type=float, default=1.066,
+                        help="extraction speed to compare the fsync cost with (default: CPU figure, PERFORMANCE.md)")
     parser.add_argument("--keep", action="store_true", help="keep the stores instead of deleting them")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

@@ -9,7 +9,7 @@ and are scored with the official protocol separately on
   apart), and
 * the rest (single events),
 
-plus the demo's correct-caption fraction (`etspipe.demo_data.score_captions`).
+plus the demo's correct-caption fraction (`etspipe_demo.scoring.score_captions`).
 Each subset is scored as if it were the whole annotation file: the references
 are that subset's segments and the predictions are the captions of exactly
 those segments, so a single-event caption never meets a two-event reference.
@@ -58,7 +58,7 @@ def subset_results(results: dict[str, list[dict]], reference: dict[str, dict],
 def score_subsets(results: dict[str, list[dict]], meta: dict[str, dict]) -> dict[str, dict[str, Any]]:
     """METEOR, CIDEr, BLEU-4 (official protocol) and correct fraction on each subset."""
     from caption_model.densevid import evaluate_results
-    from etspipe.demo_data import score_captions, split_annotations_by_order
+    from etspipe_demo.scoring import score_captions, split_annotations_by_order
 
     correct = score_captions(results, meta)
     order_ref, rest_ref = split_annotations_by_order(meta)
@@ -73,7 +73,7 @@ def score_subsets(results: dict[str, list[dict]], meta: dict[str, dict]) -> dict
 
 def prepare(args: argparse.Namespace, cfg: dict) -> tuple[dict, Path]:
     """Demo data and features: reused from `--demo-dir`, else made under `--out`."""
-    from etspipe.demo_data import generate_demo_dataset
+    from etspipe_demo.dataset import generate_demo_dataset
     from extract_features import extract_corpus
 
     base = Path(args.demo_dir) if args.demo_dir else Path(args.out)
@@ -90,7 +90,7 @@ def run_one(cfg: dict, data: dict, store: Path, attention: str, seed: int, out: 
     from caption_model.evaluate import run_evaluate
     from caption_model.results import read_result
     from caption_model.train import fit
-    from etspipe.demo_data import load_meta
+    from etspipe_demo.dataset import load_meta
 
     cfg = copy.deepcopy(cfg)
     run_dir = out / f"{attention}_seed{seed}"
@@ -116,7 +116,7 @@ def run_one(cfg: dict, data: dict, store: Path, attention: str, seed: int, out: 
 
 def main(argv: list[str] | None = None) -> int:
     from etspipe.config import load_config
-    from etspipe.demo import DEMO_CONFIG, DEMO_VIDEOS
+    from etspipe_demo.run import DEMO_CONFIG, DEMO_VIDEOS
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="/tmp/bench_temporal", help="folder for runs (and data if no --demo-dir)")

@@ -1,20 +1,34 @@
 """Turning a trained captioner into sentences: greedy and batched beam search.
 
-Both work on any model with the step API of `caption_model.model.ETS`:
-``encode(feats, mask) -> memory``, ``init_state(memory) -> state``,
-``step(prev_tokens, state, memory) -> (log_probs, state, attn)`` and
-``reorder(state, idx)``. Many segments decode together: the batch dimension is
-segments (greedy) or segments x beams (beam search), so a CPU or GPU runs one
-matrix product per word for the whole batch instead of one per segment.
+This module is the one decoder of the project: training's validation,
+`evaluate` and `predict` all call :func:`greedy` / :func:`beam_search` (or
+:func:`decode_segments`). Both work on any model with the step API of
+`caption_model.model.ETS`: ``encode(feats, mask) -> memory``,
+``init_state(memory) -> state``, ``step(prev_tokens, state, memory) ->
+(log_probs, state, attn)`` and ``reorder(state, idx)``. Many segments decode
+together: the batch dimension is segments (greedy) or segments x beams (beam
+search), so a CPU or GPU runs one matrix product per word for the whole batch.
 
-Beam search keeps `beam_size` hypotheses per segment, ranked by the sum of
-token log-probabilities. A hypothesis that emits ``<e>`` is finished: it keeps
-its slot and its score (it can only be pushed out by better hypotheses), and a
-segment is done when all its slots are finished. The answer is the best
-finished hypothesis (an unfinished one only if none finished within `max_len`)
-by ``score / length ** length_norm`` (length counts ``<e>``; 0 keeps raw
-log-probabilities). Every segment's search is independent of the others in the
-batch, which is what makes batched results equal to one-at-a-time results.
+Neither search ever emits ``<unk>``, ``<pad>`` or ``<s>``: they are not words
+(``<unk>`` stands for every rare word at once), so their log-probabilities are
+set to -inf and the rest renormalised before a word is chosen: the next most
+likely real word wins, and scores are probabilities over what can be written.
+
+Beam search keeps `beam_size` LIVE hypotheses per segment, ranked by the sum of
+token log-probabilities. At every step each live hypothesis may end (``<e>``):
+that finished hypothesis is set aside and competes for the answer by
+``score / length ** length_norm`` (length counts ``<e>``; 0 keeps raw
+log-probabilities), while the live beam is refilled with the best
+`beam_size` continuations by real words. A finished hypothesis therefore never
+takes a live slot, and the beam stays full until the end. A segment is done
+when its best finished hypothesis beats the best its live ones can still reach:
+exactly so with ``length_norm`` 0 (adding a word only lowers a score); with
+``length_norm`` > 0 the bound assumes a live hypothesis ends at the next step
+(the usual heuristic; a longer one could still overtake). The answer is the
+best finished hypothesis; for a segment cut by `max_len`, the best live one
+competes with it on the same normalised score (its length being `max_len`).
+Every segment's search is independent of the others in the batch, which is
+what makes batched results equal to one-at-a-time results.
 """
 
 from __future__ import annotations
@@ -27,9 +41,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from caption_model.text import BOS, EOS, PAD
+from caption_model.text import BOS, EOS, PAD, UNK
 
 logger = logging.getLogger(__name__)
+
+NEVER_EMITTED = (PAD, BOS, UNK)  # token ids the searches never choose
 
 
 @dataclass
@@ -56,9 +72,20 @@ def _finish(tokens: list[int], attn: np.ndarray | None, score: float, n_rows: in
     return Decoded(words, float(score), ended, a)
 
 
+def _ban_non_words(log_probs: Tensor) -> Tensor:
+    """Log-probabilities over the tokens that may be emitted: the others at -inf, the rest renormalised.
+
+    Renormalising keeps scores comparable with ``<e>``'s: a model that puts
+    most of its mass on ``<unk>`` would otherwise make every real word look
+    improbable and favour ending at once. Works in place (the model's output is not reused).
+    """
+    log_probs[:, list(NEVER_EMITTED)] = float("-inf")
+    return log_probs - torch.logsumexp(log_probs, dim=-1, keepdim=True)
+
+
 @torch.no_grad()
 def greedy(model, feats: Tensor, mask: Tensor, max_len: int = 80, return_attn: bool = False) -> list[Decoded]:
-    """The most likely word at every step, for a batch of segments (B, T, D) with mask (B, T)."""
+    """The most likely real word at every step, for a batch of segments (B, T, D) with mask (B, T)."""
     mask = mask.bool()
     B = feats.shape[0]
     memory = model.encode(feats, mask)
@@ -70,6 +97,7 @@ def greedy(model, feats: Tensor, mask: Tensor, max_len: int = 80, return_attn: b
     attns: list[Tensor] = []
     for _ in range(max_len):
         log_probs, state, attn = model.step(prev, state, memory)
+        log_probs = _ban_non_words(log_probs)
         tok = log_probs.argmax(-1)
         score += torch.where(done, 0.0, log_probs.gather(1, tok[:, None]).squeeze(1).double())
         tok = tok.masked_fill(done, PAD)
@@ -86,6 +114,30 @@ def greedy(model, feats: Tensor, mask: Tensor, max_len: int = 80, return_attn: b
     return [_finish(ids[b], None if att is None else att[b], score[b].item(), n_rows[b]) for b in range(B)]
 
 
+class _Finished:
+    """Per segment, the best finished hypothesis so far: where it ended and how to trace it back."""
+
+    def __init__(self, B: int, T: int, device: torch.device, keep_attn: bool):
+        self.norm = torch.full((B,), float("-inf"), dtype=torch.float64, device=device)
+        self.raw = torch.full((B,), float("-inf"), dtype=torch.float64, device=device)
+        self.step = torch.full((B,), -1, dtype=torch.long, device=device)  # step of its <e>
+        self.parent = torch.zeros(B, dtype=torch.long, device=device)  # live beam it grew from (flat)
+        self.attn = torch.zeros(B, T, device=device) if keep_attn else None
+
+    def offer(self, t: int, eos_raw: Tensor, alpha: float, frozen: Tensor, base: Tensor, attn: Tensor | None):
+        """Take the best of this step's hypotheses ending in <e> (B, K) where it beats the kept one."""
+        norm = eos_raw / float(t + 1) ** alpha if alpha else eos_raw
+        best_norm, k = norm.max(1)
+        better = (best_norm > self.norm) & ~frozen
+        self.norm = torch.where(better, best_norm, self.norm)
+        self.raw = torch.where(better, eos_raw.gather(1, k[:, None]).squeeze(1), self.raw)
+        self.step = torch.where(better, torch.full_like(self.step, t), self.step)
+        self.parent = torch.where(better, base + k, self.parent)
+        if self.attn is not None and attn is not None:
+            chosen = attn.reshape(len(k), -1, attn.shape[-1])[torch.arange(len(k), device=k.device), k]
+            self.attn = torch.where(better[:, None], chosen.float(), self.attn)
+
+
 @torch.no_grad()
 def beam_search(model, feats: Tensor, mask: Tensor, beam_size: int = 3, max_len: int = 80,
                 length_norm: float = 0.0, return_attn: bool = False) -> list[Decoded]:
@@ -93,7 +145,7 @@ def beam_search(model, feats: Tensor, mask: Tensor, beam_size: int = 3, max_len:
     if beam_size <= 1:
         return greedy(model, feats, mask, max_len, return_attn)
     mask = mask.bool()
-    B, K = feats.shape[0], int(beam_size)
+    B, K, alpha = feats.shape[0], int(beam_size), float(length_norm)
     dev = feats.device
     memory = model.encode(feats, mask)
     state = model.init_state(memory)
@@ -104,58 +156,64 @@ def beam_search(model, feats: Tensor, mask: Tensor, beam_size: int = 3, max_len:
     scores = torch.full((B, K), float("-inf"), dtype=torch.float64, device=dev)
     scores[:, 0] = 0.0
     prev = torch.full((B * K,), BOS, dtype=torch.long, device=dev)
-    finished = torch.zeros(B * K, dtype=torch.bool, device=dev)
-    lengths = torch.zeros(B * K, dtype=torch.long, device=dev)
-    base = (torch.arange(B, device=dev) * K)[:, None]
+    base = torch.arange(B, device=dev) * K
+    fin = _Finished(B, feats.shape[1], dev, return_attn)
+    done = torch.zeros(B, dtype=torch.bool, device=dev)
     tok_hist: list[Tensor] = []
     parent_hist: list[Tensor] = []
     attn_hist: list[Tensor] = []
-    for _ in range(max_len):
+    for t in range(max_len):
         log_probs, state, attn = model.step(prev, state, memory)
-        log_probs = log_probs.double()
+        log_probs = _ban_non_words(log_probs.double())
         V = log_probs.shape[1]
-        if bool(finished.any()):
-            # A finished hypothesis continues only with <pad>, at no cost.
-            log_probs[finished] = float("-inf")
-            log_probs[finished, PAD] = 0.0
-        cand = (scores.reshape(-1, 1) + log_probs).reshape(B, K * V)
-        top, idx = cand.topk(K, dim=1)
-        parent = (base + torch.div(idx, V, rounding_mode="floor")).reshape(-1)
-        tok = (idx % V).reshape(-1)
-        was_finished = finished[parent]
-        finished = was_finished | (tok == EOS)
-        lengths = lengths[parent] + (~was_finished).long()
+        fin.offer(t, scores + log_probs[:, EOS].reshape(B, K), alpha, done, base, attn)
+        log_probs[:, EOS] = float("-inf")  # the live beam continues with real words only
+        top, idx = (scores.reshape(-1, 1) + log_probs).reshape(B, K * V).topk(K, dim=1)
+        parent = (base[:, None] + torch.div(idx, V, rounding_mode="floor")).reshape(-1)
+        prev = (idx % V).reshape(-1)
         scores = top
         state = model.reorder(state, parent)
-        prev = tok
-        tok_hist.append(tok)
+        tok_hist.append(prev)
         parent_hist.append(parent)
         if return_attn:
             attn_hist.append(attn[parent].float())
-        if bool(finished.all()):
+        # Best score a live hypothesis could still reach if it ended at the next step.
+        reach = scores.max(1).values / (float(t + 2) ** alpha if alpha else 1.0)
+        done |= (fin.norm >= reach) | ~torch.isfinite(reach)
+        if bool(done.all()):
             break
+    return _trace_back(fin, scores, done, base, tok_hist, parent_hist, attn_hist, alpha, mask)
 
-    # Pick each segment's answer: finished beats unfinished, then the (normalised) score.
-    flat_scores = scores.reshape(-1)
-    ranked = flat_scores / lengths.clamp(min=1).double() ** float(length_norm) if length_norm else flat_scores.clone()
-    ranked = torch.where(torch.isfinite(ranked), ranked, torch.full_like(ranked, -1e300))
-    has_finished = finished.reshape(B, K).any(1, keepdim=True)
-    ranked = ranked.reshape(B, K).masked_fill(has_finished & ~finished.reshape(B, K), -float("inf"))
-    best = base.squeeze(1) + ranked.argmax(1)
 
-    # Follow the back-pointers from the chosen beams to the first step.
-    n_steps = len(tok_hist)
-    toks = torch.empty(B, n_steps, dtype=torch.long, device=dev)
-    atts = torch.empty(B, n_steps, feats.shape[1], device=dev) if return_attn else None
-    cur = best
+def _trace_back(fin: _Finished, scores: Tensor, done: Tensor, base: Tensor, tok_hist: list[Tensor],
+                parent_hist: list[Tensor], attn_hist: list[Tensor], alpha: float, mask: Tensor) -> list[Decoded]:
+    """Each segment's answer, followed from its last step back to the first through the back-pointers."""
+    B, n_steps = len(base), len(tok_hist)
+    dev = base.device
+    # A segment cut by max_len compares its best live hypothesis (n_steps words, no <e>) with its
+    # best finished one on the same normalised score; all live ones have the same length.
+    live_norm = scores.max(1).values / (float(max(n_steps, 1)) ** alpha if alpha else 1.0)
+    has_fin = torch.isfinite(fin.raw) & (done | (fin.norm >= live_norm))
+    live_best = base + scores.argmax(1)
+    last = torch.where(has_fin, fin.step - 1, torch.full_like(fin.step, n_steps - 1))  # last word's step
+    cur = torch.where(has_fin, fin.parent, live_best)
+    final = torch.where(has_fin, fin.raw, scores.max(1).values).tolist()
+    toks = torch.full((B, n_steps + 1), PAD, dtype=torch.long, device=dev)
+    T = mask.shape[1]
+    atts = torch.zeros(B, n_steps + 1, T, device=dev) if fin.attn is not None else None
     for t in range(n_steps - 1, -1, -1):
-        toks[:, t] = tok_hist[t][cur]
+        sel = last >= t
+        toks[:, t] = torch.where(sel, tok_hist[t][cur], toks[:, t])
         if atts is not None:
-            atts[:, t] = attn_hist[t][cur]
-        cur = parent_hist[t][cur]
+            atts[:, t] = torch.where(sel[:, None], attn_hist[t][cur], atts[:, t])
+        cur = torch.where(sel, parent_hist[t][cur], cur)
+    rows = torch.arange(B, device=dev)
+    ended_at = fin.step.clamp(min=0)
+    toks[rows[has_fin], ended_at[has_fin]] = EOS
+    if atts is not None:
+        atts[rows[has_fin], ended_at[has_fin]] = fin.attn[has_fin]
     ids = toks.tolist()
     att = atts.cpu().numpy() if atts is not None else None
-    final = flat_scores[best].tolist()
     n_rows = mask.sum(1).tolist()
     return [_finish(ids[b], None if att is None else att[b], final[b], n_rows[b]) for b in range(B)]
 

@@ -45,11 +45,9 @@ sentence become spaces (the script's tokeniser batch would shift by a line).
 from __future__ import annotations
 
 import logging
-import math
 import random
 import string
 import time
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -59,6 +57,7 @@ from typing import Any
 import numpy as np
 
 from caption_model import java_scorers
+from caption_model.ngram_scores import BLEU_KEYS, bleu_from_stats, bleu_pair_stats, cider_group, ngram_counts, rouge_l
 from caption_model.results import validate_result
 from etspipe.errors import UserError
 from etspipe.files import read_json
@@ -66,16 +65,9 @@ from etspipe.files import read_json
 logger = logging.getLogger(__name__)
 
 TIOUS = (0.3, 0.5, 0.7, 0.9)
-BLEU_KEYS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4")
 CAPTION_METRICS = (*BLEU_KEYS, "METEOR", "ROUGE_L", "CIDEr")
 DETECTION_METRICS = ("Recall", "Precision")
 ALL_METRICS = (*CAPTION_METRICS, *DETECTION_METRICS)
-
-_NGRAM = 4
-_CIDER_SIGMA = 6.0
-_ROUGE_BETA = 1.2
-_BLEU_SMALL = 1e-9
-_BLEU_TINY = 1e-15
 
 Reference = dict[str, dict[str, Any]]  # video id -> {"timestamps": [[s, e], ...], "sentences": [...]}
 
@@ -141,141 +133,6 @@ def validate_reference(data: Any, source: str) -> Reference:
         if not all(isinstance(s, str) for s in ss):
             raise UserError(f"{source}: video {vid} has a sentence that is not a string")
     return data
-
-
-# ----------------------------------------------------------------------------- n-gram scorers
-
-
-def _ngram_counts(tokens: list[str]) -> dict[tuple[str, ...], int]:
-    """n-gram counts in pycocoevalcap's `precook` order (n = 1..4, left to right)."""
-    counts: dict[tuple[str, ...], int] = {}
-    n_tok = len(tokens)
-    for k in range(1, _NGRAM + 1):
-        for i in range(n_tok - k + 1):
-            g = tuple(tokens[i : i + k])
-            counts[g] = counts.get(g, 0) + 1
-    return counts
-
-
-def _lcs(a: list[str], b: list[str]) -> int:
-    """Length of the longest common subsequence (ROUGE-L), row-by-row DP."""
-    if len(a) < len(b):
-        a, b = b, a
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b, 1):
-            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
-        prev = cur
-    return prev[-1]
-
-
-def rouge_l(hyp: str, ref: str) -> float:
-    """pycocoevalcap's ROUGE-L of one hypothesis and one reference (beta 1.2, split on ' ')."""
-    tc, tr = hyp.split(" "), ref.split(" ")
-    lcs = _lcs(tr, tc)
-    prec = lcs / float(len(tc))
-    rec = lcs / float(len(tr))
-    if prec != 0 and rec != 0:
-        return ((1 + _ROUGE_BETA**2) * prec * rec) / float(rec + _ROUGE_BETA**2 * prec)
-    return 0.0
-
-
-def bleu_pair_stats(hyp_counts: Mapping, hyp_len: int, ref_counts: Mapping, ref_len: int) -> tuple[int, ...]:
-    """(testlen, reflen, guess1..4, correct1..4) of one single-reference pair (BleuScorer's cook_test)."""
-    correct = [0] * _NGRAM
-    for g, c in hyp_counts.items():
-        r = ref_counts.get(g)
-        if r:
-            correct[len(g) - 1] += c if c < r else r
-    guess = [max(0, hyp_len - k + 1) for k in range(1, _NGRAM + 1)]
-    return (hyp_len, ref_len, *guess, *correct)
-
-
-def bleu_from_stats(total: Sequence[int]) -> list[float]:
-    """Corpus BLEU-1..4 from summed pair statistics, with BleuScorer.compute_score's arithmetic."""
-    testlen, reflen = total[0], total[1]
-    guess, correct = total[2 : 2 + _NGRAM], total[2 + _NGRAM :]
-    bleus = []
-    bleu = 1.0
-    for k in range(_NGRAM):
-        bleu *= float(correct[k] + _BLEU_TINY) / (guess[k] + _BLEU_SMALL)
-        bleus.append(bleu ** (1.0 / (k + 1)))
-    ratio = (testlen + _BLEU_TINY) / (reflen + _BLEU_SMALL)
-    if ratio < 1:
-        for k in range(_NGRAM):
-            bleus[k] *= math.exp(1 - 1 / ratio)
-    return bleus
-
-
-_LOG_CACHE: list[float] = [float(np.log(1.0))]
-
-
-def _np_log_int(k: int) -> float:
-    """np.log(float(k)) for small counts, cached (CIDEr takes logs of document counts)."""
-    while len(_LOG_CACHE) <= k:
-        _LOG_CACHE.append(float(np.log(float(len(_LOG_CACHE) + 1))))
-    return _LOG_CACHE[k - 1]
-
-
-_CIDER_GAUSS_DENOM = 2 * _CIDER_SIGMA**2
-
-
-def cider_group(pairs: Sequence[tuple[int, int]], counts: Sequence[dict]) -> float:
-    """pycocoevalcap's Cider().compute_score over one video's pairs (single reference each).
-
-    `pairs` holds (hypothesis id, reference id) into `counts` (n-gram counts per
-    tokenised sentence). Document frequencies and the log corpus size come from
-    these pairs only, as when the official script calls the scorer per video.
-    """
-    df: dict[tuple[str, ...], int] = defaultdict(int)
-    for _, r in pairs:
-        for g in counts[r]:
-            df[g] += 1
-    ref_len = float(np.log(float(len(pairs))))
-    vec_cache: dict[int, tuple[list[dict], list[float], int]] = {}
-
-    def to_vec(sid: int) -> tuple[list[dict], list[float], int]:
-        hit = vec_cache.get(sid)
-        if hit is not None:
-            return hit
-        vec: list[dict] = [{} for _ in range(_NGRAM)]
-        norm = [0.0] * _NGRAM
-        length = 0
-        for g, tf in counts[sid].items():
-            d = df.get(g, 0)
-            idf = _np_log_int(d) if d > 1 else 0.0
-            n = len(g) - 1
-            v = float(tf) * (ref_len - idf)
-            vec[n][g] = v
-            norm[n] += v * v
-            if n == 1:  # pycocoevalcap counts bigrams as the "length" (its quirk, kept)
-                length += tf
-        out = (vec, [math.sqrt(x) for x in norm], length)
-        vec_cache[sid] = out
-        return out
-
-    gauss_cache: dict[float, float] = {}
-    scores = []
-    for h, r in pairs:
-        vh, nh, lh = to_vec(h)
-        vr, nr, lr = to_vec(r)
-        delta = float(lh - lr)
-        gauss = gauss_cache.get(delta)
-        if gauss is None:
-            gauss = gauss_cache[delta] = np.e ** (-(delta**2) / _CIDER_GAUSS_DENOM)
-        val = np.zeros(_NGRAM)
-        for n in range(_NGRAM):
-            ref_n = vr[n]
-            acc = 0.0
-            for g, x in vh[n].items():
-                y = ref_n.get(g, 0.0)
-                acc += (x if x < y else y) * y
-            if nh[n] != 0 and nr[n] != 0:
-                acc /= nh[n] * nr[n]
-            val[n] = acc * gauss
-        scores.append(float(np.mean(val)) * 10.0)
-    return float(np.mean(np.array(scores)))
 
 
 # ----------------------------------------------------------------------------- the evaluation
@@ -406,91 +263,10 @@ def evaluate_results(
                         "(BLEU/ROUGE-L/CIDEr are close to, not equal to, official). "
                         + java_scorers.JAVA_INSTALL_HINT)
         logger.warning(warnings[-1])
-
-    # Start METEOR's JVM first: loading its paraphrase table takes seconds,
-    # which overlap with matching and tokenising below.
-    lock = java_scorers.meteor_lock()
-    lock.acquire()
-    try:
-        meteor = java_scorers.shared_meteor() if java else None
-        plan, tables = _build_plan(preds, refs, vids, tious, seed)
-        t_plan = time.perf_counter()
-        tokenized = (java_scorers.ptb_tokenize if java else java_scorers.python_tokenize)(plan.sentences)
-        t_tok = time.perf_counter()
-
-        # Distinct tokenised sentences, pairs and per-video pair groups.
-        tok_id: dict[str, int] = {}
-        tok_of = [tok_id.setdefault(s, len(tok_id)) for s in tokenized]
-        toks = list(tok_id)
-        pair_id: dict[tuple[int, int], int] = {}
-        groups: dict[tuple[int, ...], int] = {}
-        video_group: dict[float, dict[str, int]] = {}
-        for t in tious:
-            vg = {}
-            for vid, pairs in plan.pairs[t].items():
-                key = tuple(pair_id.setdefault((tok_of[h], tok_of[r]), len(pair_id)) for h, r in pairs)
-                vg[vid] = groups.setdefault(key, len(groups))
-            video_group[t] = vg
-        pair_list = list(pair_id)
-        group_list = list(groups)
-        logger.info("scoring %d pairs (%d distinct) in %d video groups over %d thresholds",
-                    sum(len(p) for pv in plan.pairs.values() for p in pv.values()),
-                    len(pair_list), len(group_list), len(tious))
-
-        meteor_future: Future | None = None
-        pool = ThreadPoolExecutor(max_workers=1)
-        if meteor is not None:
-            def run_meteor() -> list[float]:
-                stats = meteor.stats([(toks[h], [toks[r]]) for h, r in pair_list])
-                return meteor.aggregate([[stats[p] for p in g] for g in group_list])
-
-            meteor_future = pool.submit(run_meteor)
-
-        # Python scorers, while METEOR works in its own process.
-        words = [s.split() for s in toks]
-        counts = [_ngram_counts(w) for w in words]
-        lens = [len(w) for w in words]
-        bleu_stats = [bleu_pair_stats(counts[h], lens[h], counts[r], lens[r]) for h, r in pair_list]
-        rouge = [rouge_l(toks[h], toks[r]) for h, r in pair_list]
-        group_scores: list[dict[str, float]] = []
-        for g in group_list:
-            total = [sum(col) for col in zip(*(bleu_stats[p] for p in g), strict=False)]
-            scores = dict(zip(BLEU_KEYS, bleu_from_stats(total), strict=False))
-            scores["ROUGE_L"] = float(np.mean(np.array([rouge[p] for p in g])))
-            scores["CIDEr"] = cider_group([pair_list[p] for p in g], counts)
-            group_scores.append(scores)
-        t_py = time.perf_counter()
-        if meteor_future is not None:
-            for scores, m in zip(group_scores, meteor_future.result(), strict=False):
-                scores["METEOR"] = m
-        pool.shutdown()
-        t_meteor = time.perf_counter()
-    finally:
-        lock.release()
-
-    metrics = list(CAPTION_METRICS) if meteor is not None else [m for m in CAPTION_METRICS if m != "METEOR"]
-    per_tiou: dict[str, dict[str, float | None]] = {}
-    raw: dict[str, list[float]] = {m: [] for m in (*metrics, *DETECTION_METRICS)}
-    for t in tious:
-        vg = video_group[t]
-        row: dict[str, float | None] = {}
-        for m in metrics:
-            value = float(np.mean([group_scores[vg[v]][m] if v in vg else 0.0 for v in vids]))
-            raw[m].append(value)
-            row[m] = 100.0 * value
-        precision, recall = _detection(preds, refs, vids, tables, t)
-        raw["Recall"].append(recall)
-        raw["Precision"].append(precision)
-        row["Recall"], row["Precision"] = 100.0 * recall, 100.0 * precision
-        if meteor is None:
-            row["METEOR"] = None
-        per_tiou[f"{t:g}"] = row
-    average: dict[str, float | None] = {m: 100 * sum(v) / float(len(v)) for m, v in raw.items()}
-    if meteor is None:
-        average["METEOR"] = None
-    t_end = time.perf_counter()
-    logger.info("scored in %.1fs (plan %.1fs, tokenise %.1fs, python scorers %.1fs, METEOR wait %.1fs)",
-                t_end - t0, t_plan - t0, t_tok - t_plan, t_py - t_tok, t_meteor - t_py)
+    scored = _score(preds, refs, vids, tious, seed, java)
+    per_tiou, average = _aggregate(scored, preds, refs, vids, tious, java)
+    seconds = time.perf_counter() - t0
+    logger.info("scored in %.1fs (%s)", seconds, ", ".join(f"{k} {v:.1f}s" for k, v in scored.timings.items()))
     return {
         "average": {m: average.get(m) for m in ALL_METRICS},
         "per_tiou": {k: {m: v.get(m) for m in ALL_METRICS} for k, v in per_tiou.items()},
@@ -499,13 +275,120 @@ def evaluate_results(
         "n_reference_videos": len(vids),
         "n_predicted_videos": sum(1 for v in vids if preds.get(v)),
         "n_predictions": sum(len(preds.get(v, [])) for v in vids),
-        "n_pairs": sum(len(p) for pv in plan.pairs.values() for p in pv.values()),
-        "n_distinct_pairs": len(pair_list),
+        "n_pairs": sum(len(p) for pv in scored.plan.pairs.values() for p in pv.values()),
+        "n_distinct_pairs": scored.n_distinct_pairs,
         "tokenizer": "ptb" if java else "python-approximate",
         "random_seed": seed,
         "warnings": warnings,
-        "seconds": round(t_end - t0, 3),
+        "seconds": round(seconds, 3),
     }
+
+
+@dataclass
+class _Scored:
+    """Scores of every distinct per-video pair group, and which group each (threshold, video) has."""
+
+    plan: _Plan
+    tables: dict[str, list[np.ndarray | None]]
+    group_scores: list[dict[str, float]]
+    video_group: dict[float, dict[str, int]]
+    n_distinct_pairs: int
+    timings: dict[str, float]
+
+
+def _score(preds: dict[str, list], refs: list[Reference], vids: list[str], tious: list[float], seed: int,
+           java: bool) -> _Scored:
+    """Match, tokenise and score: METEOR in its JVM while the Python scorers run here."""
+    # Start METEOR's JVM first: loading its paraphrase table takes seconds,
+    # which overlap with matching and tokenising below.
+    lock = java_scorers.meteor_lock()
+    with lock:
+        t0 = time.perf_counter()
+        meteor = java_scorers.shared_meteor() if java else None
+        plan, tables = _build_plan(preds, refs, vids, tious, seed)
+        t_plan = time.perf_counter()
+        tokenized = (java_scorers.ptb_tokenize if java else java_scorers.python_tokenize)(plan.sentences)
+        t_tok = time.perf_counter()
+        toks, pair_list, group_list, video_group = _distinct_groups(plan, tokenized, tious)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            meteor_future: Future | None = None
+            if meteor is not None:
+                meteor_future = pool.submit(_meteor_groups, meteor, toks, pair_list, group_list)
+            group_scores = _python_scores(toks, pair_list, group_list)  # while METEOR works in its process
+            t_py = time.perf_counter()
+            if meteor_future is not None:
+                for scores, m in zip(group_scores, meteor_future.result(), strict=True):
+                    scores["METEOR"] = m
+        t_meteor = time.perf_counter()
+    timings = {"plan": t_plan - t0, "tokenise": t_tok - t_plan, "python scorers": t_py - t_tok,
+               "METEOR wait": t_meteor - t_py}
+    return _Scored(plan, tables, group_scores, video_group, len(pair_list), timings)
+
+
+def _distinct_groups(plan: _Plan, tokenized: list[str], tious: list[float]):
+    """Distinct tokenised sentences, distinct pairs, distinct per-video pair groups, and each video's group."""
+    tok_id: dict[str, int] = {}
+    tok_of = [tok_id.setdefault(s, len(tok_id)) for s in tokenized]
+    pair_id: dict[tuple[int, int], int] = {}
+    groups: dict[tuple[int, ...], int] = {}
+    video_group: dict[float, dict[str, int]] = {}
+    for t in tious:
+        vg = {}
+        for vid, pairs in plan.pairs[t].items():
+            key = tuple(pair_id.setdefault((tok_of[h], tok_of[r]), len(pair_id)) for h, r in pairs)
+            vg[vid] = groups.setdefault(key, len(groups))
+        video_group[t] = vg
+    logger.info("scoring %d pairs (%d distinct) in %d video groups over %d thresholds",
+                sum(len(p) for pv in plan.pairs.values() for p in pv.values()), len(pair_id), len(groups), len(tious))
+    return list(tok_id), list(pair_id), list(groups), video_group
+
+
+def _meteor_groups(meteor, toks: list[str], pair_list: list, group_list: list) -> list[float]:
+    stats = meteor.stats([(toks[h], [toks[r]]) for h, r in pair_list])
+    return meteor.aggregate([[stats[p] for p in g] for g in group_list])
+
+
+def _python_scores(toks: list[str], pair_list: list, group_list: list) -> list[dict[str, float]]:
+    """BLEU-1..4 (corpus level per group), ROUGE-L (mean) and CIDEr (per-group document frequencies)."""
+    words = [s.split() for s in toks]
+    counts = [ngram_counts(w) for w in words]
+    lens = [len(w) for w in words]
+    bleu_stats = [bleu_pair_stats(counts[h], lens[h], counts[r], lens[r]) for h, r in pair_list]
+    rouge = [rouge_l(toks[h], toks[r]) for h, r in pair_list]
+    group_scores: list[dict[str, float]] = []
+    for g in group_list:
+        total = [sum(col) for col in zip(*(bleu_stats[p] for p in g), strict=True)]
+        scores = dict(zip(BLEU_KEYS, bleu_from_stats(total), strict=True))
+        scores["ROUGE_L"] = float(np.mean(np.array([rouge[p] for p in g])))
+        scores["CIDEr"] = cider_group([pair_list[p] for p in g], counts)
+        group_scores.append(scores)
+    return group_scores
+
+
+def _aggregate(scored: _Scored, preds: dict[str, list], refs: list[Reference], vids: list[str],
+               tious: list[float], java: bool) -> tuple[dict[str, dict], dict[str, float | None]]:
+    """Per threshold the mean over ALL reference videos (no prediction: 0), then the mean over thresholds."""
+    metrics = list(CAPTION_METRICS) if java else [m for m in CAPTION_METRICS if m != "METEOR"]
+    per_tiou: dict[str, dict[str, float | None]] = {}
+    raw: dict[str, list[float]] = {m: [] for m in (*metrics, *DETECTION_METRICS)}
+    for t in tious:
+        vg = scored.video_group[t]
+        row: dict[str, float | None] = {}
+        for m in metrics:
+            value = float(np.mean([scored.group_scores[vg[v]][m] if v in vg else 0.0 for v in vids]))
+            raw[m].append(value)
+            row[m] = 100.0 * value
+        precision, recall = _detection(preds, refs, vids, scored.tables, t)
+        raw["Recall"].append(recall)
+        raw["Precision"].append(precision)
+        row["Recall"], row["Precision"] = 100.0 * recall, 100.0 * precision
+        if not java:
+            row["METEOR"] = None
+        per_tiou[f"{t:g}"] = row
+    average: dict[str, float | None] = {m: 100 * sum(v) / float(len(v)) for m, v in raw.items()}
+    if not java:
+        average["METEOR"] = None
+    return per_tiou, average
 
 
 def format_table(scores: Mapping[str, Any]) -> str:
@@ -523,82 +406,3 @@ def format_table(scores: Mapping[str, Any]) -> str:
                  f"predictions, {scores['n_predictions']} predictions (x100 scores, official protocol)")
     lines.extend(f"warning: {w}" for w in scores.get("warnings", []))
     return "\n".join(lines)
-
-
-def evaluate_results_slow(
-    results: Mapping[str, Sequence[Mapping[str, Any]]],
-    references: Sequence[Reference],
-    tious: Sequence[float] = TIOUS,
-    max_proposals: int = 1000,
-    seed: int = 0,
-) -> dict[str, float]:
-    """A line-by-line re-statement of the official script, for checking `evaluate_results`.
-
-    It builds the official `cur_res` / `cur_gts` dictionaries per threshold,
-    tokenises them with pycocoevalcap's `PTBTokenizer` and calls pycocoevalcap's
-    Bleu, Meteor, Rouge and Cider per video, exactly as the official
-    `evaluate_tiou` does (with the seeded random string and sorted video order
-    of this module). Slow by design: minutes on a full validation set. Returns
-    the averaged x100 caption metrics.
-    """
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.meteor.meteor import Meteor
-    from pycocoevalcap.rouge.rouge import Rouge
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
-
-    preds = _truncate(results, max_proposals)
-    vids = sorted(set().union(*[r.keys() for r in references]))
-    rng = random.Random(seed)
-    tokenizer = PTBTokenizer()
-    scorers = [(Bleu(4), list(BLEU_KEYS)), (Meteor(), "METEOR"), (Rouge(), "ROUGE_L"), (Cider(), "CIDEr")]
-    per_metric: dict[str, list[float]] = defaultdict(list)
-    for t in tious:
-        cur_res: dict[int, list] = {}
-        cur_gts: dict[int, list] = {}
-        vid2capid: dict[str, list[int]] = {}
-        index = 0
-        for vid in vids:
-            vid2capid[vid] = []
-            if vid not in preds:
-                continue
-            for pred in preds[vid]:
-                has_added = False
-                for gt in references:
-                    if vid not in gt:
-                        continue
-                    for j, ts in enumerate(gt[vid]["timestamps"]):
-                        if float(tiou(pred["timestamp"], np.asarray([ts]))[0]) >= t:
-                            cur_res[index] = [{"caption": remove_nonascii(pred["sentence"])}]
-                            cur_gts[index] = [{"caption": remove_nonascii(gt[vid]["sentences"][j])}]
-                            vid2capid[vid].append(index)
-                            index += 1
-                            has_added = True
-                if not has_added:
-                    cur_res[index] = [{"caption": remove_nonascii(pred["sentence"])}]
-                    cur_gts[index] = [{"caption": random_string(rng)}]
-                    vid2capid[vid].append(index)
-                    index += 1
-        tok_res = tokenizer.tokenize(cur_res) if cur_res else {}
-        tok_gts = tokenizer.tokenize(cur_gts) if cur_gts else {}
-        for scorer, method in scorers:
-            all_scores = []
-            for vid in vids:
-                ids = vid2capid[vid]
-                if not ids:
-                    all_scores.append([0.0] * len(method) if isinstance(method, list) else 0.0)
-                    continue
-                res = {i: tok_res[i] for i in ids}
-                gts = {i: tok_gts[i] for i in ids}
-                if isinstance(scorer, Bleu):
-                    score, _ = scorer.compute_score(gts, res, verbose=0)
-                else:
-                    score, _ = scorer.compute_score(gts, res)
-                all_scores.append(score)
-            if isinstance(method, list):
-                means = np.mean(all_scores, axis=0)
-                for m, v in zip(method, means, strict=False):
-                    per_metric[m].append(float(v))
-            else:
-                per_metric[method].append(float(np.mean(all_scores)))
-    return {m: 100 * sum(v) / float(len(v)) for m, v in per_metric.items()}

@@ -37,8 +37,8 @@ def demo(out_dir: str, fresh: bool, generate_only: str | None, n_videos: int | N
       etspipe demo --out /tmp/demo --videos 60 -o train.epochs=5   # a quicker, smaller run
     """
     from etspipe.config import load_config
-    from etspipe.demo import DEMO_CONFIG, DEMO_VIDEOS, run_demo
-    from etspipe.demo import generate_only as run_generate
+    from etspipe_demo.run import DEMO_CONFIG, DEMO_VIDEOS, run_demo
+    from etspipe_demo.run import generate_only as run_generate
 
     if generate_only:
         run_generate(generate_only, n_videos=n_videos or DEMO_VIDEOS)

@@ -11,7 +11,7 @@ from etspipe_cli.common import DEVICE, OUTPUT_FOLDER, ManyValuesOption, _set, co
 @click.command()
 @click.option("--weights", default=None, type=click.Path(),
               help="Checkpoint to evaluate.", show_default="best.pt under --save-dir")
-@click.option("--save_dir", "--save-dir", type=OUTPUT_FOLDER, default=None,
+@click.option("--save-dir", type=OUTPUT_FOLDER, default=None,
               show_default=config_default("train.save_dir"),
               help="Where to look for the best checkpoint.")
 @click.option("--store", "store_path", default=None, help="Feature store holding the evaluated videos.")

@@ -1,19 +1,64 @@
-"""`etspipe predict`: caption listed videos or segments."""
+"""`etspipe predict`: caption listed videos or segments, raw files included.
+
+This command is where the two stages meet for prediction: raw video files are
+extracted into the store with the store's own recorded settings
+(`extract_features.extract_like_store`), then the caption model captions store
+ids only (`caption_model.predict`), which never decodes video.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
 import click
 
-from etspipe.errors import PartialFailure
+from etspipe.errors import PartialFailure, UserError
 from etspipe_cli.common import DEVICE, OUTPUT_FOLDER, _set, config_default, config_options
 
 
+def predict_videos(cfg: dict, weights: str | Path | None, filelist: str | Path | None = None,
+                   videos: Sequence[str] = (), store_path: str | Path | None = None,
+                   out_path: str | Path | None = None, plot_dir: str | Path | None = None, *,
+                   c3d_weights: str | None = None, device: str | None = None,
+                   echo: Callable[[str], None] | None = print) -> dict[str, Any]:
+    """Caption the entries of `filelist` and/or the video files `videos`; the summary of `run_predict`."""
+    from caption_model.filelist import FileListEntry, read_filelist
+    from caption_model.predict import load_predictor, locate, run_predict
+    from extract_features import extract_like_store
+
+    entries, errors = read_filelist(filelist) if filelist else ([], [])
+    first = max([e.line for e in entries] + [e.line for e in errors] + [0]) + 1
+    entries += [FileListEntry(first + i, v, None, None) for i, v in enumerate(videos)]
+    if not entries and not errors:
+        raise UserError(f"nothing to caption: {filelist} lists no video" if filelist else "no video given")
+    failed = [{"line": e.line, "error": str(e)} for e in errors]
+    device = device or cfg["train"]["device"]
+    predictor = load_predictor(cfg, weights, store_path, device=device, echo=echo)
+    known, files, bad = locate(entries, predictor.store_ids, Path(filelist).parent if filelist else None)
+    failed += bad
+    if files:
+        got = extract_like_store([p for _, p in files], predictor.store_path, cfg=cfg, weights=c3d_weights,
+                                 device=device)
+        for e, path in files:
+            outcome = got[path]
+            if outcome.ok:
+                known.append((e, outcome.video_id))
+            else:
+                failed.append({"line": e.line, "error": f"line {e.line}: {outcome.error}"})
+    known.sort(key=lambda k: k[0].line)
+    name = Path(filelist).stem if filelist else "videos"
+    return run_predict(cfg, predictor, known, failed, name=name, out_path=out_path, plot_dir=plot_dir, echo=echo)
+
+
 @click.command()
-@click.option("--filelist", required=True, type=click.Path(dir_okay=False),
+@click.argument("videos", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--filelist", default=None, type=click.Path(dir_okay=False),
               help="Lines 'VIDEO [START END]' (a video file or a store id), or 'id<TAB>start<TAB>end'.")
 @click.option("--weights", default=None, type=click.Path(),
               help="Checkpoint.", show_default="best.pt under --save-dir")
-@click.option("--save_dir", "--save-dir", type=OUTPUT_FOLDER, default=None,
+@click.option("--save-dir", type=OUTPUT_FOLDER, default=None,
               show_default=config_default("train.save_dir"),
               help="Where to look for the best checkpoint.")
 @click.option("--store", "store_path", default=None,
@@ -28,31 +73,31 @@ from etspipe_cli.common import DEVICE, OUTPUT_FOLDER, _set, config_default, conf
               show_default=config_default("decode.beam_size"))
 @click.option("--device", type=DEVICE, default=None, help="Where to run.", show_default=config_default("train.device"))
 @config_options
-def predict(filelist: str, weights: str | None, save_dir: str | None, store_path: str | None,
-            out_dir: str | None, plot_dir: str | None, c3d_weights: str | None, beam_size: int | None,
-            device: str | None,
-            cfg: dict, raw_overrides: tuple[str, ...]) -> None:
-    """Caption the videos or segments listed in a file.
+def predict(videos: tuple[str, ...], filelist: str | None, weights: str | None, save_dir: str | None,
+            store_path: str | None, out_dir: str | None, plot_dir: str | None, c3d_weights: str | None,
+            beam_size: int | None, device: str | None, cfg: dict, raw_overrides: tuple[str, ...]) -> None:
+    """Caption whole video files (VIDEO...) or the videos or segments listed in a file.
 
-    A listed video id is read from --store. A raw video file not in the store
-    is extracted with the settings the store records and cached there; this
-    needs a store that etspipe extracted itself without PCA (imported or
-    PCA-reduced features cannot be made from a new file). Bad lines are
-    reported with their line numbers; the others are still captioned (exit
-    status 3 then).
+    A video id is read from the store. A video file not in the store is
+    extracted with the settings the store records and cached there; that needs
+    a store etspipe extracted itself without PCA (for imported or PCA-reduced
+    features, run `etspipe extract` into the store first) and, when the store
+    used trained C3D weights, --c3d-weights. Bad lines are reported with their
+    line numbers; the others are still captioned (exit status 3 then).
 
     \b
-    Example:
-      etspipe predict --filelist to_caption.txt --plot data/attention
+    Examples:
+      etspipe predict my_video.mp4 --plot data/attention
+      etspipe predict --filelist to_caption.txt --store data/c3d.zarr
     """
-    from caption_model.predict import run_predict
-
+    if not videos and not filelist:
+        raise UserError("give video files (etspipe predict VIDEO...) or --filelist FILE")
     _set(cfg, "train.save_dir", save_dir)
     _set(cfg, "predict.results_dir", out_dir)
     _set(cfg, "decode.beam_size", beam_size)
     _set(cfg, "train.device", device)
-    summary = run_predict(cfg, weights, filelist, store_path=store_path, plot_dir=plot_dir,
-                          c3d_weights=c3d_weights, device=cfg["train"]["device"],
-                          batch_size=cfg["decode"]["batch_size"])
-    if summary.get("n_failed"):
-        raise PartialFailure(f"{summary['n_failed']} line(s) of {filelist} could not be captioned")
+    summary = predict_videos(cfg, weights, filelist, videos, store_path=store_path, plot_dir=plot_dir,
+                             c3d_weights=c3d_weights, echo=click.echo)
+    if summary["n_failed"]:
+        source = filelist or "the videos given"
+        raise PartialFailure(f"{summary['n_failed']} line(s) of {source} could not be captioned")

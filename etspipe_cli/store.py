@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import click
 
-from etspipe.errors import UserError
+from etspipe.errors import PartialFailure, UserError
 from etspipe_cli.common import ManyValuesOption, config_options
 
 
 @click.group()
 def store() -> None:
-    """Inspect feature stores."""
+    """Inspect, check and tidy feature stores."""
 
 
 @store.command("info")
 @click.argument("path")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def store_info(path: str, as_json: bool) -> None:
-    """Videos complete/failed, rows, dimension, dtype, size and extractor of a store.
+    """Videos complete/failed (with reasons), rows, dimension, dtype, size and extractor of a store.
 
     \b
     Example:
@@ -30,6 +30,105 @@ def store_info(path: str, as_json: bool) -> None:
     with open_store(path, "r") as fs:
         info = fs.info()
     click.echo(json.dumps(info, indent=2, default=str) if as_json else format_info(info))
+
+
+@store.command("verify")
+@click.argument("path")
+@click.option("--repair", is_flag=True,
+              help="Mark bad videos not done (the next extract redoes them) and remove orphaned files.")
+def store_verify(path: str, repair: bool) -> None:
+    """Read every complete video and check it; exit 0 when clean, 3 when not.
+
+    \b
+    Checks: marker against rows (count, dtype, dim), every chunk decodes and
+    matches its checksum, values finite, row times follow the store's rule,
+    no orphaned arrays or temporary files. Good videos are never touched.
+
+    \b
+    Example:
+      etspipe store verify data/c3d.zarr --repair
+    """
+    from features_store import open_store
+    from features_store.verify import verify_store
+
+    with open_store(path, "a" if repair else "r") as fs:
+        report = verify_store(fs, repair=repair, progress=True)
+    for line in report.lines():
+        click.echo(line)
+    if not report.clean and not repair:
+        raise PartialFailure("")
+
+
+@store.command("ls")
+@click.argument("path")
+def store_ls(path: str) -> None:
+    """One line per complete video: id, rows, duration (s), source.
+
+    \b
+    Example:
+      etspipe store ls data/c3d.zarr | sort -k2 -n | head
+    """
+    from features_store import open_store
+
+    with open_store(path, "r") as fs:
+        for vid in fs.complete_ids():
+            try:
+                vm = fs.video_meta(vid)
+            except UserError:  # removed by another process since the listing
+                continue
+            click.echo(f"{vid}\t{vm['n_rows']}\t{float(vm['duration']):.2f}\t{vm.get('source') or ''}")
+
+
+@store.command("rm")
+@click.argument("path")
+@click.argument("video_ids", nargs=-1, required=True)
+def store_rm(path: str, video_ids: tuple[str, ...]) -> None:
+    """Remove videos (rows and failure records); the next extract redoes them.
+
+    \b
+    Example:
+      etspipe store rm data/c3d.zarr v_abc v_def
+    """
+    from features_store import open_store
+
+    with open_store(path, "a") as fs:
+        missing = [v for v in video_ids if not fs.is_complete(v) and v not in fs.failed()]
+        if missing:
+            raise UserError(f"{path} has no video {missing[0]!r}" + (f" (and {len(missing) - 1} more)"
+                                                                      if len(missing) > 1 else ""))
+        for vid in video_ids:
+            fs.delete_video(vid)
+            fs.clear_failed(vid)
+    click.echo(f"removed {len(video_ids)} video(s) from {path}")
+
+
+@store.command("export")
+@click.argument("path")
+@click.argument("video_id")
+@click.option("--format", "fmt", type=click.Choice(["npy"]), default="npy", show_default=True,
+              help="npy: a plain NumPy file of the float32 rows (n_rows, dim).")
+@click.option("-o", "--out", "out", type=click.Path(dir_okay=False), default=None,
+              help="Output file (default: VIDEO_ID.npy in the current folder).")
+def store_export(path: str, video_id: str, fmt: str, out: str | None) -> None:
+    """Write one video's rows as a plain NumPy file (no etspipe needed to read it).
+
+    \b
+    Example:
+      etspipe store export data/c3d.zarr v_abc --format npy -o v_abc.npy
+    """
+    import numpy as np
+
+    from features_store import open_store
+    from features_store.ids import store_key
+
+    with open_store(path, "r") as fs:
+        rows = fs.rows(video_id)
+    target = out or f"{store_key(video_id)}.{fmt}"
+    try:
+        np.save(target, rows, allow_pickle=False)
+    except OSError as exc:
+        raise UserError(f"{target}: cannot write ({exc.strerror or exc})") from None
+    click.echo(f"{video_id}: {rows.shape[0]} rows x {rows.shape[1]} -> {target}")
 
 
 @click.command("import-features")

@@ -11,19 +11,19 @@ from etspipe_cli.common import DEVICE, OUTPUT_FOLDER, ManyValuesOption, _set, co
 @click.option("--store", "store_path", required=True, help="Feature store made by `extract` or `import-features`.")
 @click.option("--train", "train_paths", cls=ManyValuesOption, multiple=True, required=True,
               type=click.Path(dir_okay=False), help="Training annotations (ActivityNet Captions JSON), one or more.")
-@click.option("--save_dir", "--save-dir", type=OUTPUT_FOLDER, default=None,
+@click.option("--save-dir", type=OUTPUT_FOLDER, default=None,
               help="Checkpoint folder.", show_default=config_default("train.save_dir"))
 @click.option("--resume", default=None, help="Continue a run from a checkpoint file or folder.")
 @click.option("--weights", default=None, type=click.Path(), help="Start from a checkpoint (fine-tune).")
 @click.option("--epochs", type=int, default=None, help="Passes over the training segments.",
               show_default=config_default("train.epochs"))
-@click.option("--batch_size", "--batch-size", type=int, default=None, help="Segments per step.",
+@click.option("--batch-size", type=int, default=None, help="Segments per step.",
               show_default=config_default("train.batch_size"))
-@click.option("--log_interval", "--log-interval", type=int, default=None,
+@click.option("--log-interval", type=int, default=None,
               help="Steps between log lines.", show_default=config_default("train.log_interval"))
-@click.option("--valid_interval", "--valid-interval", type=int, default=None,
+@click.option("--valid-interval", type=int, default=None,
               help="Epochs between validations.", show_default=config_default("train.valid_interval"))
-@click.option("--fix_random_seed", "--seed", "seed", type=int, default=None, help="Random seed.",
+@click.option("--seed", "--fix-random-seed", "seed", type=int, default=None, help="Random seed.",
               show_default=config_default("train.seed"))
 @click.option("--device", type=DEVICE, default=None, help="Where to train.",
               show_default=config_default("train.device"))
@@ -35,7 +35,7 @@ def train(store_path: str, train_paths: tuple[str, ...], save_dir: str | None, r
     """Train the ETS captioner on cached features.
 
     A share of the training videos (data.val_fraction) is held out for model
-    selection; `best.pt` and `last.pt` go to --save_dir. Several GPUs: run
+    selection; `best.pt` and `last.pt` go to --save-dir. Several GPUs: run
     under torchrun.
 
     \b

@@ -28,7 +28,7 @@ import numpy as np
 from etspipe.errors import UserError
 from extract_features.c3d import feature_dim
 from extract_features.clips import PAD_RULES
-from extract_features.inputs import assign_ids, collect_videos
+from extract_features.inputs import assign_ids, collect_videos, input_problem
 from extract_features.options import ExtractOptions
 from extract_features.pca import IncrementalPCA, pca_path_for, raw_store_path_for
 from extract_features.runner import make_extractor, run_pipeline
@@ -79,9 +79,12 @@ def open_output_store(path: str, meta: dict, overwrite: bool):
     """Open (or create) the store; an existing store made with other settings is a UserError."""
     from features_store import open_store
 
+    try:
+        store = open_store(path, "w" if overwrite else "a", meta=meta)
+    except OSError as exc:
+        raise UserError(f"cannot write the feature store {path}: {exc.strerror or exc}") from None
     if overwrite:
-        return open_store(path, "w", meta=meta)
-    store = open_store(path, "a", meta=meta)
+        return store
     old = store.meta or {}
     for key in _COMPATIBLE_KEYS:
         if key in old and old[key] != meta[key] and not _same(old[key], meta[key]):
@@ -103,7 +106,11 @@ def _same(a, b) -> bool:
 
 
 def _plan(store, videos: list[tuple[str, Path]], retry_failed: bool) -> tuple[list, int]:
-    """Videos still to extract, and how many are skipped because they are complete."""
+    """Videos still to extract, and how many are skipped because they are complete.
+
+    An input that is no readable file (a folder named like a video, a link loop) is
+    recorded as failed here, with one line, and never reaches a decoder.
+    """
     complete = set(store.complete_ids())
     failed = store.failed()
     todo, skipped = [], 0
@@ -112,11 +119,23 @@ def _plan(store, videos: list[tuple[str, Path]], retry_failed: bool) -> tuple[li
             skipped += 1
         elif vid in failed and not retry_failed:
             continue  # counted with the failures
+        elif problem := input_problem(path):
+            log.warning("%s (%s) failed: %s", vid, path, problem[1])
+            store.mark_failed(vid, problem[0], problem[1], source=str(path))
         else:
             if vid in failed:
                 store.clear_failed(vid)
             todo.append((vid, path))
     return todo, skipped
+
+
+def record_failure(store, video_id: str, reason: str, detail: str, source: str) -> None:
+    """Record one video's failure; a store that cannot even take that stops the run with one line."""
+    try:
+        store.mark_failed(video_id, reason, detail, source=source)
+    except OSError as exc:
+        raise UserError(f"cannot write to the feature store {store.path} ({exc.strerror or exc}); "
+                        f"stopped at video {video_id}") from None
 
 
 def _summary(store, store_path: str, videos, done: int, skipped: int, t0: float) -> dict:
@@ -156,7 +175,7 @@ def _extract_into(store_path: str, videos, opts: ExtractOptions, weights: str | 
 
             def on_failed(vid: str, reason: str, detail: str) -> None:
                 log.warning("%s (%s) failed: %s %s", vid, paths[vid], reason, detail)
-                store.mark_failed(vid, reason, detail, source=str(paths[vid]))
+                record_failure(store, vid, reason, detail, str(paths[vid]))
 
             counts = run_pipeline(todo, extractor, on_done, on_failed, progress=progress) if todo else {"done": 0}
             done = counts["done"]

@@ -129,6 +129,37 @@ class _Job:
     path: Path
 
 
+# Messages from a decoder thread to the main thread, one small type per kind.
+@dataclass
+class _Start:
+    """The video opened; it will give `n_clips` clips."""
+
+    index: int
+    n_clips: int
+
+
+@dataclass
+class _Clip:
+    index: int
+    clip_index: int
+    clip: np.ndarray
+
+
+@dataclass
+class _End:
+    """Every clip was sent; `meta` holds the final counts (a stream may end early)."""
+
+    index: int
+    meta: dict
+
+
+@dataclass
+class _Fail:
+    index: int
+    reason: str
+    detail: str
+
+
 class _VideoRows:
     """Rows of one video as they come back from the network."""
 
@@ -136,37 +167,130 @@ class _VideoRows:
         self.rows = np.zeros((max(n_clips, 0), dim), dtype=np.float32)
         self.filled = 0
         self.meta: dict | None = None  # set when the decoder has sent the last clip
-        self.failed = False
 
     def done(self) -> bool:
         return self.meta is not None and self.filled >= self.meta["n_rows"]
 
 
+def one_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0][:300] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _decode_job(job: _Job, opts: ExtractOptions, out: queue.Queue, stop: threading.Event) -> None:
-    """Decoder thread: stream one video's clips into `out`, then an end (or fail) message."""
+    """Decoder thread: stream one video's clips into `out`, then an end (or fail) message.
+
+    Whatever goes wrong while one file is decoded -- a typed read error, a
+    decoder library error, or an unforeseen exception -- is that video's
+    failure; the other videos go on.
+    """
     reader = None
     try:
         reader = open_video(job.path, tuple(opts.frame_size), opts.video_backend, threads=1)
         info = reader.info
         positions = frame_positions(info.n_frames, info.fps, opts.fps)
         stream = ClipStream(reader, positions, opts.clip_len, opts.stride, opts.crop, chunk_clips=8)
-        out.put(("start", job.index, stream.n_clips))
+        out.put(_Start(job.index, stream.n_clips))
         for clip_index, clip in stream:
             if stop.is_set():
                 return
-            out.put(("clip", job.index, clip_index, clip))
+            out.put(_Clip(job.index, clip_index, clip))
         if stream.n_clips == 0:
             raise VideoReadError("no_frames", "no frame decodes")
-        out.put(("end", job.index, video_meta_for(job.path, info, stream, opts)))
+        out.put(_End(job.index, video_meta_for(job.path, info, stream, opts)))
     except VideoReadError as exc:
-        out.put(("fail", job.index, exc.reason, exc.detail))
+        out.put(_Fail(job.index, exc.reason, exc.detail))
     except _DECODE_FAILURES as exc:
-        out.put(("fail", job.index, DECODE_ERROR, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"))
-    except BaseException as exc:  # a bug: hand it to the main thread, which re-raises it
-        out.put(("crash", job.index, exc))
+        out.put(_Fail(job.index, DECODE_ERROR, one_line(exc)))
+    except Exception as exc:  # a decoder crash: this video's failure, with its traceback in the debug log
+        log.debug("decoding %s crashed", job.path, exc_info=True)
+        out.put(_Fail(job.index, "other", f"the decoder crashed: {one_line(exc)}"))
     finally:
         if reader is not None:
             reader.close()
+
+
+class _Pipeline:
+    """The main thread's side of `run_pipeline`: batches clips, runs the network, finishes videos."""
+
+    def __init__(self, jobs: list[_Job], extractor: Extractor, on_done: Callable[[str, np.ndarray, dict], None],
+                 on_failed: Callable[[str, str, str], None], batch_size: int, progress: bool) -> None:
+        self.jobs, self.extractor = jobs, extractor
+        self.on_done, self.on_failed = on_done, on_failed
+        self.batch_size = batch_size
+        self.states: dict[int, _VideoRows] = {}
+        self.finished = 0
+        self.counts = {"done": 0, "failed": 0, "clips": 0}
+        self.t0 = time.perf_counter()
+        self.batch_clips: list[np.ndarray] = []
+        self.batch_keys: list[tuple[int, int]] = []
+        self.bar = progress_bar(total=len(jobs), unit="video", enabled=progress, dynamic_ncols=True,
+                                desc="extract")
+
+    def decoding(self) -> int:
+        """Videos whose decoder has not sent its end or failure yet."""
+        return len(self.jobs) - self.finished - sum(1 for s in self.states.values() if s.meta is not None)
+
+    def loop(self, clips_q: queue.Queue) -> None:
+        while self.finished < len(self.jobs):
+            if self.decoding() == 0:
+                if not self.batch_clips:
+                    # every remaining video is decoded and waiting on rows: rows went missing
+                    raise RuntimeError("extraction stalled with videos waiting for rows")
+                self.run_batch()
+                continue
+            self.handle(clips_q.get())
+
+    def handle(self, msg: _Start | _Clip | _End | _Fail) -> None:
+        if isinstance(msg, _Clip):
+            self.batch_clips.append(msg.clip)
+            self.batch_keys.append((msg.index, msg.clip_index))
+            if len(self.batch_clips) >= self.batch_size:
+                self.run_batch()
+        elif isinstance(msg, _Start):
+            self.states[msg.index] = _VideoRows(msg.n_clips, self.extractor.dim)
+        elif isinstance(msg, _End):
+            self.states[msg.index].meta = msg.meta
+            if self.states[msg.index].done():
+                self.finish_video(msg.index)
+        else:
+            self.states.pop(msg.index, None)
+            self.fail_video(msg.index, msg.reason, msg.detail)
+
+    def run_batch(self) -> None:
+        feats = self.extractor.forward(np.stack(self.batch_clips))
+        for (idx, clip_index), row in zip(self.batch_keys, feats, strict=True):
+            st = self.states.get(idx)
+            if st is not None:  # None: the video failed after some of its clips were batched
+                st.rows[clip_index] = row
+                st.filled += 1
+        self.counts["clips"] += len(self.batch_clips)
+        self.batch_clips.clear()
+        self.batch_keys.clear()
+        elapsed = time.perf_counter() - self.t0
+        self.bar.set_postfix(clips_s=f"{self.counts['clips'] / max(elapsed, 1e-9):.1f}", refresh=False)
+        for idx in [i for i, s in self.states.items() if s.done()]:
+            self.finish_video(idx)
+
+    def finish_video(self, idx: int) -> None:
+        """Hand the rows over; a write that fails (overflow, disk error) is this video's failure."""
+        st = self.states.pop(idx)
+        job = self.jobs[idx]
+        try:
+            self.on_done(job.video_id, st.rows[: st.meta["n_rows"]], st.meta)
+        except (UserError, OSError, ValueError, RuntimeError) as exc:
+            log.debug("writing %s failed", job.video_id, exc_info=True)
+            self.fail_video(idx, "other", f"cannot write its rows: {one_line(exc)}")
+            return
+        self.counts["done"] += 1
+        self.finished += 1
+        self.bar.update(1)
+
+    def fail_video(self, idx: int, reason: str, detail: str) -> None:
+        self.on_failed(self.jobs[idx].video_id, reason, detail)
+        self.counts["failed"] += 1
+        self.finished += 1
+        self.bar.update(1)
 
 
 def run_pipeline(
@@ -180,6 +304,8 @@ def run_pipeline(
 ) -> dict:
     """Extract every (video_id, path) job; calls `on_done` / `on_failed` as each video finishes.
 
+    An exception in `on_done` (the write) is turned into that video's failure;
+    one raised by `on_failed` (the store cannot even record a failure) stops the run.
     Returns counters {"done", "failed", "clips", "seconds"}.
     """
     opts = extractor.opts
@@ -188,94 +314,27 @@ def run_pipeline(
     n_workers = max(1, min(decode_workers or opts.resolved_decode_workers(), len(jobs) or 1))
     clips_q: queue.Queue = queue.Queue(maxsize=max(2 * batch_size, 16))
     stop = threading.Event()
-    states: dict[int, _VideoRows] = {}
-    finished = 0
-    counts = {"done": 0, "failed": 0, "clips": 0}
-    t0 = time.perf_counter()
-    bar = progress_bar(total=len(jobs), unit="video", enabled=progress, dynamic_ncols=True,
-                       desc="extract")
-    batch_clips: list[np.ndarray] = []
-    batch_keys: list[tuple[int, int]] = []
-
-    def finish_video(idx: int) -> None:
-        nonlocal finished
-        st = states.pop(idx)
-        job = jobs[idx]
-        on_done(job.video_id, st.rows[: st.meta["n_rows"]], st.meta)
-        counts["done"] += 1
-        finished += 1
-        bar.update(1)
-
-    def run_batch() -> None:
-        if not batch_clips:
-            return
-        feats = extractor.forward(np.stack(batch_clips))
-        for (idx, clip_index), row in zip(batch_keys, feats, strict=True):
-            st = states.get(idx)
-            if st is None or st.failed:
-                continue
-            st.rows[clip_index] = row
-            st.filled += 1
-        counts["clips"] += len(batch_clips)
-        batch_clips.clear()
-        batch_keys.clear()
-        elapsed = time.perf_counter() - t0
-        bar.set_postfix(clips_s=f"{counts['clips'] / max(elapsed, 1e-9):.1f}", refresh=False)
-        for idx in [i for i, s in states.items() if s.done()]:
-            finish_video(idx)
-
+    pipeline = _Pipeline(jobs, extractor, on_done, on_failed, batch_size, progress)
     with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="decode") as pool:
         for job in jobs:
             pool.submit(_decode_job, job, opts, clips_q, stop)
         try:
-            while finished < len(jobs):
-                decoding = len(jobs) - finished - sum(1 for s in states.values() if s.meta is not None)
-                if decoding == 0 and not batch_clips and not any(s.done() for s in states.values()):
-                    # every remaining video is decoded and waiting on rows: cannot happen unless
-                    # rows went missing; treat as a bug rather than hang
-                    raise RuntimeError("extraction stalled with videos waiting for rows")
-                if decoding == 0:
-                    run_batch()
-                    continue
-                msg = clips_q.get()
-                kind, idx = msg[0], msg[1]
-                if kind == "clip":
-                    batch_clips.append(msg[3])
-                    batch_keys.append((idx, msg[2]))
-                    if len(batch_clips) >= batch_size:
-                        run_batch()
-                elif kind == "start":
-                    states[idx] = _VideoRows(msg[2], extractor.dim)
-                elif kind == "end":
-                    states[idx].meta = msg[2]
-                    if states[idx].done():
-                        finish_video(idx)
-                elif kind == "fail":
-                    st = states.pop(idx, None)
-                    if st is not None:
-                        st.failed = True
-                    on_failed(jobs[idx].video_id, msg[2], msg[3])
-                    counts["failed"] += 1
-                    finished += 1
-                    bar.update(1)
-                elif kind == "crash":
-                    raise msg[2]
+            pipeline.loop(clips_q)
         finally:
-            stop.set()
-            while True:  # unblock decoders waiting on a full queue so the pool can shut down
-                try:
-                    clips_q.get_nowait()
-                except queue.Empty:
-                    break
-            pool.shutdown(wait=False, cancel_futures=True)
-            _drain_until_idle(clips_q, pool)
-            bar.close()
-    counts["seconds"] = time.perf_counter() - t0
-    return counts
+            _stop_decoders(clips_q, pool, stop)
+            pipeline.bar.close()
+    return pipeline.counts | {"seconds": time.perf_counter() - pipeline.t0}
 
 
-def _drain_until_idle(q: queue.Queue, pool: ThreadPoolExecutor) -> None:
-    """Keep emptying the queue until every decoder thread has returned."""
+def _stop_decoders(q: queue.Queue, pool: ThreadPoolExecutor, stop: threading.Event) -> None:
+    """Tell decoders to stop and keep emptying the queue until every decoder thread has returned."""
+    stop.set()
+    while True:  # unblock decoders waiting on a full queue so the pool can shut down
+        try:
+            q.get_nowait()
+        except queue.Empty:
+            break
+    pool.shutdown(wait=False, cancel_futures=True)
     threads = list(getattr(pool, "_threads", ()))
     while any(t.is_alive() for t in threads):
         try:

@@ -98,3 +98,50 @@ def select_rows(times: np.ndarray, start: float, end: float, duration: float) ->
     left = max(right - 1, 0)
     nearest = left if abs(times[left] - centre) <= abs(times[right] - centre) else right
     return slice(nearest, nearest + 1)
+
+
+# Why a segment that `select_rows` refuses (or clips) still got rows from `rows_for_segment`.
+FALLBACK_CASES = {
+    "partly_outside": "segments partly outside the stored video were clipped to it",
+    "past_end": "segments starting past the stored end used the last row",
+    "before_start": "segments ending before 0 s used the first row",
+    "zero_length": "zero-length segments used the row nearest to their time",
+    "reversed": "reversed segments (end before start) were read with start and end swapped",
+    "not_finite": "segments with non-finite times used the whole video",
+}
+
+
+def nearest_row(times: np.ndarray, t: float) -> int:
+    """Index of the row whose centre is nearest to `t` (on a tie the earlier row)."""
+    return int(np.argmin(np.abs(np.asarray(times, dtype=np.float64) - float(t))))
+
+
+def rows_for_segment(times: np.ndarray, start: float, end: float, duration: float) -> tuple[slice, str | None]:
+    """The rows of a segment that must be captioned whatever its times, and which fallback applied.
+
+    Evaluation and prediction caption every segment they are given (a copy of a
+    video is often shorter than its annotation says). The rule is DESIGN's:
+    rows whose centre lies inside the segment clipped to ``[0, duration]``, else
+    the row nearest to the clipped segment's centre. Returns ``(rows, case)``
+    where `case` is None for an ordinary segment or a key of `FALLBACK_CASES`,
+    so callers can count each case in one summary line.
+    """
+    n = len(times)
+    if n == 0:
+        raise ValueError("no rows to select from")
+    start, end = float(start), float(end)
+    if not (math.isfinite(start) and math.isfinite(end)):
+        return slice(0, n), "not_finite"
+    case = None
+    if end < start:
+        start, end, case = end, start, "reversed"
+    if end == start:
+        i = nearest_row(times, min(max(start, 0.0), duration))
+        return slice(i, i + 1), case or "zero_length"
+    if start >= duration:
+        return slice(n - 1, n), case or "past_end"
+    if end <= 0:
+        return slice(0, 1), case or "before_start"
+    if case is None and (start < 0 or end > duration):
+        case = "partly_outside"
+    return select_rows(times, start, end, duration), case

@@ -8,6 +8,7 @@ from etspipe.errors import UserError
 from features_store.base import MODES, FeatureStore
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
+MAX_FAILED_LINES = 200  # failed videos listed by `store info`; --json lists all
 
 
 def backend_for(path: str | Path) -> str:
@@ -65,4 +66,12 @@ def format_info(info: dict) -> str:
     skip = {"dim", "dtype", "chunk_rows", "backend", "zarr_layout", "codec"}
     lines += [(key, str(value)) for key, value in meta.items() if key not in skip]
     width = max(len(k) for k, _ in lines)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in lines)
+    text = [f"{k:<{width}}  {v}" for k, v in lines]
+    failures = list((info.get("failed") or {}).items())
+    if failures:
+        text.append("failed videos:")
+        text += [f"  {vid}  {f['reason']}" + (f": {f['detail']}" if f.get("detail") else "")
+                 for vid, f in failures[:MAX_FAILED_LINES]]
+        if len(failures) > MAX_FAILED_LINES:
+            text.append(f"  ... and {len(failures) - MAX_FAILED_LINES} more (all of them: store info --json)")
+    return "\n".join(text)

@@ -26,7 +26,7 @@ from features_store.ids import validate_video_id
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "etspipe-features"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: Zarr videos under per-write tokens named by a checksummed marker
 DEFAULT_DTYPE = "float16"
 DEFAULT_CHUNK_ROWS = 256
 DTYPES = ("float16", "float32")
@@ -152,7 +152,11 @@ class FeatureStore(ABC):
         validate_video_id(video_id)
         rows = self._prepare_rows(video_id, rows)
         vmeta = self._prepare_video_meta(video_id, video_meta, len(rows))
-        self._write(video_id, rows, vmeta)
+        try:
+            self._write(video_id, rows, vmeta)
+        except OSError as exc:  # disk full, quota, I/O error: one line naming the video and the store
+            raise OSError(exc.errno, f"video {video_id!r} could not be written to {self.path} "
+                          f"({exc.strerror or exc}); it is not complete") from None
         self._video_meta[video_id] = vmeta
         if self._has_failure(video_id):
             self._delete_failure(video_id)
@@ -239,16 +243,27 @@ class FeatureStore(ABC):
         return rows.astype(np.float32, copy=False), times[sel]
 
     def info(self) -> dict:
-        """Summary for `etspipe store info`: counts, rows, dim, dtype, size on disk, extractor metadata."""
+        """Summary for `etspipe store info`: counts, rows, failures with reasons, size, extractor metadata.
+
+        Works while another process writes: a video removed or rewritten between
+        the listing and the read of its metadata is left out of the row count.
+        """
         ids = self._complete_ids()
         failures = self._failures()
-        total = sum(int(self.video_meta(v)["n_rows"]) for v in ids)
+        total = 0
+        for vid in ids:
+            try:
+                total += int(self.video_meta(vid)["n_rows"])
+            except UserError:
+                continue
         return {
             "path": self.path,
             "backend": self.backend,
             "videos_complete": len(ids),
             "videos_failed": len(failures),
             "failed_by_reason": dict(Counter(f.get("reason", "other") for f in failures.values())),
+            "failed": {vid: {"reason": f.get("reason", "other"), "detail": f.get("detail", "")}
+                       for vid, f in sorted(failures.items())},
             "rows_total": total,
             "dim": self.dim,
             "dtype": self.dtype,
@@ -351,3 +366,16 @@ class FeatureStore(ABC):
 
     @abstractmethod
     def _close(self) -> None: ...
+
+    # ------------------------------------------------------------------ verification (store verify)
+    def _check_video(self, video_id: str) -> list[str]:
+        """Backend-specific problems of a complete video (e.g. chunk checksums); none by default."""
+        return []
+
+    def _orphans(self) -> list[tuple[str, str]]:
+        """(name, why) of stored things no complete video uses and no live write owns."""
+        return []
+
+    def _remove_orphan(self, name: str) -> None:
+        """Remove one thing `_orphans` listed."""
+        raise NotImplementedError(f"{type(self).__name__} lists no orphans, so it removes none ({name})")

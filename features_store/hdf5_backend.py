@@ -220,6 +220,15 @@ class HDF5Store(FeatureStore):
         failed = self._file["failed"]
         return {vid: json.loads(failed[vid][()]) for vid in failed}
 
+    def _orphans(self) -> list[tuple[str, str]]:
+        complete = set(self._file["complete"].keys())
+        return [(f"videos/{vid}", "rows of an interrupted or superseded write")
+                for vid in self._file["videos"] if vid not in complete]
+
+    def _remove_orphan(self, name: str) -> None:
+        del self._file["videos"][name.split("/", 1)[1]]
+        self._file.flush()
+
     def _size_on_disk(self) -> int:
         return os.path.getsize(self._file_path)
 

@@ -56,3 +56,57 @@ def video_id_from_path(path: str | PurePath) -> str:
         return validate_video_id(stem)
     except UserError as exc:
         raise UserError(f"{path}: cannot derive a video id from the file name ({exc})") from None
+
+
+# ---------------------------------------------------------------------- file-system keys
+# An id becomes a file/folder name in a Zarr store. Names there must not be globs (fsspec expands
+# them in deletes), must not be the store's own names (``zarr.json``, ``.tmp-*``, ``~`` tokens),
+# and must stay distinct on case-insensitive file systems (``v_A`` vs ``v_a``). So the key keeps
+# only ``a-z 0-9 _ -`` as they are, writes an upper-case letter as ``^`` + its lower case, and
+# every other byte of the UTF-8 form as ``%xx`` (lower-case hex). The mapping is reversible, so a
+# directory listing gives the ids back without opening any file.
+_KEEP = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
+MAX_KEY_LENGTH = 230  # bytes; leaves room for ".json" and the temporary-file prefix under 255
+
+
+def store_key(video_id: str) -> str:
+    """The file-system-safe, case-insensitively unique name of a valid `video_id`."""
+    out = []
+    for char in video_id:
+        if char in _KEEP:
+            out.append(char)
+        elif "A" <= char <= "Z":
+            out.append("^" + char.lower())
+        else:
+            out.extend(f"%{b:02x}" for b in char.encode("utf-8"))
+    key = "".join(out)
+    if len(key) > MAX_KEY_LENGTH:
+        raise UserError(f"invalid video id {video_id!r}: it is too long once escaped for file names "
+                        f"({len(key)} > {MAX_KEY_LENGTH} bytes)")
+    return key
+
+
+def id_from_key(key: str) -> str | None:
+    """The id a `store_key` came from, or None for a name that no key has (a stray file)."""
+    raw, i = bytearray(), 0
+    while i < len(key):
+        char = key[i]
+        if char in _KEEP:
+            raw += char.encode()
+            i += 1
+        elif char == "^" and i + 1 < len(key) and "a" <= key[i + 1] <= "z":
+            raw += key[i + 1].upper().encode()
+            i += 2
+        elif char == "%" and len(key[i + 1:i + 3]) == 2 and all(c in "0123456789abcdef" for c in key[i + 1:i + 3]):
+            raw.append(int(key[i + 1:i + 3], 16))
+            i += 3
+        else:
+            return None
+    try:
+        video_id = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    try:
+        return video_id if video_id and store_key(video_id) == key else None
+    except UserError:
+        return None

@@ -25,7 +25,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from etspipe.errors import UserError
+from etspipe.errors import PartialFailure, UserError
 from etspipe.files import read_json
 from etspipe.progress import progress_bar
 from features_store.api import open_store
@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 ACTIVITYNET_DATASET = "c3d_features"
 MAX_LISTED = 20  # ids listed per skip reason in a summary
+# What the rows of an imported store mean: another value in a re-import would mix two time rules
+# (fps) or two features (extractor, dim) under one store, so it is refused, not skipped.
+SOURCE_KEYS = ("extractor", "layer", "dim", "clip_len", "stride", "fps")
 
 
 def load_durations(annotation_paths: Iterable[str | Path]) -> dict[str, float]:
@@ -71,10 +74,18 @@ class _Summary:
                 listed.append(video_id)
 
     def result(self) -> dict:
+        """The summary; PartialFailure (exit 3) when not one video of the source went into the store."""
         out: dict = {"store": self.store_path, **self.counts, "seconds": round(time.perf_counter() - self.t0, 2)}
         out.update(self.ids)
-        log.info("import into %s: %s", self.store_path,
-                 ", ".join(f"{k} {v}" for k, v in self.counts.items()))
+        counts = ", ".join(f"{k} {v}" for k, v in self.counts.items())
+        log.info("import into %s: %s", self.store_path, counts)
+        if self.counts["imported"] == 0 and self.counts["skipped_existing"] == 0:
+            skipped = ", ".join(f"{k.removeprefix('skipped_')} {v}" for k, v in self.counts.items()
+                                if k.startswith("skipped_") and v)
+            error = PartialFailure(f"import into {self.store_path} matched no video"
+                                   + (f" (skipped: {skipped})" if skipped else ""))
+            error.summary = out
+            raise error
         return out
 
 
@@ -85,6 +96,19 @@ def _open_h5(path: str | Path) -> h5py.File:
         raise UserError(f"feature file not found: {path}") from None
     except OSError as exc:
         raise UserError(f"{path}: not a readable HDF5 file ({exc})") from None
+
+
+def _open_for_import(store_path: str | Path, meta: dict) -> FeatureStore:
+    """The store opened to append, refused with one line when its rows come from another source setting."""
+    store = open_store(store_path, "a", meta)
+    for key in SOURCE_KEYS:
+        old, new = store.meta.get(key), meta.get(key)
+        if old is not None and new is not None and old != new and not (
+                isinstance(old, (int, float)) and isinstance(new, (int, float)) and float(old) == float(new)):
+            store.close()
+            raise UserError(f"{store_path} holds features imported with {key}={old!r}, this import has "
+                            f"{key}={new!r}; use another store")
+    return store
 
 
 def _import(items: Iterator[tuple[str, object]], total: int, store: FeatureStore, summary: _Summary,
@@ -105,7 +129,7 @@ def _import(items: Iterator[tuple[str, object]], total: int, store: FeatureStore
             continue
         try:
             rows = np.asarray(load(item))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError) as exc:
             log.warning("skipping %s: cannot read its features (%s)", vid, exc)
             summary.add("skipped_unreadable", vid)
             continue
@@ -134,11 +158,14 @@ def import_activitynet_c3d(h5_path: str | Path, store_path: str | Path,
         if not names:
             raise UserError(f"{h5_path}: no groups with a '{ACTIVITYNET_DATASET}' dataset "
                             "(is this the official ActivityNet Captions C3D file?)")
+        if not any(n in durations for n in names):
+            raise PartialFailure(f"{h5_path}: none of its {len(names)} videos has a duration in the annotation "
+                                 f"files (e.g. {names[0]}); nothing imported into {store_path}")
         dim = int(src[names[0]][ACTIVITYNET_DATASET].shape[1])
         meta = {"extractor": "c3d-activitynet-official", "layer": "fc7+pca", "dim": dim, "clip_len": 16,
                 "stride": 8, "pca": {"dim": dim, "source": "official release"}, "weights": "official",
                 "imported_from": str(h5_path), "dtype": dtype}
-        with open_store(store_path, "a", meta) as store:
+        with _open_for_import(store_path, meta) as store:
             _import(((n, src[n][ACTIVITYNET_DATASET]) for n in names), len(names), store, summary,
                     load=lambda ds: ds[()],
                     video_meta=lambda vid, ds, rows: {"duration": durations[vid], "source": f"{h5_path}:{vid}"},
@@ -180,7 +207,7 @@ def import_hdf5_per_video(h5_path: str | Path, store_path: str | Path, fps: floa
             raise UserError(f"{h5_path}: no 2-D per-video datasets found")
         meta = {"extractor": extractor, "layer": "imported", "dim": int(two_d[0].shape[1]), "clip_len": clip_len,
                 "stride": stride, "fps": float(fps), "imported_from": str(h5_path), "dtype": dtype}
-        with open_store(store_path, "a", meta) as store:
+        with _open_for_import(store_path, meta) as store:
             _import(iter(found), len(found), store, summary, load=lambda ds: ds[()],
                     video_meta=lambda vid, ds, rows: _clip_meta(f"{h5_path}:{vid}", len(rows), fps, stride, clip_len),
                     desc="import hdf5")
@@ -192,7 +219,7 @@ def _first_dim(files: list[Path]) -> int:
     for f in files:
         try:
             array = np.load(f, mmap_mode="r")
-        except (OSError, ValueError):
+        except (OSError, ValueError, EOFError):
             continue
         if array.ndim == 2:
             return int(array.shape[1])
@@ -215,7 +242,7 @@ def import_npy_folder(folder: str | Path, store_path: str | Path, fps: float, st
     meta = {"extractor": extractor, "layer": "imported", "dim": _first_dim(files), "clip_len": clip_len,
             "stride": stride, "fps": float(fps), "imported_from": str(folder), "dtype": dtype}
     summary = _Summary(str(store_path))
-    with open_store(store_path, "a", meta) as store:
+    with _open_for_import(store_path, meta) as store:
         _import(((f.stem, f) for f in files), len(files), store, summary,
                 load=lambda f: np.load(f),
                 video_meta=lambda vid, f, rows: _clip_meta(str(f), len(rows), fps, stride, clip_len),

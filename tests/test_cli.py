@@ -156,3 +156,28 @@ def test_evaluate_scores_a_result_file_against_two_reference_files(tmp_path):
     # unigram matches 4/4 against r1 and 1/4 ("a") against r2, hypothesis 8 words >= references 7 -> no
     # brevity penalty: BLEU-1 = 5/8 at every tIoU threshold
     assert abs(scores["average"]["Bleu_1"] - 62.5) < 1e-4
+
+
+def test_underscore_spellings_work_for_every_option_and_help_shows_dashes():
+    """The reference implementation's `--save_dir` / `--batch_size` work on every command, or none would."""
+    import click
+
+    unknown, shown = [], []
+    for name, cmd in _all_commands():
+        for param in cmd.params:
+            if not isinstance(param, click.Option):
+                continue
+            for opt in param.opts:
+                if opt.startswith("--") and "_" in opt:
+                    shown.append(f"{name} {opt}")
+            long = next((o for o in param.opts if o.startswith("--") and "-" in o[2:]), None)
+            if long is None:
+                continue
+            args = [long[:2] + long[2:].replace("-", "_")] + ([] if param.is_flag else ["x.json"])
+            parent = click.Context(cli, info_name="etspipe", **cli.context_settings)  # the group's normaliser
+            try:
+                cmd.make_context(name, list(args), parent=parent, resilient_parsing=True)
+            except click.UsageError as exc:
+                unknown.append(f"{name} {args[0]}: {exc}")
+    assert unknown == []
+    assert shown == [], "help should show the dashed spellings only"

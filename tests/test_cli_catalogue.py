@@ -86,7 +86,7 @@ CASES = [
     Case("annotations-no-store", "import-features activitynet-c3d {d}/anet.h5 --annotations {d}/ann.json "
          "{d}/ann2.json", 2, "STORE_PATH"),
     Case("store-wording", "evaluate --store {d}/nope.zarr --annotations {d}/ann.json --weights {ck}", 1,
-         "no feature store at {d}/nope.zarr", owner="b1-store"),
+         "no feature store at {d}/nope.zarr"),
     Case("dim-mismatch-no-overwrite-advice", "import-features npy {d}/npy64 {d}/dim.zarr --fps 30", 1, "dim.zarr",
          forbid="overwrite it", owner="b2-extract"),
     Case("list-of-missing-video", "extract {d}/missing.txt -o pc.zarr --pca 4", (1, 3), "missing1.mp4",

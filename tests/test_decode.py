@@ -10,7 +10,7 @@ import torch
 
 from caption_model.decode import beam_search, decode_segments, greedy, pad_rows
 from caption_model.model import ETS
-from caption_model.text import BOS, EOS
+from caption_model.text import BOS, EOS, UNK
 
 
 class TableModel:
@@ -40,42 +40,96 @@ class TableModel:
         return obj.index_select(0, idx)
 
 
-def _table() -> np.ndarray:
-    # tokens: 0 pad, 1 <s>, 2 <e>, 3 a, 4 b
-    t = np.full((5, 5), 1e-6)
-    t[BOS] = [1e-6, 1e-6, 0.1, 0.5, 0.4]  # greedy picks a (0.5)
-    t[3] = [1e-6, 1e-6, 0.3, 0.05, 0.65 - 2e-6]  # after a: b 0.65
-    t[4] = [1e-6, 1e-6, 0.9, 0.05, 0.05 - 2e-6]  # after b: <e> 0.9
-    t[EOS] = [1e-6, 1e-6, 0.2, 0.4, 0.4 - 2e-6]
+A, B = 4, 5  # two real words after the specials <pad> <s> <e> <unk>
+
+
+def _normalised(t: np.ndarray) -> np.ndarray:
+    t = np.where(t > 0, t, 1e-6)
     return t / t.sum(1, keepdims=True)
+
+
+def _table() -> np.ndarray:
+    t = np.full((6, 6), 1e-6)
+    t[BOS, [EOS, A, B]] = [0.1, 0.5, 0.4]  # greedy picks a (0.5)
+    t[A, [EOS, A, B]] = [0.3, 0.05, 0.65]  # after a: b 0.65
+    t[B, [EOS, A, B]] = [0.9, 0.05, 0.05]  # after b: <e> 0.9
+    t[EOS, [EOS, A, B]] = [0.2, 0.4, 0.4]
+    return _normalised(t)
+
+
+def _one_segment():
+    return torch.zeros(1, 2, 1), torch.ones(1, 2, dtype=torch.bool)
 
 
 def test_greedy_and_beam_on_a_table_worked_by_hand():
     model = TableModel(_table())
-    feats, mask = torch.zeros(1, 2, 1), torch.ones(1, 2, dtype=torch.bool)
+    feats, mask = _one_segment()
     g = greedy(model, feats, mask, max_len=10, return_attn=True)[0]
-    assert g.tokens == [3, 4] and g.ended
+    assert g.tokens == [A, B] and g.ended
     tab = _table()
-    assert g.score == pytest.approx(math.log(tab[BOS, 3]) + math.log(tab[3, 4]) + math.log(tab[4, EOS]), rel=1e-5)
+    assert g.score == pytest.approx(math.log(tab[BOS, A]) + math.log(tab[A, B]) + math.log(tab[B, EOS]), rel=1e-5)
     assert g.attn.shape == (3, 2) and np.allclose(g.attn, 0.5)
     # Beam 3: "b <e>" = 0.4*0.9 = 0.36 beats "a b <e>" = 0.5*0.65*0.9 = 0.2925 and "a <e>" = 0.15.
-    b = beam_search(model, feats, mask, beam_size=3, max_len=10)[0]
-    assert b.tokens == [4] and b.score == pytest.approx(math.log(0.4 * 0.9), rel=1e-4)
+    b = beam_search(model, feats, mask, beam_size=3, max_len=10, return_attn=True)[0]
+    assert b.tokens == [B] and b.ended
+    assert b.score == pytest.approx(math.log(tab[BOS, B] * tab[B, EOS]), rel=1e-4)
+    assert b.attn.shape == (2, 2) and np.allclose(b.attn, 0.5)
     # max_len cuts an unfinished caption; it is still returned, marked not ended.
     cut = greedy(model, feats, mask, max_len=1)[0]
-    assert cut.tokens == [3] and not cut.ended
+    assert cut.tokens == [A] and not cut.ended
 
 
 def test_length_normalisation_prefers_longer_captions():
-    t = np.full((5, 5), 1e-6)
-    t[BOS] = [1e-6, 1e-6, 0.45, 0.55, 1e-6]
-    t[3] = [1e-6, 1e-6, 0.8, 0.2, 1e-6]
-    t = t / t.sum(1, keepdims=True)
-    model = TableModel(np.where(t > 0, t, 1e-6))
-    feats, mask = torch.zeros(1, 1, 1), torch.ones(1, 1, dtype=torch.bool)
+    t = np.full((6, 6), 1e-6)
+    t[BOS, [EOS, A]] = [0.45, 0.55]
+    t[A, [EOS, A]] = [0.8, 0.2]
+    model = TableModel(_normalised(t))
+    feats, mask = _one_segment()
     # raw: "<e>" 0.45 > "a <e>" 0.44; per-token (alpha 1): log(0.45) vs log(0.44)/2 -> longer wins
     assert beam_search(model, feats, mask, 2, 10, length_norm=0.0)[0].tokens == []
-    assert beam_search(model, feats, mask, 2, 10, length_norm=1.0)[0].tokens == [3]
+    assert beam_search(model, feats, mask, 2, 10, length_norm=1.0)[0].tokens == [A]
+
+
+def test_unk_is_never_emitted_even_when_most_likely():
+    t = np.full((6, 6), 1e-6)
+    t[BOS, [UNK, EOS, A]] = [0.6, 0.1, 0.3]
+    t[A, [UNK, EOS]] = [0.5, 0.45]
+    t[UNK, [EOS]] = [0.9]
+    model = TableModel(_normalised(t))
+    feats, mask = _one_segment()
+    for decoded in (greedy(model, feats, mask, max_len=5)[0], beam_search(model, feats, mask, 3, 5)[0]):
+        assert decoded.tokens == [A] and decoded.ended
+
+
+def test_unk_is_never_emitted_by_a_model_that_prefers_it(ets_model):
+    bias = ets_model.logits.bias
+    saved = bias.detach().clone()
+    with torch.no_grad():
+        bias[UNK], bias[EOS] = 50.0, -50.0  # <unk> wins every argmax by far; captions run to max_len
+    try:
+        rows = _segments(5, seed=3)
+        for beam in (1, 3):
+            out = decode_segments(ets_model, rows, beam_size=beam, max_len=6)
+            assert all(len(d.tokens) == 6 and UNK not in d.tokens for d in out)
+    finally:
+        with torch.no_grad():
+            bias.copy_(saved)
+
+
+def test_finished_hypotheses_do_not_take_live_beam_slots():
+    # Beam 2, length_norm 1. Step 1 ranks "<e>" 0.4 > a 0.35 > b 0.25. If the finished "<e>" kept a
+    # slot, only "a" would live on and "b" (whose "b <e>" = 0.25*0.99 is the best per-token score)
+    # would be lost; with "<e>" set aside, the live beam is {a, b} and "b <e>" wins.
+    t = np.full((6, 6), 1e-6)
+    t[BOS, [EOS, A, B]] = [0.4, 0.35, 0.25]
+    t[A, [EOS, A, B]] = [0.34, 0.33, 0.33]
+    t[B, [EOS]] = [0.99]
+    t = _normalised(t)
+    model = TableModel(t)
+    feats, mask = _one_segment()
+    best = beam_search(model, feats, mask, beam_size=2, max_len=6, length_norm=1.0)[0]
+    assert best.tokens == [B] and best.ended
+    assert best.score == pytest.approx(math.log(t[BOS, B] * t[B, EOS]), rel=1e-4)
 
 
 @pytest.fixture(scope="module")

@@ -14,21 +14,11 @@ import av
 import numpy as np
 import pytest
 
-from etspipe import demo_data as dd
-from etspipe.demo_data import (
-    ACTIONS,
-    COLOURS,
-    SHAPES,
-    Event,
-    caption_correct,
-    caption_for,
-    generate_demo_dataset,
-    load_meta,
-    parse_caption,
-    score_captions,
-    split_annotations_by_order,
-)
 from etspipe.errors import UserError
+from etspipe_demo import dataset as dd
+from etspipe_demo.dataset import generate_demo_dataset, load_meta
+from etspipe_demo.grammar import ACTIONS, COLOURS, SHAPES, Event, caption_correct, caption_for, parse_caption
+from etspipe_demo.scoring import score_captions, split_annotations_by_order
 
 N = 6
 
@@ -183,9 +173,9 @@ def test_bad_parameters_are_user_errors(tmp_path: Path) -> None:
 
 def test_split_sizes_follow_fractions() -> None:
     rng = np.random.default_rng(0)
-    names = dd._split_groups(50, (0.7, 0.1, 0.2), rng)
+    names = dd.split_groups(50, (0.7, 0.1, 0.2), rng)
     assert (names.count("train"), names.count("val"), names.count("test")) == (35, 5, 10)
-    assert sorted(set(dd._split_groups(3, (0.7, 0.1, 0.2), rng))) == ["test", "train", "val"]
+    assert sorted(set(dd.split_groups(3, (0.7, 0.1, 0.2), rng))) == ["test", "train", "val"]
 
 
 # ----------------------------------------------------------------- grammar and scoring

@@ -6,7 +6,7 @@ files (report, result JSON, scores JSON, attention plots), and that a rerun
 reuses the features and the finished checkpoint.
 
 It goes through the `etspipe demo` command when the CLI has `--videos` (the
-demo size); until then through `etspipe.demo.run_demo` in a subprocess.
+demo size); until then through `etspipe_demo.run.run_demo` in a subprocess.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def _demo_command(out: Path, config: Path) -> list[str]:
     code = textwrap.dedent(f"""
         from pathlib import Path
         from etspipe.config import load_config
-        from etspipe.demo import run_demo
+        from etspipe_demo.run import run_demo
         run_demo(Path({str(out)!r}), cfg=load_config({str(config)!r}), n_videos={N_VIDEOS}, progress=False)
     """)
     return [sys.executable, "-c", code]

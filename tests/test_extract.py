@@ -244,3 +244,88 @@ def test_sigkill_at_several_points_then_rerun_gives_the_same_store(reference, mi
 def test_options_object_is_accepted_by_extract_one(mixed_videos):
     rows, meta = extract_one(mixed_videos / "v_short.mp4", ExtractOptions(width_mult=W))
     assert rows.shape == (1, 256) and meta["padded"]
+
+
+def test_odd_inputs_give_one_line_each_and_are_recorded(mixed_videos, tmp_path, monkeypatch, caplog):
+    folder = tmp_path / "odd"
+    (folder / "locked").mkdir(parents=True)
+    (folder / "v_dir.mp4").mkdir()  # a folder named like a video
+    (folder / "v_dir.mp4" / "v_inner.mp4").write_bytes(b"")  # not searched: its parent is "a video"
+    (folder / "v_loop.mp4").symlink_to("v_loop.mp4")
+    (folder / "v_dangling.mp4").symlink_to("gone.mp4")
+    (folder / "up").symlink_to("..")  # a folder link back to an ancestor: searched once
+    (folder / "v_one.mp4").write_bytes((mixed_videos / "v_one.mp4").read_bytes())
+    (folder / "locked" / "v_hidden.mp4").write_bytes(b"")
+    locked = str(folder / "locked")
+    os.chmod(locked, 0)
+    scandir = os.scandir
+
+    def no_access(path="."):  # root reads a mode-0 folder anyway: deny it as the kernel would a user
+        if isinstance(path, (str, os.PathLike)) and os.fspath(path) == locked:
+            raise PermissionError(13, "Permission denied", locked)
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", no_access)
+    listed = tmp_path / "list.txt"
+    listed.write_text("\n".join(str(folder / n) for n in ("v_dir.mp4", "v_loop.mp4", "v_one.mp4")) + "\n")
+    expect = {"v_dir": "unreadable", "v_loop": "unreadable", "v_dangling": "missing"}
+    try:
+        with caplog.at_level(logging.WARNING):
+            summary = extract_corpus([str(folder)], str(tmp_path / "a.zarr"), CFG, progress=False)
+            from_list = extract_corpus([str(listed)], str(tmp_path / "b.zarr"), CFG, progress=False)
+    finally:
+        os.chmod(locked, 0o755)
+    assert summary["done"] == 1 and {k: v["reason"] for k, v in summary["failures"].items()} == expect
+    assert from_list["done"] == 1 and set(from_list["failures"]) == {"v_dir", "v_loop"}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert sum("locked" in w for w in warnings) == 1
+    for vid in expect:
+        assert sum(vid in w for w in warnings) == (2 if vid != "v_dangling" else 1), warnings
+
+
+def test_a_write_error_or_decoder_crash_fails_one_video(mixed_videos, tmp_path, monkeypatch):
+    import extract_features.corpus as corpus
+    import extract_features.runner as runner
+
+    real_open_video, real_open_store = runner.open_video, corpus.open_output_store
+
+    def crashing_open_video(path, *args, **kwargs):
+        if Path(path).stem == "v_two":
+            raise RuntimeError("decoder bug")
+        return real_open_video(path, *args, **kwargs)
+
+    def faulty_store(*args, **kwargs):
+        store = real_open_store(*args, **kwargs)
+        write = store.write_video
+
+        def write_video(vid, rows, meta):
+            if vid == "v_one":
+                raise OSError(28, "No space left on device")
+            return write(vid, rows * 1e9 if vid == "v_rot" else rows, meta)  # float16 overflow
+
+        store.write_video = write_video
+        return store
+
+    monkeypatch.setattr(runner, "open_video", crashing_open_video)
+    monkeypatch.setattr(corpus, "open_output_store", faulty_store)
+    cfg = {"extract": CFG["extract"], "store": {"dtype": "float16"}}
+    inputs = [str(mixed_videos / f"{v}.mp4") for v in ("v_one", "v_two", "v_rot", "v_short")]
+    summary = extract_corpus(inputs, str(tmp_path / "s.zarr"), cfg, progress=False)
+    assert summary["done"] == 1 and sorted(summary["failures"]) == ["v_one", "v_rot", "v_two"]
+    details = {k: v["detail"] for k, v in summary["failures"].items()}
+    assert "No space left" in details["v_one"] and "decoder bug" in details["v_two"]
+    assert "infinity" in details["v_rot"]
+    assert snapshot(tmp_path / "s.zarr")["complete"] == ["v_short"]
+
+
+def test_a_store_that_cannot_record_anything_stops_with_one_line(mixed_videos, tmp_path, monkeypatch):
+    from features_store.zarr_backend import ZarrStore
+
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ZarrStore, "write_video", no_space)
+    monkeypatch.setattr(ZarrStore, "mark_failed", no_space)
+    with pytest.raises(UserError, match="No space left"):
+        extract_corpus([str(mixed_videos / "v_one.mp4")], str(tmp_path / "s.zarr"), CFG, progress=False)
+

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from etspipe.errors import UserError
+from etspipe.errors import PartialFailure, UserError
 from features_store import open_store
 from features_store.importers import import_activitynet_c3d, import_hdf5_per_video, import_npy_folder
 
@@ -94,3 +95,39 @@ def test_npy_folder_with_stride(tmp_path, store_path):
         import_npy_folder(folder, store_path, fps=0, stride=8)
     with pytest.raises(UserError, match="no .npy"):
         import_npy_folder(tmp_path, store_path, fps=30.0, stride=8)
+
+
+def test_reimport_with_other_fps_stride_or_dim_is_refused(tmp_path, store_path):
+    folder, wide = tmp_path / "npy", tmp_path / "wide"
+    folder.mkdir()
+    wide.mkdir()
+    np.save(folder / "v_x.npy", rand(6, 16, 1))
+    np.save(wide / "v_y.npy", rand(6, 24, 2))
+    import_npy_folder(folder, store_path, fps=30.0, stride=8)
+    for kwargs, key in [({"fps": 25.0, "stride": 8}, "fps"), ({"fps": 30.0, "stride": 4}, "stride")]:
+        with pytest.raises(UserError, match=key):
+            import_npy_folder(folder, store_path, **kwargs)
+    with pytest.raises(UserError, match="dim"):
+        import_npy_folder(wide, store_path, fps=30.0, stride=8)
+    again = import_npy_folder(folder, store_path, fps=30, stride=8)  # the same settings resume
+    assert again["skipped_existing"] == 1
+
+
+def test_import_that_matches_no_video_is_a_partial_failure(tmp_path, store_path):
+    src = tmp_path / "c3d.hdf5"
+    with h5py.File(src, "w") as f:
+        f.create_group("v_aaa").create_dataset("c3d_features", data=rand(4, 8, 0))
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"v_zzz": {"duration": 3.0}}))
+    with pytest.raises(PartialFailure, match="duration"):
+        import_activitynet_c3d(src, store_path, [other])
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    np.save(folder / "v_flat.npy", np.zeros((2, 3, 4)))
+    np.save(folder / "v_ok.npy", rand(2, 8, 1))
+    (folder / "v_empty.npy").write_bytes(b"")  # np.load raises EOFError on it
+    summary = import_npy_folder(folder, store_path, fps=5.0, stride=1)
+    assert summary["imported"] == 1 and summary["skipped_unreadable"] == 1
+    (folder / "v_ok.npy").rename(folder / ".v_ok.npy")  # an id the store refuses: skipped
+    with pytest.raises(PartialFailure, match="matched no video"):
+        import_npy_folder(folder, str(tmp_path / ("x" + Path(store_path).suffix)), fps=5.0, stride=1)

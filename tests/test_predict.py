@@ -1,4 +1,4 @@
-"""`run_predict`: store ids and raw videos (extracted on the fly and cached), plots, bad lines."""
+"""`etspipe predict` on a real small Zarr store: store ids, raw videos (extracted like the store), plots, bad lines."""
 
 from __future__ import annotations
 
@@ -7,14 +7,18 @@ import json
 import numpy as np
 import pytest
 import videos
-from test_evaluate import FakeStore, make_checkpoint
+from click.testing import CliRunner
+from stage2_store import make_checkpoint, make_store
 
-from caption_model import predict
 from caption_model.plots import plot_attention
 from etspipe.config import load_config
+from etspipe.errors import UserError
+from etspipe_cli.predict import predict_videos
 from extract_features import extract_one
+from extract_features.like_store import options_of_store
 
 EXTRACT = {"width_mult": 0.0625, "batch_size": 4, "decode_workers": 1}
+RAW_META = {"width_mult": 0.0625, "fps": None}  # the store's record of how its rows were made
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +30,12 @@ def raw_video(tmp_path_factory):
 
 
 @pytest.fixture()
-def env(tmp_path, monkeypatch, raw_video):
-    path, dim, _ = raw_video
-    store = FakeStore({"v_stored": 20.0}, dim=dim)
-    monkeypatch.setattr(predict, "_open_store", lambda p, mode, meta=None: store)
-    ckpt = make_checkpoint(tmp_path / "best.pt", feat_dim=dim, extract=EXTRACT)
+def env(tmp_path, raw_video):
+    _, dim, _ = raw_video
+    store = make_store(tmp_path / "store.zarr", {"v_stored": 20.0}, dim=dim, meta=RAW_META)
+    ckpt = make_checkpoint(tmp_path / "best.pt", feat_dim=dim)
     cfg = load_config()
+    cfg["extract"].update(EXTRACT)
     cfg["decode"]["max_len"] = 5
     cfg["predict"]["results_dir"] = str(tmp_path / "pred")
     return cfg, ckpt, store, tmp_path
@@ -53,45 +57,71 @@ def test_store_ids_raw_videos_plots_and_bad_lines(env, raw_video, capsys):
         "v_stored 1 x",                 # unparsable
         f"{tmp / 'missing.mp4'} 0 1",   # missing file
         "v_stored",                     # whole video
+        "v_stored 20.0005 20.0008",     # starts past the end by less than the tolerance: last row
+        "v_stored 21 22",               # starts past the end
     ]))
-    out = predict.run_predict(cfg, ckpt, filelist, tmp / "store.zarr", plot_dir=tmp / "plots")
+    out = predict_videos(cfg, ckpt, filelist, store_path=store, plot_dir=tmp / "plots")
     printed = capsys.readouterr().out
-    assert [c["line"] for c in out["captions"]] == [2, 4, 5, 6, 11]
-    assert [f["line"] for f in out["failed"]] == [3, 7, 8, 9, 10]
+    assert [c["line"] for c in out["captions"]] == [2, 4, 5, 6, 11, 12]
+    assert [f["line"] for f in out["failed"]] == [3, 7, 8, 9, 10, 13]
     msgs = " | ".join(f["error"] for f in out["failed"])
-    for expected in ("unknown video id", "must be after START", "past the end", "cannot read 'x'",
-                     "video file not found"):
+    for expected in ("line 3: unknown video id", "line 7: END 2 must be after START", "line 8: END 25 is past the end",
+                     "line 9: cannot read 'x'", "line 10: video file not found", "line 13: START 21 is past the end"):
         assert expected in msgs
-    assert out["n_failed"] == 5 and "5 line(s) failed" in printed
-    # the raw video was extracted once, cached in the store under its id, and captioned whole
-    assert store.is_complete("v_clip")
+    assert out["n_failed"] == 6 and "6 line(s) failed" in printed
+    assert "1 segments starting past the stored end used the last row" in printed
+    # the raw video was extracted once into the store under its id, and captioned whole
+    from features_store import open_store
+
+    with open_store(str(store)) as s:
+        assert s.complete_ids() == ["v_clip", "v_stored"]
     whole = out["captions"][1]
     assert whole["video"] == "v_clip" and whole["start"] == 0 and whole["end"] == pytest.approx(duration)
     assert out["captions"][4]["end"] == 20.0
     doc = json.loads(open(out["results_path"]).read())
-    assert set(doc["results"]) == {"v_stored", "v_clip"} and len(doc["results"]["v_stored"]) == 3
+    assert set(doc["results"]) == {"v_stored", "v_clip"} and len(doc["results"]["v_stored"]) == 4
     assert out["results_path"].startswith(str(tmp / "pred"))
     for c in out["captions"]:
         assert c["plot"] and open(c["plot"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
-        assert f"{c['video']} [{c['start']:.2f}-{c['end']:.2f}]" in printed
+        assert printed.count(f"{c['video']} [{c['start']:.2f}-{c['end']:.2f}]") == 1
 
 
 def test_all_good_lines_means_no_failures(env):
-    cfg, ckpt, _, tmp = env
+    cfg, ckpt, store, tmp = env
     filelist = tmp / "ok.txt"
     filelist.write_text("v_stored 0 3\n")
-    out = predict.run_predict(cfg, ckpt, filelist, tmp / "store.zarr", out_path=tmp / "r.json", echo=None)
+    out = predict_videos(cfg, ckpt, filelist, store_path=store, out_path=tmp / "r.json", echo=None)
     assert out["n_failed"] == 0 and out["results_path"] == str(tmp / "r.json")
 
 
-def test_trained_c3d_features_need_the_weights(env, raw_video, tmp_path):
-    cfg, _, store, tmp = env
-    ckpt = make_checkpoint(tmp / "trained.pt", feat_dim=store.dim, extract=EXTRACT,
-                           store_meta={"extractor": "c3d", "layer": "fc7", "weights": "ab" * 32})
-    filelist = tmp / "raw.txt"
-    filelist.write_text(f"{raw_video[0]}\n")
-    out = predict.run_predict(cfg, ckpt, filelist, tmp / "store.zarr", echo=None)
-    assert out["n_failed"] == 1 and "--c3d-weights" in out["failed"][0]["error"]
+def test_trained_c3d_features_need_the_weights_and_fail_only_their_lines(tmp_path, raw_video):
+    video, dim, _ = raw_video
+    store = make_store(tmp_path / "trained.zarr", {"v_stored": 20.0}, dim=dim,
+                       meta={**RAW_META, "weights": "ab" * 32})
+    ckpt = make_checkpoint(tmp_path / "m.pt", feat_dim=dim)
+    cfg = load_config()
+    filelist = tmp_path / "raw.txt"
+    filelist.write_text(f"{video}\nv_stored 1 2\n")
+    out = predict_videos(cfg, ckpt, filelist, store_path=store, out_path=tmp_path / "r.json", echo=None)
+    assert [c["line"] for c in out["captions"]] == [2]
+    assert out["n_failed"] == 1 and out["failed"][0]["error"].startswith(f"line 1: {video}")
+    assert "--c3d-weights" in out["failed"][0]["error"]
+
+
+def test_video_paths_on_the_command_line(env, raw_video):
+    from pipeline import cli
+
+    cfg, ckpt, store, tmp = env
+    video = raw_video[0]
+    args = ["predict", str(video), "--weights", str(ckpt), "--store", str(store), "--out", str(tmp / "cli"),
+            "-o", "decode.max_len=4", "-o", "extract.width_mult=0.0625"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "v_clip [0.00-" in result.output and result.output.count("wrote 1 caption(s)") == 1
+    missing = CliRunner().invoke(cli, [*args, str(tmp / "nope.mp4")])
+    assert missing.exit_code == 3 and "video file not found" in missing.output
+    nothing = CliRunner().invoke(cli, ["predict", "--weights", str(ckpt)])
+    assert nothing.exit_code == 1 and "give video files" in nothing.output
 
 
 def test_plot_attention_shapes(tmp_path):
@@ -102,17 +132,13 @@ def test_plot_attention_shapes(tmp_path):
         plot_attention(["a"], attn, [0.5, 1.5, 2.5, 3.5], tmp_path / "q.png")
 
 
-def test_raw_videos_are_extracted_with_the_stores_settings_not_the_training_config(tmp_path):
-    import pytest
-
-    from caption_model.predict import _options_of_store
-    from etspipe.errors import UserError
-
-    cfg = {"extract": {"layer": "fc7", "stride": 8, "width_mult": 1.0}}
+def test_raw_videos_are_extracted_with_the_stores_settings_not_the_training_config():
+    cfg = load_config()
+    cfg["extract"].update(layer="fc7", stride=8, width_mult=1.0)
     meta = {"extractor": "c3d-sports1m", "layer": "pool5", "stride": 4, "width_mult": 0.25, "fps": 10.0,
             "normalisation": {"channel_order": "rgb", "mean": [1.0, 2.0, 3.0], "scale": 2.0}}
-    opts = _options_of_store(cfg, meta, tmp_path / "v.mp4")
+    opts = options_of_store(cfg, meta)
     assert (opts.layer, opts.stride, opts.width_mult, opts.fps) == ("pool5", 4, 0.25, 10.0)
     assert (opts.channel_order, tuple(opts.mean), opts.scale) == ("rgb", (1.0, 2.0, 3.0), 2.0)
     with pytest.raises(UserError, match="not made by etspipe's C3D"):
-        _options_of_store(cfg, {"extractor": "imported", "dim": 500}, tmp_path / "v.mp4")
+        options_of_store(cfg, {"extractor": "imported", "dim": 500})

@@ -213,7 +213,8 @@ def test_zarr_store_is_plain_zarr_and_fast_path_matches(tmp_path):
         st.write_video("v_a", feats(11, 1), CLIP_META)
     group = zarr.open_group(path, mode="r")
     assert group.attrs["etspipe"]["dim"] == DIM
-    array = group["videos/v_a"]
+    with open_store(path, "r") as st:
+        array = group[st.array_path("v_a")]
     assert array.shape == (11, DIM) and array.attrs["etspipe_video"]["n_rows"] == 11
     with open_store(path, "r") as st:
         assert st._fast

@@ -15,6 +15,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from etspipe_demo.mp4 import write_mp4
+
 
 def synthetic_frame(index: int, height: int, width: int) -> np.ndarray:
     """Frame `index` of the test pattern: an (H, W, 3) uint8 RGB array."""
@@ -41,35 +43,19 @@ def write_video(
     codec: str = "libx264",
     frame_fn=synthetic_frame,
 ) -> Path:
-    """Write an H.264 mp4 of `n_frames` frames of `size` (H, W) at `fps`.
+    """Write an H.264 mp4 of `n_frames` frames of `size` (H, W) at `fps`, through the project's writer.
 
     `rotation` (degrees) stores display-rotation metadata without changing the
     coded frames; `vfr` gives the frames uneven timestamps (variable frame rate).
-    Odd sizes are allowed: the frames are coded in yuv444p so no chroma
-    subsampling forces even dimensions.
+    Odd sizes are allowed (coded in yuv444p).
     """
     path = Path(path)
     height, width = size
-    odd = height % 2 or width % 2
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width = width
-        stream.height = height
-        stream.pix_fmt = "yuv444p" if odd else "yuv420p"
-        stream.options = {"crf": "12", "preset": "ultrafast", "bf": "0", "threads": "1"}
-        stream.codec_context.time_base = Fraction(1, fps * 10)
-        if rotation:
-            stream.set_display_rotation(rotation)
-        pts = 0
-        for i in range(n_frames):
-            frame = av.VideoFrame.from_ndarray(frame_fn(i, height, width), format="rgb24")
-            frame.pts = pts
-            frame.time_base = Fraction(1, fps * 10)
-            pts += (5 + 10 * (i % 2)) if vfr else 10
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    ticks = [0]  # timestamps in 1/(10 fps): 10 ticks a frame, or alternately 5 and 15
+    for i in range(n_frames - 1):
+        ticks.append(ticks[-1] + ((5 + 10 * (i % 2)) if vfr else 10))
+    write_mp4(path, (frame_fn(i, height, width) for i in range(n_frames)), fps, crf=12, preset="ultrafast",
+              codec=codec, time_base=Fraction(1, fps * 10), pts=ticks, rotation=rotation)
     return path
 
 

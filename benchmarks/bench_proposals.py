@@ -1,0 +1,179 @@
+"""Event proposals: learned (SST-style) against sliding windows and random segments; speed at ActivityNet scale.
+
+Part 1, quality (``--demo DIR``): the demo data set (generated with the demo's
+own stage functions and extracted with configs/demo.yaml when DIR has no
+``features.zarr`` yet). The proposal model trains on the demo train split
+(configs/ets.yaml's `proposals` section over demo.yaml), then on the test
+split the learned proposals, multi-scale sliding windows and random segments
+are compared with the same number of proposals per video (the learned model's
+count for that video): AR@1/5/10/100, AUC, recall at tIoU 0.5 and 0.7 with 10.
+SST as published (forward-only GRU, ``--sst``) is trained and measured too.
+One JSON line per method; the AR-AN curves go to ``<out>/bench_proposals_ar_an.png``.
+
+Part 2, speed (``--anet train_modified.json``): an ActivityNet-shaped store,
+built once, of ``--anet-videos`` real training videos (their durations, 30 fps,
+one 500-d random row per 8 frames) and their real timestamps; one training
+epoch is timed and scaled to all videos of the file, and proposals are timed
+per video on the full-length rows. One JSON line, with the load average.
+
+Example:
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_proposals.py --demo /tmp/demo \\
+        --anet ../shared/data/activitynet_captions/train_modified.json --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from machine import cpu_model  # benchmarks/machine.py (the script folder is on sys.path)
+
+from caption_model.proposal_baselines import random_segments, sliding_windows
+from caption_model.proposal_eval import ground_truth, propose_for
+from caption_model.proposal_infer import Proposer
+from caption_model.proposal_metrics import ar_an, plot_ar_an, summary
+from caption_model.proposal_train import train_proposals
+from etspipe.config import load_config
+
+FPS, CLIP_LEN, STRIDE, DIM = 30.0, 16, 8, 500
+
+
+def demo_store(demo_dir: Path, cfg: dict) -> dict:
+    """The demo videos, annotations and features (made once with the demo's own stage functions)."""
+    from etspipe_demo.dataset import generate_demo_dataset
+    from extract_features import extract_corpus
+
+    data = generate_demo_dataset(demo_dir / "data", progress=False, workers=1, n_videos=450)
+    store = demo_dir / "features.zarr"
+    if not store.exists():
+        extract_corpus([str(data["videos_dir"])], str(store), cfg, progress=False)
+    return {"store": str(store), "train": str(data["train"]), "test": str(data["test"])}
+
+
+def _figures(name: str, gt: dict, props: dict) -> dict:
+    return {"benchmark": "proposals", "method": name,
+            **{k: round(v, 4) for k, v in summary(gt, props).items()}}
+
+
+def quality(demo_dir: Path, out_dir: Path, epochs: int | None) -> list[dict]:
+    """Part 1: learned (ours, SST) vs sliding windows vs random on the demo test split."""
+    from etspipe_demo.run import DEMO_CONFIG
+    from features_store import open_store
+
+    cfg = load_config(DEMO_CONFIG)
+    paths = demo_store(demo_dir, cfg)
+    gt = ground_truth([paths["test"]])
+    curves, lines, learned = {}, [], {}
+    for name, bidirectional in (("learned", True), ("SST (forward GRU)", False)):
+        cfg["proposals"]["bidirectional"] = bidirectional
+        if epochs:
+            cfg["proposals"]["epochs"] = epochs
+        t0 = time.perf_counter()
+        run = train_proposals(cfg, paths["store"], [paths["train"]], save_dir=out_dir / f"run_{int(bidirectional)}",
+                              progress=False)
+        train_s = time.perf_counter() - t0
+        with open_store(paths["store"]) as store:
+            props, _ = propose_for(Proposer.load(run.best_path), store, sorted(gt), cfg["proposals"])
+        curves[name] = ar_an(gt, props)
+        lines.append({**_figures(name, gt, props), "train_seconds": round(train_s, 1),
+                      "epochs": cfg["proposals"]["epochs"], "anchors": run.anchors.tolist()})
+        learned = learned or props
+    with open_store(paths["store"]) as store:
+        durations = {v: float(store.video_meta(v)["duration"]) for v in gt}
+    counts = {v: len(learned.get(v, [])) for v in gt}
+    baselines = {"sliding windows": {v: sliding_windows(durations[v], counts[v]) for v in gt},
+                 "random": {v: random_segments(durations[v], counts[v], 0, v) for v in gt}}
+    for name, props in baselines.items():
+        curves[name] = ar_an(gt, props)
+        lines.append(_figures(name, gt, props))
+    plot_ar_an(curves, out_dir / "bench_proposals_ar_an.png", title="demo test split")
+    ratio = lines[0]["AR@10"] / max(lines[2]["AR@10"], 1e-9)
+    lines.append({"benchmark": "proposals", "targets": {
+        "AR@10 learned / sliding": round(ratio, 2), "AR@10 ratio >= 1.5": ratio >= 1.5,
+        "R@0.5_10 >= 0.85": lines[0]["R@0.5_10"] >= 0.85}, "videos": len(gt),
+        "plot": str(out_dir / "bench_proposals_ar_an.png")})
+    return lines
+
+
+def anet_store(path: Path, annotation: str, n_videos: int, sub_ann: Path) -> dict:
+    """Random 500-d rows over the real durations of the first `n_videos` videos; their annotations beside it."""
+    from features_store import open_store
+
+    data = json.loads(Path(annotation).read_text(encoding="utf-8"))
+    chosen = dict(list(data.items())[:n_videos])
+    sub_ann.write_text(json.dumps(chosen), encoding="utf-8")
+    if path.exists():
+        return chosen
+    rng = np.random.default_rng(0)
+    pool = rng.standard_normal((200_000, DIM), dtype=np.float32).astype(np.float16)
+    meta = {"extractor": "random", "layer": "fc7", "dim": DIM, "clip_len": CLIP_LEN, "stride": STRIDE,
+            "dtype": "float16"}
+    with open_store(str(path), "w", meta=meta) as store:
+        for vid, entry in chosen.items():
+            n = max(int((float(entry["duration"]) * FPS - CLIP_LEN) // STRIDE) + 1, 1)
+            start = int(rng.integers(0, len(pool) - n))
+            store.write_video(vid, pool[start:start + n], {"fps": FPS, "duration": float(entry["duration"]),
+                                                           "n_frames": int(float(entry["duration"]) * FPS)})
+    return chosen
+
+
+def speed(annotation: str, n_videos: int, work: Path, n_propose: int) -> dict:
+    """Part 2: training seconds per epoch (scaled to the whole file) and proposal seconds per video."""
+    from features_store import open_store
+
+    store = work / f"anet_{n_videos}.zarr"
+    chosen = anet_store(store, annotation, n_videos, work / "anet_subset.json")
+    total_videos = len(json.loads(Path(annotation).read_text(encoding="utf-8")))
+    cfg = load_config(None, ["proposals.epochs=1", "proposals.valid_interval=0", "data.val_fraction=0.0",
+                             "proposals.device=cpu", "data.num_workers=0"])
+    run = train_proposals(cfg, str(store), [str(work / "anet_subset.json")], save_dir=work / "anet_run",
+                          progress=False)
+    per_video = run.timing["train_s"] / len(chosen)
+    proposer = Proposer.load(run.last_path)
+    vids = list(chosen)[:n_propose]
+    with open_store(str(store)) as s:
+        rows = [s.video_meta(v)["n_rows"] for v in vids]
+        t0 = time.perf_counter()
+        for v in vids:
+            proposer.propose(s, v, cfg["proposals"]["nms_tiou"], cfg["proposals"]["max_proposals"])
+        propose_s = (time.perf_counter() - t0) / len(vids)
+    return {"benchmark": "proposals_speed", "train_videos_timed": len(chosen),
+            "train_seconds_per_epoch": round(per_video * total_videos, 1),
+            "epoch_measured": f"extrapolated from {len(chosen)} of {total_videos} videos",
+            "anchors": run.anchors.tolist(), "proposal_seconds_per_video": round(propose_s, 4),
+            "proposal_videos_timed": len(vids), "mean_rows_per_video": round(float(np.mean(rows)), 1),
+            "window_rows": cfg["proposals"]["window_rows"], "hidden_dim": cfg["proposals"]["hidden_dim"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--demo", default=None, help="demo folder (made when empty); part 1 runs when given")
+    ap.add_argument("--anet", default=None, help="ActivityNet train_modified.json; part 2 runs when given")
+    ap.add_argument("--anet-videos", type=int, default=500, help="videos in the ActivityNet-shaped store")
+    ap.add_argument("--propose-videos", type=int, default=100, help="videos whose proposals are timed")
+    ap.add_argument("--epochs", type=int, default=None, help="proposal epochs on the demo (default: config)")
+    ap.add_argument("--out", default=None, help="work/output folder (default under the temp dir)")
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out or Path(tempfile.gettempdir()) / "etspipe_bench_proposals")
+    out.mkdir(parents=True, exist_ok=True)
+    where = {"machine": cpu_model(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    lines = quality(Path(args.demo), out, args.epochs) if args.demo else []
+    if args.anet:
+        lines.append(speed(args.anet, args.anet_videos, out, args.propose_videos))
+    for line in lines:
+        print(json.dumps({**line, **where, "load_average": round(os.getloadavg()[0], 2)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Training data of the proposal model: per video, its rows and the (row, anchor) labels.
+
+Everything but the rows comes from the store's metadata (row times, duration)
+and the annotations, so anchors and loss weights are planned without reading a
+feature. Rows are read per video inside the DataLoader (each worker opens its
+own store handle). A video longer than ``proposals.window_rows`` trains on one
+window of that many rows per epoch, at an offset that is a pure function of
+(seed, epoch, video), so a resumed run sees the same data; labels of anchors
+that reach back before the window are masked, as the pass never saw their start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from caption_model.annotations import Segment
+from caption_model.proposal_model import anchor_bounds, anchor_labels, row_edges
+from etspipe.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VideoTimes:
+    """One store video: its id, row edges in seconds and ground-truth segments (n, 2)."""
+
+    store_id: str
+    edges: np.ndarray
+    gt: np.ndarray
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.edges) - 1
+
+
+def video_times(store, store_id: str, segments: Sequence[Segment] = ()) -> VideoTimes:
+    """Row edges of a store video (from its metadata only) and the given segments as an array."""
+    meta = store.video_meta(store_id)
+    edges = row_edges(store.row_times(store_id), float(meta["duration"]))
+    gt = np.array([[s.start, s.end] for s in segments], dtype=np.float64).reshape(-1, 2)
+    return VideoTimes(store_id, edges, gt)
+
+
+def segment_rows(edges: np.ndarray, start: float, end: float) -> int:
+    """How many rows a segment spans (row centres inside it, at least one): its length for the anchors."""
+    centres = (edges[:-1] + edges[1:]) / 2.0
+    inside = int(((centres >= start) & (centres <= end)).sum())
+    return max(inside, 1)
+
+
+def anchors_fit(videos: Sequence[VideoTimes], store_path: str) -> np.ndarray:
+    """Lengths in rows of all training segments; refuses a store whose rows are too coarse for events.
+
+    When most segments fall inside a single row, every anchor is one row long
+    and a proposal cannot say where an event starts or ends: the store needs
+    finer rows (a smaller stride), not a proposal model.
+    """
+    lengths = np.array([segment_rows(v.edges, s, e) for v in videos for s, e in v.gt], dtype=np.float64)
+    if not lengths.size:
+        raise UserError("no training segment to learn proposal anchors from")
+    if np.median(lengths) < 2:
+        spacing = np.median(np.concatenate([np.diff(v.edges) for v in videos]))
+        seconds = np.median(np.concatenate([v.gt[:, 1] - v.gt[:, 0] for v in videos if len(v.gt)]))
+        raise UserError(f"store {store_path}: rows are {spacing:.3g} s apart but the training segments last "
+                        f"{seconds:.3g} s (median), under 2 rows: the rows cannot carry proposal anchors "
+                        "(extract with a smaller stride)")
+    return lengths
+
+
+def positive_share(videos: Sequence[VideoTimes], anchors: np.ndarray, pos_tiou: float) -> np.ndarray:
+    """Per anchor, the share of (row, video) places that are positive: SST's loss weights (K,)."""
+    pos = np.zeros(len(anchors))
+    total = 0
+    for v in videos:
+        pos += anchor_labels(v.edges, anchors, v.gt, pos_tiou).sum(axis=0)
+        total += v.n_rows
+    return np.clip(pos / max(total, 1), 1e-3, 1 - 1e-3)
+
+
+def window_start(seed: int, epoch: int, index: int, n_rows: int, window: int) -> int:
+    """Offset of this epoch's training window in a long video (0 when the video fits)."""
+    if n_rows <= window:
+        return 0
+    digest = hashlib.sha1(f"{seed}:{epoch}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % (n_rows - window + 1)
+
+
+class ProposalDataset(Dataset):
+    """(rows, labels, mask of usable anchors) of one video's training window."""
+
+    def __init__(self, store_path: str, videos: Sequence[VideoTimes], anchors: np.ndarray, pos_tiou: float,
+                 window_rows: int, seed: int):
+        self.store_path = store_path
+        self.videos = list(videos)
+        self.anchors = np.asarray(anchors)
+        self.pos_tiou = float(pos_tiou)
+        self.window = int(window_rows)
+        self.seed = int(seed)
+        self.epoch = 0
+        self._store = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._store is None:
+            from features_store import open_store
+
+            self._store = open_store(self.store_path, "r")
+        v = self.videos[index]
+        a = window_start(self.seed, self.epoch, index, v.n_rows, self.window)
+        b = min(a + self.window, v.n_rows)
+        rows = self._store.rows(v.store_id)[a:b]
+        labels = anchor_labels(v.edges, self.anchors, v.gt, self.pos_tiou)[a:b]
+        start, _ = anchor_bounds(v.n_rows, self.anchors)
+        usable = (start[a:b] >= a) | (start[a:b] == 0)  # an anchor clipped at row 0 is a real segment
+        return rows, labels, usable.astype(np.float32)
+
+
+@dataclass
+class ProposalBatch:
+    feats: torch.Tensor    # (B, T, D)
+    lengths: torch.Tensor  # (B,)
+    labels: torch.Tensor   # (B, T, K)
+    mask: torch.Tensor     # (B, T) real rows
+    usable: torch.Tensor   # (B, T, K) anchors whose start lies in the window
+
+    def to(self, device: torch.device) -> ProposalBatch:
+        return ProposalBatch(*(t.to(device) for t in (self.feats, self.lengths, self.labels, self.mask, self.usable)))
+
+
+def collate(samples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> ProposalBatch:
+    """Pad the videos of a batch to the longest one."""
+    n = max(len(rows) for rows, _, _ in samples)
+    dim, k = samples[0][0].shape[1], samples[0][1].shape[1]
+    feats = torch.zeros(len(samples), n, dim)
+    labels = torch.zeros(len(samples), n, k)
+    usable = torch.zeros(len(samples), n, k)
+    mask = torch.zeros(len(samples), n)
+    for i, (rows, lab, use) in enumerate(samples):
+        t = len(rows)
+        feats[i, :t] = torch.tensor(np.asarray(rows, dtype=np.float32))  # a copy: store reads may be read-only
+        labels[i, :t] = torch.from_numpy(lab)
+        usable[i, :t] = torch.from_numpy(use)
+        mask[i, :t] = 1.0
+    return ProposalBatch(feats, torch.tensor([len(r) for r, _, _ in samples]), labels, mask, usable)

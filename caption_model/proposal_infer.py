@@ -1,0 +1,144 @@
+"""Using a trained proposal model: load it, check the store it is used on, propose, pick events.
+
+The checkpoint (``proposals_best.pt`` / ``proposals_last.pt`` in the run
+folder, beside the captioner's ``best.pt``) holds the anchors and the store's
+extractor settings; a store made with another extractor, layer, dimension,
+clip length or stride is refused with one line naming both, because anchors
+are counted in rows and the network was fitted to those features.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from caption_model.proposal_model import ProposalNet, proposals_from_scores, row_edges
+from etspipe.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "etspipe-proposals"
+VERSION = 1
+LAST, BEST = "proposals_last.pt", "proposals_best.pt"
+# Store settings that decide what a row is; a model only fits stores that share them.
+STORE_KEYS = ("extractor", "layer", "dim", "clip_len", "stride", "pca_dim")
+
+
+def find_proposal_checkpoint(path: str | Path, prefer: Sequence[str] = (BEST, LAST)) -> Path | None:
+    """The proposal checkpoint of a run folder (best, else last) or the file itself; None when absent."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    return next((path / name for name in prefer if (path / name).is_file()), None)
+
+
+def load_proposal_checkpoint(path: str | Path, prefer: Sequence[str] = (BEST, LAST)) -> dict:
+    """Read a proposal checkpoint (file, or run folder); a missing or foreign file is a UserError."""
+    found = find_proposal_checkpoint(path, prefer)
+    if found is None:
+        raise UserError(f"no proposal model ({' or '.join(prefer)}) in {path}; train one with "
+                        "`etspipe train-proposals`")
+    try:
+        ckpt = torch.load(found, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: say which, no traceback
+        raise UserError(f"{found}: not a readable checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise UserError(f"{found}: not an etspipe proposal-model checkpoint")
+    ckpt["path"] = str(found)
+    return ckpt
+
+
+def describe_store(meta: dict) -> str:
+    """`c3d pool5 256-d, clip 16 stride 8` from store metadata (missing keys left out)."""
+    parts = [str(meta[k]) for k in ("extractor", "layer") if meta.get(k) is not None]
+    parts.append(f"{meta.get('dim')}-d")
+    if meta.get("pca_dim"):
+        parts.append(f"PCA {meta['pca_dim']}")
+    if meta.get("clip_len") is not None:
+        parts.append(f"clip {meta['clip_len']} stride {meta.get('stride')}")
+    return " ".join(parts)
+
+
+def check_store(ckpt: dict, store_meta: dict, store_path: str) -> None:
+    """Refuse a store whose rows are not the kind the proposal model was trained on."""
+    trained = ckpt.get("store_meta") or {}
+    differ = [k for k in STORE_KEYS if trained.get(k) != store_meta.get(k)]
+    if differ:
+        raise UserError(f"proposal model {ckpt.get('path', '?')} was trained on {describe_store(trained)} features "
+                        f"({trained.get('store_path', '?')}), but store {store_path} holds "
+                        f"{describe_store(store_meta)} features ({', '.join(differ)} differ)")
+
+
+@dataclass
+class Proposer:
+    """A loaded proposal model and the settings it proposes with."""
+
+    net: ProposalNet
+    anchors: np.ndarray
+    ckpt: dict
+    device: torch.device
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> Proposer:
+        ckpt = load_proposal_checkpoint(path)
+        anchors = np.asarray(ckpt["anchors"], dtype=np.int64)
+        net = ProposalNet(ckpt["config"]["proposals"], int(ckpt["feat_dim"]), len(anchors))
+        net.load_state_dict(ckpt["model"])
+        return cls(net.to(device).eval(), anchors, ckpt, torch.device(device))
+
+    @torch.no_grad()
+    def scores(self, rows: np.ndarray) -> np.ndarray:
+        """Anchor probabilities (n_rows, K) of one video's rows."""
+        feats = torch.tensor(np.asarray(rows, dtype=np.float32))[None].to(self.device)  # a copy: reads may be read-only
+        logits = self.net(feats, torch.tensor([len(rows)]))
+        return torch.sigmoid(logits[0]).float().cpu().numpy()
+
+    def propose(self, store, store_id: str, nms_tiou: float, max_keep: int) -> list[dict]:
+        """Up to `max_keep` proposals ``{"segment": [s, e], "score": p}`` for one store video, best first."""
+        meta = store.video_meta(store_id)
+        edges = row_edges(store.row_times(store_id), float(meta["duration"]))
+        return proposals_from_scores(self.scores(store.rows(store_id)), edges, self.anchors, nms_tiou, max_keep)
+
+
+def propose_corpus(proposer: Proposer, store, store_ids: Iterable[str], pcfg: dict,
+                   progress: bool = False) -> tuple[dict[str, list[dict]], dict[str, str]]:
+    """Proposals of many store videos; a video that cannot be read is reported and the rest go on."""
+    from etspipe.progress import progress_bar
+
+    out: dict[str, list[dict]] = {}
+    failed: dict[str, str] = {}
+    for sid in progress_bar(list(store_ids), desc="proposals", enabled=progress, leave=False):
+        try:
+            out[sid] = proposer.propose(store, sid, float(pcfg["nms_tiou"]), int(pcfg["max_proposals"]))
+        except (UserError, OSError, ValueError, KeyError) as exc:
+            failed[sid] = f"{type(exc).__name__}: {exc}"
+            logger.warning("proposals of video %s failed: %s", sid, exc)
+    return out, failed
+
+
+def select_events(proposals: Sequence[dict], threshold: float, max_events: int) -> list[dict]:
+    """The proposals that become captioned events: score >= `threshold`, at most `max_events`, by start."""
+    kept = [p for p in proposals if p["score"] >= threshold][: max(int(max_events), 0)]
+    return sorted(kept, key=lambda p: (p["segment"][0], p["segment"][1]))
+
+
+def video_events(proposals: Sequence[dict], duration: float, threshold: float,
+                 max_events: int) -> tuple[list[dict], str | None]:
+    """The events to caption for one video and, when none passed the threshold, why the whole video is used.
+
+    An empty set after the threshold would leave the video without a
+    description; it gets one event, the whole video, with no proposal score
+    (``None``), and the returned note says so.
+    """
+    events = select_events(proposals, threshold, max_events)
+    if events:
+        return events, None
+    best = max((p["score"] for p in proposals), default=None)
+    why = (f"no proposal reached proposals.score_threshold={threshold:g} (best {best:.3f})" if best is not None
+           else "no proposal at all")
+    return [{"segment": [0.0, float(duration)], "score": None}], f"{why}: captioning the whole video"

@@ -1,0 +1,162 @@
+"""Temporal event proposals over a video's feature rows: SST's anchors, scored by a recurrent pass.
+
+SST (Buch et al., CVPR 2017) reads the rows in order and, at every row ``t``,
+scores K anchors: the segments of ``L_1 .. L_K`` rows that end at ``t``. The
+anchor lengths come from the training segments (1-D k-means of their lengths in
+rows), so the anchors cover the durations that events really have. Training
+is a binary cross-entropy per (row, anchor), weighted per anchor so that the
+rare positives count as much as the many negatives; at inference the scored
+anchors become segments, and non-maximum suppression removes near-duplicates.
+
+One change from SST, on by default (``proposals.bidirectional``): the recurrent
+pass runs both ways. SST is forward-only to stream; offline, the rows after
+``t`` tell whether an event *ends* at ``t``, and the benchmark shows the gain
+(docs/PERFORMANCE.md). ``bidirectional: false`` is SST as published.
+
+Anchors are counted in rows, so one model fits the row spacing of the store it
+was trained on; the checkpoint records that store's extractor settings and a
+store made otherwise is refused (`proposal_infer.check_store`).
+
+Times: row ``i`` stands for the span between the midpoints to its neighbours
+(the first from 0, the last to the video's end), clipped to ``[0, duration]``;
+a segment of rows ``a..b`` is ``[edge_a, edge_{b+1}]``, and `alignment.select_rows`
+maps it back to exactly those rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+
+def row_edges(times: np.ndarray, duration: float) -> np.ndarray:
+    """The n+1 boundaries (seconds) of n rows with centre `times`, clipped to ``[0, duration]``."""
+    times = np.asarray(times, dtype=np.float64)
+    edges = np.empty(len(times) + 1)
+    edges[0] = 0.0
+    edges[1:-1] = (times[:-1] + times[1:]) / 2.0
+    edges[-1] = max(float(duration), times[-1] if len(times) else 0.0)
+    return np.clip(edges, 0.0, float(duration))
+
+
+def kmeans_anchors(lengths: np.ndarray, k: int, iterations: int = 100) -> np.ndarray:
+    """Up to `k` anchor lengths in rows (sorted, distinct integers >= 1) from segment lengths in rows.
+
+    1-D k-means on the *logarithm* of the lengths: the tIoU of two aligned
+    segments is the ratio of their lengths, so log distance is the distance
+    that matters, and short and long events both get anchors. Centres start
+    evenly spaced between the shortest and the longest length (deterministic)
+    and are rounded to whole rows at the end, so close centres merge and fewer
+    than `k` anchors may remain.
+    """
+    logs = np.log(np.maximum(np.asarray(lengths, dtype=np.float64), 1.0))
+    if logs.size == 0 or k < 1:
+        return np.zeros(0, dtype=np.int64)
+    centres = np.linspace(logs.min(), logs.max(), k)
+    for _ in range(iterations):
+        assign = np.abs(logs[:, None] - centres[None, :]).argmin(axis=1)
+        new = np.array([logs[assign == j].mean() if (assign == j).any() else centres[j] for j in range(k)])
+        if np.allclose(new, centres):
+            break
+        centres = new
+    return np.unique(np.maximum(np.rint(np.exp(centres)), 1).astype(np.int64))
+
+
+def anchor_bounds(n_rows: int, anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and last row (inclusive) of every anchor, each (n_rows, K); starts are clipped at row 0."""
+    end = np.broadcast_to(np.arange(n_rows)[:, None], (n_rows, len(anchors)))
+    start = np.maximum(end - np.asarray(anchors)[None, :] + 1, 0)
+    return start, end
+
+
+def anchor_segments(edges: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    """Every anchor of every row as a time segment: (n_rows, K, 2) seconds."""
+    start, end = anchor_bounds(len(edges) - 1, anchors)
+    return np.stack([edges[start], edges[end + 1]], axis=-1)
+
+
+def anchor_labels(edges: np.ndarray, anchors: np.ndarray, gt: np.ndarray, pos_tiou: float) -> np.ndarray:
+    """1.0 where an anchor reaches `pos_tiou` with some ground-truth segment, else 0.0: (n_rows, K)."""
+    segs = anchor_segments(edges, anchors)
+    gt = np.asarray(gt, dtype=np.float64).reshape(-1, 2)
+    if not len(gt):
+        return np.zeros(segs.shape[:2], dtype=np.float32)
+    s = np.maximum(segs[..., None, 0], gt[None, None, :, 0])
+    e = np.minimum(segs[..., None, 1], gt[None, None, :, 1])
+    inter = np.clip(e - s, 0.0, None)
+    union = (segs[..., 1] - segs[..., 0])[..., None] + (gt[:, 1] - gt[:, 0])[None, None, :] - inter
+    iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    return (iou.max(axis=-1) >= pos_tiou).astype(np.float32)
+
+
+class ProposalNet(nn.Module):
+    """Rows -> (normalise, project) -> GRU over time -> K anchor logits per row."""
+
+    def __init__(self, cfg: dict, feat_dim: int, n_anchors: int):
+        super().__init__()
+        proj, hidden = int(cfg["proj_dim"]), int(cfg["hidden_dim"])
+        self.norm = nn.LayerNorm(feat_dim)  # stores differ in scale (PCA, raw fc7, untrained nets)
+        self.proj = nn.Linear(feat_dim, proj)
+        self.drop = nn.Dropout(float(cfg["dropout"]))
+        self.rnn = nn.GRU(proj, hidden, num_layers=int(cfg["num_layers"]), batch_first=True,
+                          bidirectional=bool(cfg["bidirectional"]))
+        self.score = nn.Linear(hidden * (2 if cfg["bidirectional"] else 1), n_anchors)
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, K) for rows (B, T, D) of which the first `lengths` of each video are real."""
+        x = self.drop(torch.relu(self.proj(self.norm(feats))))
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.rnn(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=feats.shape[1])
+        return self.score(self.drop(out))
+
+
+def weighted_bce(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor,
+                 pos_share: torch.Tensor) -> torch.Tensor:
+    """SST's loss: per anchor k, positives weigh ``1 - p_k`` and negatives ``p_k`` (p_k: positive share).
+
+    `weight` (B, T, K) is 1 for the (row, anchor) places that count (real rows,
+    anchors whose start is in the window), 0 elsewhere; `pos_share` holds
+    ``p_k`` (K,). Summed over places and divided by the number of real rows.
+    """
+    w = torch.where(labels > 0, 1.0 - pos_share, pos_share) * weight
+    loss = nn.functional.binary_cross_entropy_with_logits(logits, labels, weight=w, reduction="sum")
+    return loss / weight.amax(dim=-1).sum().clamp(min=1.0)
+
+
+def nms(segments: np.ndarray, scores: np.ndarray, tiou_threshold: float, max_keep: int) -> np.ndarray:
+    """Indices of the kept segments, best first: greedy suppression of tIoU > `tiou_threshold`."""
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    starts, ends = segments[:, 0], segments[:, 1]
+    while order.size and len(keep) < max_keep:
+        i = order[0]
+        keep.append(int(i))
+        rest = order[1:]
+        inter = np.clip(np.minimum(ends[rest], ends[i]) - np.maximum(starts[rest], starts[i]), 0.0, None)
+        union = (ends[rest] - starts[rest]) + (ends[i] - starts[i]) - inter
+        iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+        order = rest[iou <= tiou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def proposals_from_scores(scores: np.ndarray, edges: np.ndarray, anchors: np.ndarray, nms_tiou: float,
+                          max_keep: int) -> list[dict]:
+    """Scored anchors (n_rows, K) -> up to `max_keep` proposals ``{"segment": [s, e], "score": p}``, best first.
+
+    Anchors that clip to the same rows are the same segment: the best score
+    stands for it. Zero-length segments (rows past the video's end) are dropped.
+    """
+    segs = anchor_segments(edges, anchors).reshape(-1, 2)
+    flat = np.asarray(scores, dtype=np.float64).reshape(-1)
+    ok = segs[:, 1] > segs[:, 0]
+    segs, flat = segs[ok], flat[ok]
+    if not len(segs):
+        return []
+    uniq, inverse = np.unique(segs, axis=0, return_inverse=True)
+    best = np.full(len(uniq), -np.inf)
+    np.maximum.at(best, inverse.reshape(-1), flat)
+    keep = nms(uniq, best, nms_tiou, max_keep)
+    return [{"segment": [float(uniq[i, 0]), float(uniq[i, 1])], "score": float(best[i])} for i in keep]

@@ -1,0 +1,312 @@
+"""Training of the proposal model, into the captioner's run folder, read top to bottom.
+
+    annotations -> the same held-out videos as the captioner (data.val_fraction, data.split_seed)
+    -> row edges from the store's metadata -> anchors (k-means of segment lengths in rows)
+       and per-anchor positive shares (the loss weights)
+    -> batches of videos (a window of long ones) -> weighted BCE, Adam, gradient-norm clip
+    -> every `valid_interval` epochs: proposals of the held-out videos, AR@AN
+    -> proposals_last.pt every epoch, proposals_best.pt when the validation AUC improves
+
+Resuming continues at the next epoch: an epoch's batches and windows are a
+pure function of (seed, epoch), and the checkpoint holds the optimiser and the
+torch RNG (dropout). A resumed run takes only the runtime keys (epochs,
+device, valid_interval) from the given config. Several processes: run under
+torchrun; each rank trains on its own share of the batches and DDP averages
+the gradients (caption_model.distributed, as the captioner).
+
+Files in the run folder: proposals_last.pt, proposals_best.pt, proposals_metrics.csv.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from caption_model import distributed
+from caption_model.checkpoint import save_checkpoint
+from caption_model.proposal_data import ProposalDataset, VideoTimes, anchors_fit, collate, positive_share
+from caption_model.proposal_infer import (
+    BEST,
+    FORMAT,
+    LAST,
+    VERSION,
+    Proposer,
+    check_store,
+    load_proposal_checkpoint,
+    propose_corpus,
+)
+from caption_model.proposal_metrics import ar_an, recall_at
+from caption_model.proposal_model import ProposalNet, kmeans_anchors, weighted_bce
+from etspipe.errors import UserError
+from etspipe.progress import progress_bar
+
+logger = logging.getLogger(__name__)
+
+RUNTIME_KEYS = ("epochs", "device", "valid_interval")
+CSV_NAME = "proposals_metrics.csv"
+
+
+@dataclass
+class Prepared:
+    """What a run trains on, planned from annotations and store metadata (no feature read)."""
+
+    train: list[VideoTimes]
+    val: list[VideoTimes]
+    anchors: np.ndarray
+    pos_share: np.ndarray
+    feat_dim: int
+    store_meta: dict
+    val_ids: list[str]  # annotation ids of the held-out videos (kept by a resumed run)
+
+
+@dataclass
+class ProposalRun:
+    best_path: Path
+    last_path: Path
+    net: ProposalNet
+    anchors: np.ndarray
+    history: list[dict] = field(default_factory=list)
+    timing: dict = field(default_factory=dict)  # setup_s, train_s, epochs
+
+
+def _plain(obj: object) -> object:
+    return json.loads(json.dumps(obj, default=lambda x: x.tolist() if hasattr(x, "tolist") else str(x)))
+
+
+def _videos(store, segments) -> list[VideoTimes]:
+    """Group segments by store video; one video whose metadata is unreadable is skipped, not fatal."""
+    from caption_model.dataset import match_store
+    from caption_model.proposal_data import video_times
+
+    kept, skipped = match_store(segments, store.complete_ids(), store.failed())
+    if skipped:
+        logger.warning("%d annotated videos are not usable in store %s (first: %s, %s)", len(skipped),
+                       store.path, *next(iter(skipped.items())))
+    by_video: dict[str, list] = {}
+    for seg, sid in kept:
+        by_video.setdefault(sid, []).append(seg)
+    out = []
+    for sid, segs in sorted(by_video.items()):
+        try:
+            out.append(video_times(store, sid, segs))
+        except (UserError, KeyError, ValueError) as exc:
+            logger.warning("video %s skipped for proposals: %s", sid, exc)
+    return out
+
+
+def prepare(cfg: dict, store_path: str, train_paths: list[str], ckpt: dict | None = None) -> Prepared:
+    """Annotations + store -> training and held-out videos, anchors and loss weights."""
+    from caption_model.annotations import load_annotations, split_by_video
+    from features_store import open_store
+
+    segments, _ = load_annotations(train_paths)
+    with open_store(store_path, "r") as store:
+        store_meta = {**_plain(dict(store.meta)), "store_path": str(store_path)}
+        if ckpt is not None:
+            check_store(ckpt, store_meta, store_path)
+        if ckpt is not None:
+            val_ids = set(ckpt["val_videos"])
+            train_segs = [s for s in segments if s.video_id not in val_ids]
+            val_segs = [s for s in segments if s.video_id in val_ids]
+        else:
+            train_segs, val_segs = split_by_video(segments, float(cfg["data"]["val_fraction"]),
+                                                  int(cfg["data"]["split_seed"]))
+        train, val = _videos(store, train_segs), _videos(store, val_segs)
+        feat_dim = int(store.dim)
+    if not train:
+        raise UserError(f"none of the training videos of {', '.join(map(str, train_paths))} is complete "
+                        f"in store {store_path}")
+    pcfg = cfg["proposals"]
+    if ckpt is not None:
+        anchors, share = np.asarray(ckpt["anchors"]), np.asarray(ckpt["pos_share"])
+    else:
+        anchors = kmeans_anchors(anchors_fit(train, store_path), int(pcfg["anchors"]))
+        share = positive_share(train, anchors, float(pcfg["pos_tiou"]))
+    logger.info("proposals: %d training / %d held-out videos, %d anchors of %s rows", len(train), len(val),
+                len(anchors), ", ".join(map(str, anchors.tolist())))
+    return Prepared(train, val, anchors, share, feat_dim, store_meta, sorted({s.video_id for s in val_segs}))
+
+
+def epoch_batches(videos: list[VideoTimes], batch_size: int, seed: int, epoch: int, rank: int = 0,
+                  world: int = 1) -> list[list[int]]:
+    """This rank's batches of an epoch: shuffled by (seed, epoch), similar lengths together, equal count per rank."""
+    order = np.random.default_rng([seed, epoch]).permutation(len(videos))
+    group = batch_size * 16  # sort by length within groups: less padding, still shuffled
+    order = np.concatenate([sorted(order[i:i + group], key=lambda j: videos[j].n_rows)
+                            for i in range(0, len(order), group)]) if len(order) else order
+    batches = [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    batches = [batches[i] for i in np.random.default_rng([seed, epoch, 1]).permutation(len(batches))]
+    per_rank = max(len(batches) // world, 1)
+    return (batches[rank::world] + batches)[:per_rank] if world > 1 else batches
+
+
+class _Objective(nn.Module):
+    """The loss as a forward, so that DistributedDataParallel synchronises the gradients."""
+
+    def __init__(self, net: ProposalNet, pos_share: np.ndarray):
+        super().__init__()
+        self.net = net
+        self.register_buffer("pos_share", torch.as_tensor(pos_share, dtype=torch.float32))
+
+    def forward(self, batch) -> torch.Tensor:
+        logits = self.net(batch.feats, batch.lengths)
+        return weighted_bce(logits, batch.labels, batch.mask[..., None] * batch.usable, self.pos_share)
+
+
+def _train_epoch(objective: nn.Module, net: ProposalNet, optimizer, loader: DataLoader, device: torch.device,
+                 clip: float, desc: str, progress: bool) -> float:
+    """One pass over this rank's batches; returns the mean loss."""
+    net.train()
+    total, n = 0.0, 0
+    for batch in progress_bar(loader, desc=desc, enabled=progress, leave=False):
+        loss = objective(batch.to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(net.parameters(), clip)
+        optimizer.step()
+        if not np.isfinite(float(loss.detach())):
+            raise FloatingPointError(f"proposal loss is {float(loss.detach())}")
+        total, n = total + float(loss.detach()), n + 1
+    return total / max(n, 1)
+
+
+def validate(net: ProposalNet, anchors: np.ndarray, store_path: str, videos: list[VideoTimes], pcfg: dict,
+             device: torch.device) -> dict:
+    """AR@AN of the held-out videos' proposals: AUC (model selection), AR@10, recall@0.5 with 10."""
+    from features_store import open_store
+
+    proposer = Proposer(net.eval(), anchors, {}, device)
+    with open_store(store_path, "r") as store:
+        props, _ = propose_corpus(proposer, store, [v.store_id for v in videos], pcfg)
+    gt = {v.store_id: v.gt.tolist() for v in videos}
+    curve = ar_an(gt, props)
+    net.train()
+    return {"val_auc": curve.auc, "val_ar10": curve.ar_at(10), "val_r05_10": recall_at(gt, props, 10, 0.5)}
+
+
+def _log_row(save_dir: Path, row: dict) -> None:
+    path = save_dir / CSV_NAME
+    new = not path.exists()
+    cols = ("time", "epoch", "loss", "val_auc", "val_ar10", "val_r05_10")
+    with path.open("a", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=cols)
+        if new:
+            writer.writeheader()
+        writer.writerow({"time": f"{time.time():.3f}", **{k: (f"{v:.6g}" if isinstance(v, float) else v)
+                                                        for k, v in row.items() if k in cols}})
+
+
+def _start(cfg: dict, save_dir: str | Path | None, resume: str | None) -> tuple[dict, Path, dict | None]:
+    """(config, run folder, checkpoint to continue or None)."""
+    if not resume:
+        return cfg, Path(save_dir or cfg["train"]["save_dir"]), None
+    ckpt = load_proposal_checkpoint(resume, prefer=(LAST, BEST))
+    saved = copy.deepcopy(ckpt["config"])
+    for key in RUNTIME_KEYS:
+        saved["proposals"][key] = cfg["proposals"][key]
+    logger.info("resuming %s after epoch %d", ckpt["path"], ckpt["epoch"])
+    return saved, Path(ckpt["path"]).parent, ckpt
+
+
+def train_proposals(cfg: dict, store_path: str, train_paths: list[str], save_dir: str | Path | None = None,
+                    resume: str | None = None, progress: bool = True) -> ProposalRun:
+    """Train (or resume) the proposal model; see the module docstring."""
+    cfg, run_dir, ckpt = _start(copy.deepcopy(cfg), save_dir, resume)
+    want = str(cfg["proposals"]["device"])
+    dist_info = distributed.setup("cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available())
+                                  else "cpu")
+    try:
+        return _fit(cfg, store_path, train_paths, run_dir, ckpt, progress, dist_info)
+    finally:
+        distributed.teardown(dist_info)
+
+
+def _fit(cfg: dict, store_path: str, train_paths: list[str], run_dir: Path, ckpt: dict | None, progress: bool,
+         dist_info: distributed.DistInfo) -> ProposalRun:
+    t0 = time.perf_counter()
+    pcfg = cfg["proposals"]
+    device = distributed.resolve_device(str(pcfg["device"]), dist_info)
+    prep = prepare(cfg, store_path, train_paths, ckpt)
+    seed, main = int(pcfg["seed"]), dist_info.is_main
+    torch.manual_seed(seed)
+    net = ProposalNet(pcfg, prep.feat_dim, len(prep.anchors)).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=float(pcfg["lr"]), weight_decay=float(pcfg["weight_decay"]))
+    epoch, best = 0, {"value": None, "epoch": None}
+    if ckpt is not None:
+        net.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        epoch, best = int(ckpt["epoch"]), dict(ckpt["best"])
+        torch.set_rng_state(ckpt["rng"])
+    if dist_info.rank:
+        torch.manual_seed(seed * 1000003 + dist_info.rank * 7919 + epoch)  # dropout differs per rank
+    objective: nn.Module = _Objective(net, prep.pos_share).to(device)
+    if dist_info.enabled:
+        objective = nn.parallel.DistributedDataParallel(objective, device_ids=[dist_info.local_rank]
+                                                        if device.type == "cuda" else None)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if ckpt is None:
+            (run_dir / BEST).unlink(missing_ok=True)  # never let a new run report an old run's best
+    dataset = ProposalDataset(store_path, prep.train, prep.anchors, float(pcfg["pos_tiou"]),
+                              int(pcfg["window_rows"]), seed)
+    history, timing = [], {"setup_s": time.perf_counter() - t0, "train_s": 0.0, "epochs": 0}
+    state = {"cfg": cfg, "prep": prep, "net": net, "optimizer": optimizer, "run_dir": run_dir}
+    while epoch < int(pcfg["epochs"]):
+        dataset.set_epoch(epoch)
+        batches = epoch_batches(prep.train, int(pcfg["batch_size"]), seed, epoch, dist_info.rank,
+                                dist_info.world_size)
+        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate,
+                            num_workers=int(cfg["data"]["num_workers"]))
+        t_epoch = time.perf_counter()
+        loss = _train_epoch(objective, net, optimizer, loader, device, float(pcfg["clip_norm"]),
+                            f"proposals epoch {epoch + 1}/{pcfg['epochs']}", progress and main)
+        timing["train_s"] += time.perf_counter() - t_epoch
+        timing["epochs"] += 1
+        epoch += 1
+        row = {"epoch": epoch, "loss": loss, **_maybe_validate(state, epoch, main, device)}
+        history.append(row)
+        if main:
+            best = _save(state, epoch, best, row)
+        distributed.barrier(dist_info)
+    best_path = run_dir / BEST if (run_dir / BEST).exists() else run_dir / LAST
+    return ProposalRun(best_path, run_dir / LAST, net, prep.anchors, history, timing)
+
+
+def _maybe_validate(state: dict, epoch: int, main: bool, device: torch.device) -> dict:
+    pcfg, prep = state["cfg"]["proposals"], state["prep"]
+    interval = int(pcfg["valid_interval"])
+    if not (main and prep.val and interval > 0 and epoch % interval == 0):
+        return {}
+    return validate(state["net"], prep.anchors, prep.store_meta["store_path"], prep.val, pcfg, device)
+
+
+def _save(state: dict, epoch: int, best: dict, row: dict) -> dict:
+    """proposals_last.pt always; proposals_best.pt when the held-out AUC improves (or with no held-out set)."""
+    prep, run_dir = state["prep"], state["run_dir"]
+    value = row.get("val_auc")
+    improved = value is not None and (best["value"] is None or value > best["value"])
+    if improved:
+        best = {"value": value, "epoch": epoch}
+    logger.info("proposals epoch %d: loss %.4f%s", epoch, row["loss"],
+                f", held-out AUC {value:.2f} AR@10 {row['val_ar10']:.3f}" + (" (best so far)" if improved else "")
+                if value is not None else "")
+    ckpt = {"format": FORMAT, "version": VERSION, "model": state["net"].state_dict(),
+            "optimizer": state["optimizer"].state_dict(), "rng": torch.get_rng_state(), "epoch": epoch,
+            "anchors": prep.anchors.tolist(), "pos_share": prep.pos_share.tolist(), "feat_dim": prep.feat_dim,
+            "config": _plain(state["cfg"]), "store_meta": prep.store_meta, "best": dict(best),
+            "val_videos": prep.val_ids, "metrics": _plain(row)}
+    save_checkpoint(ckpt, run_dir / LAST)
+    if improved or not prep.val:
+        save_checkpoint(ckpt, run_dir / BEST)
+    _log_row(run_dir, row)
+    return best

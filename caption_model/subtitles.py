@@ -1,0 +1,83 @@
+"""Subtitles: a video's timed captions as SRT or WebVTT, so any video player shows them.
+
+Input is a result entry list as in ActivityNet's result format
+(``[{"timestamp": [start, end], "sentence": ..., "proposal_score": ...}]``).
+Dense captions overlap (an event inside a longer one); both formats allow
+overlapping cues and players stack them, so nothing is merged or cut.
+
+Rules that keep every file parseable:
+
+* cues are sorted by start, then end (players and parsers expect it);
+* times are clipped at 0 and written to the millisecond; an end before its
+  start is raised to the start;
+* a sentence is one line: white space (line breaks included) is collapsed, since
+  a blank line ends a cue in both formats; an empty sentence gives no cue;
+* WebVTT text escapes ``&``, ``<`` and ``>`` (its markup characters), which
+  also keeps ``-->`` out of the cue text.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+FORMATS = ("srt", "vtt")
+
+
+def _clock(seconds: float, decimal: str) -> str:
+    """``HH:MM:SS,mmm`` (SRT) or ``HH:MM:SS.mmm`` (WebVTT)."""
+    ms = int(round(max(float(seconds), 0.0) * 1000)) if math.isfinite(float(seconds)) else 0
+    hours, ms = divmod(ms, 3_600_000)
+    minutes, ms = divmod(ms, 60_000)
+    secs, ms = divmod(ms, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal}{ms:03d}"
+
+
+def _cues(entries: Sequence[Mapping]) -> list[tuple[float, float, str]]:
+    """(start, end, one-line text) per entry that has words, sorted by start then end."""
+    cues = []
+    for item in entries:
+        text = " ".join(str(item.get("sentence", "")).split())
+        if not text:
+            continue
+        start, end = (float(t) for t in item["timestamp"])
+        start = max(start, 0.0)
+        cues.append((start, max(end, start), text))
+    return sorted(cues, key=lambda c: (c[0], c[1]))
+
+
+def to_srt(entries: Sequence[Mapping]) -> str:
+    """SubRip text: numbered cues, ``-->`` between comma-decimal times, a blank line after each."""
+    blocks = [f"{i}\n{_clock(s, ',')} --> {_clock(e, ',')}\n{text}\n"
+              for i, (s, e, text) in enumerate(_cues(entries), start=1)]
+    return "\n".join(blocks)
+
+
+def _escape_vtt(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def to_vtt(entries: Sequence[Mapping]) -> str:
+    """WebVTT text: the ``WEBVTT`` header, then cues with dot-decimal times."""
+    blocks = [f"{_clock(s, '.')} --> {_clock(e, '.')}\n{_escape_vtt(text)}\n" for s, e, text in _cues(entries)]
+    return "WEBVTT\n\n" + "\n".join(blocks)
+
+
+def write_subtitles(entries: Sequence[Mapping], path: str | Path, fmt: str) -> Path:
+    """Write `entries` to `path` in `fmt` ("srt" or "vtt"), UTF-8; returns the path."""
+    if fmt not in FORMATS:
+        raise ValueError(f"subtitle format must be one of {FORMATS}, got {fmt!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = to_srt(entries) if fmt == "srt" else to_vtt(entries)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def write_all(results: Mapping[str, Sequence[Mapping]], out_dir: str | Path, fmt: str, stem: str = "") -> list[Path]:
+    """One subtitle file per video (``<stem><video>.<fmt>`` in `out_dir`), for the videos that have entries."""
+    return [write_subtitles(entries, Path(out_dir) / f"{stem}{vid}.{fmt}", fmt)
+            for vid, entries in results.items() if entries]

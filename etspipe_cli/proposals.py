@@ -1,0 +1,42 @@
+"""`etspipe train-proposals`: fit the temporal event proposal model into a run folder."""
+
+from __future__ import annotations
+
+import click
+
+from etspipe_cli.common import DEVICE, OUTPUT_FOLDER, ManyValuesOption, _set, config_default, config_options
+
+
+@click.command("train-proposals")
+@click.option("--store", "store_path", required=True, help="Feature store made by `extract` or `import-features`.")
+@click.option("--train", "train_paths", cls=ManyValuesOption, multiple=True, required=True,
+              type=click.Path(dir_okay=False), help="Training annotations (ActivityNet Captions JSON), one or more.")
+@click.option("--save-dir", type=OUTPUT_FOLDER, default=None,
+              help="Run folder, shared with the captioner.", show_default=config_default("train.save_dir"))
+@click.option("--resume", default=None, help="Continue a proposal run from its folder or proposals_last.pt.")
+@click.option("--epochs", type=int, default=None, help="Passes over the training videos.",
+              show_default=config_default("proposals.epochs"))
+@click.option("--device", type=DEVICE, default=None, help="Where to train.",
+              show_default=config_default("proposals.device"))
+@config_options
+def train_proposals(store_path: str, train_paths: tuple[str, ...], save_dir: str | None, resume: str | None,
+                    epochs: int | None, device: str | None, cfg: dict, raw_overrides: tuple[str, ...]) -> None:
+    """Train the event proposal model (SST-style anchors over the store's rows).
+
+    It learns where events start and end from the training timestamps, holds
+    out the same videos as `train` (data.val_fraction) to pick
+    proposals_best.pt by AR@AN, and writes proposals_best.pt / proposals_last.pt
+    into the run folder beside the captioner's checkpoints, so that evaluate
+    and predict find both. Settings: the `proposals` section of the config.
+    Several GPUs: run under torchrun.
+
+    \b
+    Example:
+      etspipe train-proposals --store data/c3d.zarr --train train.json --save-dir data/checkpoints
+    """
+    from caption_model.proposal_train import train_proposals as run
+
+    _set(cfg, "proposals.epochs", epochs)
+    _set(cfg, "proposals.device", device)
+    result = run(cfg, store_path, list(train_paths), save_dir=save_dir, resume=resume)
+    click.echo(f"best proposal checkpoint: {result.best_path}")

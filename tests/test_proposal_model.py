@@ -1,0 +1,159 @@
+"""Proposal model pieces: row edges, anchors, labels, the loss weights, NMS, proposals from scores, baselines."""
+
+import numpy as np
+import pytest
+import torch
+
+from caption_model.proposal_baselines import random_segments, sliding_windows
+from caption_model.proposal_data import anchors_fit, segment_rows, video_times, window_start
+from caption_model.proposal_model import (
+    ProposalNet,
+    anchor_labels,
+    anchor_segments,
+    kmeans_anchors,
+    nms,
+    proposals_from_scores,
+    row_edges,
+    weighted_bce,
+)
+from etspipe.errors import UserError
+from features_store.alignment import select_rows
+
+PCFG = {"proj_dim": 8, "hidden_dim": 8, "num_layers": 1, "bidirectional": True, "dropout": 0.0}
+
+
+def test_row_edges_round_trip_through_the_alignment_rule():
+    times = (np.arange(10) * 8 + 8) / 15.0  # clip rule: 16-frame clips every 8 frames at 15 fps
+    edges = row_edges(times, duration=6.0)
+    assert edges[0] == 0.0 and edges[-1] == 6.0 and np.all(np.diff(edges) > 0)
+    for a in range(10):
+        for b in range(a, 10):
+            sel = select_rows(times, edges[a], edges[b + 1], 6.0)
+            assert (sel.start, sel.stop) == (a, b + 1)
+
+
+def test_row_edges_of_a_video_shorter_than_one_row():
+    edges = row_edges(np.array([16 / 2 / 15.0]), duration=0.3)  # one padded clip longer than the video
+    assert edges.tolist() == [0.0, 0.3]
+    props = proposals_from_scores(np.array([[0.7, 0.2]]), edges, np.array([1, 4]), 0.8, 10)
+    assert props == [{"segment": [0.0, 0.3], "score": 0.7}]
+
+
+def test_kmeans_anchors_cover_the_lengths_and_merge_close_ones():
+    lengths = np.array([3] * 50 + [4] * 30 + [20] * 10 + [60] * 5, dtype=float)
+    anchors = kmeans_anchors(lengths, 4)
+    assert anchors.dtype == np.int64 and np.all(np.diff(anchors) > 0) and anchors.min() >= 1
+    assert anchors.min() <= 4 and any(abs(a - 20) <= 2 for a in anchors) and anchors.max() >= 55
+    assert len(kmeans_anchors(np.array([5.0] * 10), 8)) == 1  # one length: one anchor, not 8 copies
+
+
+def test_anchor_labels_mark_the_anchor_that_matches_an_event():
+    edges = np.arange(11, dtype=float)  # 10 rows of 1 s
+    anchors = np.array([2, 5])
+    labels = anchor_labels(edges, anchors, np.array([[3.0, 8.0]]), 0.5)
+    segs = anchor_segments(edges, anchors)
+    assert segs[7, 1].tolist() == [3.0, 8.0] and labels[7, 1] == 1.0
+    assert labels[:, 0].sum() == 0  # 2 s anchors reach at most tIoU 0.4 with a 5 s event
+    assert labels[0].tolist() == [0.0, 0.0]
+    assert anchor_labels(edges, anchors, np.zeros((0, 2)), 0.5).sum() == 0
+
+
+def test_weighted_bce_balances_rare_positives():
+    logits = torch.zeros(1, 4, 1)
+    labels = torch.tensor([[[1.0], [0.0], [0.0], [0.0]]])
+    weight = torch.ones(1, 4, 1)
+    share = torch.tensor([0.25])
+    loss = weighted_bce(logits, labels, weight, share)
+    expected = (0.75 * 1 + 0.25 * 3) * np.log(2) / 4
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    masked = weighted_bce(logits, labels, torch.zeros(1, 4, 1), share)
+    assert float(masked) == 0.0
+
+
+def test_nms_keeps_the_best_and_drops_near_duplicates():
+    segs = np.array([[0, 10], [0.5, 10], [20, 30], [0, 5]], dtype=float)
+    keep = nms(segs, np.array([0.9, 0.8, 0.7, 0.6]), 0.8, 10)
+    assert keep.tolist() == [0, 2, 3]
+    assert nms(segs, np.array([0.9, 0.8, 0.7, 0.6]), 0.8, 2).tolist() == [0, 2]
+
+
+def test_proposals_are_sorted_unique_and_inside_the_video():
+    edges = np.linspace(0, 5, 11)
+    rng = np.random.default_rng(0)
+    props = proposals_from_scores(rng.random((10, 3)), edges, np.array([1, 3, 6]), 0.9, 100)
+    scores = [p["score"] for p in props]
+    assert scores == sorted(scores, reverse=True)
+    segs = [tuple(p["segment"]) for p in props]
+    assert len(set(segs)) == len(segs) and all(0 <= s < e <= 5 for s, e in segs)
+
+
+def test_network_shapes_and_padding_do_not_leak():
+    torch.manual_seed(0)
+    net = ProposalNet(PCFG, feat_dim=6, n_anchors=3).eval()
+    a = torch.randn(1, 5, 6)
+    padded = torch.cat([a, torch.randn(1, 4, 6)], dim=1)
+    out_a = net(a, torch.tensor([5]))
+    out_p = net(torch.cat([padded, torch.randn(1, 9, 6)]), torch.tensor([5, 9]))
+    assert out_p.shape == (2, 9, 3)
+    assert torch.allclose(out_a[0], out_p[0, :5], atol=1e-5)  # the backward pass starts at the real end
+
+
+def test_segment_rows_and_coarse_store_refused():
+    edges = np.arange(11, dtype=float)
+    assert segment_rows(edges, 2.0, 6.0) == 4 and segment_rows(edges, 2.1, 2.2) == 1
+    from caption_model.proposal_data import VideoTimes
+
+    fine = [VideoTimes("v", edges, np.array([[1.0, 5.0], [2.0, 9.0]]))]
+    assert anchors_fit(fine, "s").tolist() == [4.0, 7.0]
+    coarse = [VideoTimes("v", np.array([0.0, 30.0, 60.0]), np.array([[1.0, 5.0], [10.0, 20.0]]))]
+    with pytest.raises(UserError, match="cannot carry proposal anchors"):
+        anchors_fit(coarse, "coarse.zarr")
+
+
+def test_window_start_is_deterministic_and_in_range():
+    starts = {window_start(0, 3, 7, 1000, 256) for _ in range(3)}
+    assert len(starts) == 1 and 0 <= starts.pop() <= 744
+    assert window_start(0, 3, 7, 100, 256) == 0
+    assert len({window_start(0, e, 7, 1000, 256) for e in range(10)}) > 1
+
+
+def test_baselines_give_the_number_asked_for_inside_the_video():
+    for n in (1, 5, 10, 100):
+        sw = sliding_windows(60.0, n)
+        rnd = random_segments(60.0, n, seed=0, video_id="v_a")
+        assert len(sw) == n and len(rnd) == n
+        assert all(0 <= p["segment"][0] <= p["segment"][1] <= 60.0 for p in sw + rnd)
+    assert sliding_windows(60.0, 1)[0]["segment"] == [0.0, 60.0]
+    assert random_segments(60.0, 5, 0, "v_a") == random_segments(60.0, 5, 0, "v_a")
+    assert random_segments(60.0, 5, 0, "v_a") != random_segments(60.0, 5, 0, "v_b")
+
+
+def test_video_times_from_store_metadata(tmp_path):
+    from features_store import open_store
+
+    meta = {"extractor": "random", "layer": "fc7", "dim": 4, "clip_len": 16, "stride": 8, "dtype": "float32"}
+    with open_store(str(tmp_path / "s.zarr"), "w", meta=meta) as store:
+        store.write_video("v_short", np.ones((1, 4)), {"fps": 15.0, "duration": 0.4, "n_frames": 6})
+        vt = video_times(store, "v_short")
+    assert vt.n_rows == 1 and vt.edges.tolist() == [0.0, 0.4] and vt.gt.shape == (0, 2)
+
+
+def test_events_follow_threshold_and_limit_sorted_by_start():
+    from caption_model.proposal_infer import video_events
+
+    props = [{"segment": [5.0, 9.0], "score": 0.9}, {"segment": [1.0, 3.0], "score": 0.8},
+             {"segment": [0.0, 9.0], "score": 0.6}, {"segment": [2.0, 4.0], "score": 0.3}]
+    events, note = video_events(props, 10.0, 0.5, 2)
+    assert note is None and [e["segment"] for e in events] == [[1.0, 3.0], [5.0, 9.0]]
+    events, note = video_events(props, 10.0, 0.5, 10)
+    assert [e["segment"][0] for e in events] == [0.0, 1.0, 5.0]
+
+
+def test_empty_set_after_threshold_captions_the_whole_video_and_says_so():
+    from caption_model.proposal_infer import video_events
+
+    events, note = video_events([{"segment": [1.0, 2.0], "score": 0.2}], 7.5, 0.5, 10)
+    assert events == [{"segment": [0.0, 7.5], "score": None}]
+    assert "score_threshold=0.5" in note and "0.200" in note and "whole video" in note
+    events, note = video_events([], 7.5, 0.5, 10)
+    assert events[0]["segment"] == [0.0, 7.5] and "no proposal at all" in note

@@ -1,0 +1,162 @@
+"""Proposal training on a tiny real store: it learns, checkpoints, resumes, and refuses bad input in one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from caption_model.proposal_infer import BEST, LAST, Proposer, load_proposal_checkpoint
+from caption_model.proposal_metrics import ar_an
+from caption_model.proposal_train import train_proposals
+from etspipe.config import load_config
+from etspipe.errors import UserError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+FPS, CLIP, STRIDE = 15.0, 16, 8
+STORE_META = {"extractor": "random", "layer": "fc7", "dim": 8, "clip_len": CLIP, "stride": STRIDE,
+              "dtype": "float32"}
+
+
+def make_event_corpus(root: Path, n_videos: int = 24, dim: int = 8, seed: int = 0, meta: dict | None = None,
+                      extra_rows: dict[str, int] | None = None) -> tuple[Path, Path]:
+    """Videos of 14-30 rows (15 fps, 8-frame stride) with 2-3 events of 3-7 rows that the rows show.
+
+    Inside an event every row carries the event's direction plus noise, so
+    where events start and end is learnable; the annotation times are the row
+    edges of those events. `extra_rows` adds store-only videos (id -> rows).
+    """
+    from features_store import open_store
+
+    rng = np.random.default_rng(seed)
+    ann, path = {}, root / "store.zarr"
+    with open_store(str(path), "w", meta={**STORE_META, "dim": dim, **(meta or {})}) as store:
+        for v in range(n_videos):
+            vid, n = f"v_ev{v:03d}", int(rng.integers(14, 31))
+            rows = rng.standard_normal((n, dim)).astype(np.float32) * 0.3
+            times = (np.arange(n) * STRIDE + CLIP / 2) / FPS
+            edges = np.concatenate([[0.0], (times[:-1] + times[1:]) / 2, [(n * STRIDE + CLIP / 2) / FPS]])
+            t, stamps = int(rng.integers(0, 3)), []
+            while t < n - 3 and len(stamps) < 3:
+                length = int(rng.integers(3, 8))
+                end = min(t + length, n)
+                rows[t:end] += rng.standard_normal(dim).astype(np.float32) * 2
+                stamps.append([round(float(edges[t]), 3), round(float(edges[end]), 3)])
+                t = end + int(rng.integers(1, 4))
+            duration = float(edges[-1])
+            ann[vid] = {"duration": duration, "timestamps": stamps, "sentences": ["something happens"] * len(stamps)}
+            store.write_video(vid, rows, {"fps": FPS, "duration": duration, "n_frames": int(duration * FPS)})
+        for vid, n in (extra_rows or {}).items():
+            store.write_video(vid, rng.standard_normal((n, dim)), {"fps": FPS, "n_frames": n * STRIDE})
+    ann_path = root / "train.json"
+    ann_path.write_text(json.dumps(ann))
+    return path, ann_path
+
+
+def tiny_cfg(save_dir: Path, epochs: int = 12, **proposals) -> dict:
+    cfg = load_config()
+    cfg["train"]["save_dir"] = str(save_dir)
+    cfg["data"].update(val_fraction=0.2, num_workers=0)
+    cfg["proposals"].update(anchors=4, proj_dim=16, hidden_dim=16, epochs=epochs, batch_size=4, lr=1e-2,
+                            dropout=0.0, device="cpu", **proposals)
+    return cfg
+
+
+def test_training_learns_events_and_beats_an_untrained_model(tmp_path):
+    store, ann = make_event_corpus(tmp_path)
+    run = train_proposals(tiny_cfg(tmp_path / "run"), str(store), [str(ann)], progress=False)
+    assert run.best_path.name == BEST and run.last_path.name == LAST and run.last_path.is_file()
+    vals = [h["val_auc"] for h in run.history]
+    assert max(vals) > vals[0] + 5  # the held-out AUC rises with training
+    ckpt = load_proposal_checkpoint(tmp_path / "run")
+    assert ckpt["path"].endswith(BEST) and ckpt["store_meta"]["dim"] == 8 and len(ckpt["anchors"]) >= 2
+    assert (tmp_path / "run" / "proposals_metrics.csv").read_text().count("\n") == 13
+
+
+def test_resume_continues_to_the_same_weights(tmp_path):
+    store, ann = make_event_corpus(tmp_path, n_videos=10)
+    full = train_proposals(tiny_cfg(tmp_path / "full", epochs=3), str(store), [str(ann)], progress=False)
+    train_proposals(tiny_cfg(tmp_path / "part", epochs=2), str(store), [str(ann)], progress=False)
+    resumed = train_proposals(tiny_cfg(tmp_path / "elsewhere", epochs=3), str(store), [str(ann)],
+                              resume=str(tmp_path / "part"), progress=False)
+    assert resumed.last_path.parent == tmp_path / "part" and not (tmp_path / "elsewhere").exists()
+    assert [h["epoch"] for h in resumed.history] == [3]
+    for name, tensor in full.net.state_dict().items():
+        assert torch.allclose(tensor, resumed.net.state_dict()[name], atol=1e-6), name
+
+
+def test_video_shorter_than_one_row_is_proposed_whole(tmp_path):
+    store, ann = make_event_corpus(tmp_path, n_videos=10, extra_rows={"v_tiny": 1})
+    run = train_proposals(tiny_cfg(tmp_path / "run", epochs=1), str(store), [str(ann)], progress=False)
+    from features_store import open_store
+
+    with open_store(str(store), "a") as s:
+        s.write_video("v_blip", np.ones((1, 8)), {"fps": FPS, "duration": 0.4, "n_frames": 6})
+        props = Proposer.load(run.best_path).propose(s, "v_blip", 0.8, 10)
+    assert props and all(p["segment"] == [0.0, 0.4] for p in props)
+
+
+def test_store_too_coarse_for_anchors_is_one_line(tmp_path):
+    from features_store import open_store
+
+    path = tmp_path / "coarse.zarr"
+    ann = {f"v_{i}": {"duration": 60.0, "timestamps": [[1.0, 5.0], [10.0, 14.0]], "sentences": ["a", "b"]}
+           for i in range(4)}
+    with open_store(str(path), "w", meta={**STORE_META, "dim": 4}) as store:
+        for vid in ann:  # one row per 20 s: events of 4 s cannot be told apart
+            store.write_video(vid, np.ones((3, 4)), {"duration": 60.0})
+    (tmp_path / "a.json").write_text(json.dumps(ann))
+    with pytest.raises(UserError, match=r"coarse.zarr.*cannot carry proposal anchors") as err:
+        train_proposals(tiny_cfg(tmp_path / "run"), str(path), [str(tmp_path / "a.json")], progress=False)
+    assert "\n" not in str(err.value) and not (tmp_path / "run").exists()
+
+
+def test_model_of_another_store_is_refused_naming_both(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    store, ann = make_event_corpus(tmp_path / "a", n_videos=8)
+    other, _ = make_event_corpus(tmp_path / "b", n_videos=8, dim=12, meta={"layer": "pool5"})
+    run = train_proposals(tiny_cfg(tmp_path / "run", epochs=1), str(store), [str(ann)], progress=False)
+    with pytest.raises(UserError) as err:
+        train_proposals(tiny_cfg(tmp_path / "x", epochs=2), str(other), [str(ann)], resume=str(run.last_path),
+                        progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg and str(store) in msg and str(other) in msg and "fc7 8-d" in msg and "pool5 12-d" in msg
+
+
+def test_ar_an_of_trained_model_is_well_formed(tmp_path):
+    store, ann = make_event_corpus(tmp_path, n_videos=10)
+    run = train_proposals(tiny_cfg(tmp_path / "run", epochs=2), str(store), [str(ann)], progress=False)
+    from features_store import open_store
+
+    gt = {k: v["timestamps"] for k, v in json.loads(ann.read_text()).items()}
+    with open_store(str(store)) as s:
+        props = {vid: Proposer.load(run.best_path).propose(s, vid, 0.8, 100) for vid in gt}
+    curve = ar_an(gt, props)
+    assert np.all(np.diff(curve.ar) >= -1e-12) and 0 <= curve.auc <= 100 and curve.an[-1] == pytest.approx(100)
+
+
+def test_one_unreadable_video_does_not_stop_the_corpus(tmp_path, monkeypatch):
+    from caption_model.proposal_infer import propose_corpus
+    from features_store import open_store
+
+    store, ann = make_event_corpus(tmp_path, n_videos=8)
+    run = train_proposals(tiny_cfg(tmp_path / "run", epochs=1), str(store), [str(ann)], progress=False)
+    cfg = tiny_cfg(tmp_path / "run")
+    with open_store(str(store)) as s:
+        ids = s.complete_ids()
+        real_rows = s.rows
+
+        def rows(vid):
+            if vid == ids[1]:
+                raise OSError("chunk unreadable")
+            return real_rows(vid)
+
+        monkeypatch.setattr(s, "rows", rows)
+        props, failed = propose_corpus(Proposer.load(run.best_path), s, ids + ["v_nothere"], cfg["proposals"])
+    assert set(failed) == {ids[1], "v_nothere"} and "chunk unreadable" in failed[ids[1]]
+    assert set(props) == set(ids) - {ids[1]} and all(props[v] for v in props)
