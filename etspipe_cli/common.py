@@ -79,28 +79,35 @@ class EtsGroup(click.Group):
 
 
 class ManyValuesOption(click.Option):
-    """A repeatable option that also takes the plain JSON file names after it.
+    """A repeatable option that also takes the plain values of its kind after it.
 
     The reference layout `--annotations val_1.json val_2.json` and the
     repeated `--annotations val_1.json --annotations val_2.json` both work.
-    Only names ending in `.json` are taken after the first value, so the
-    command's own arguments after the list (`... b.json STORE`) stay its
-    arguments instead of being swallowed into the list.
+    After the first value only values of the option's kind are taken (names
+    ending in `.json`; existing folders for a folder option such as view's
+    --videos), so the command's own arguments after the list (`... b.json
+    STORE`) stay its arguments instead of being swallowed into the list.
     """
 
     follow_suffixes = (".json",)
+
+    def _takes(self, value: str) -> bool:
+        from pathlib import Path
+
+        if value.startswith("-"):
+            return False
+        if isinstance(self.type, click.Path) and not self.type.file_okay:
+            return Path(value).is_dir()
+        return value.lower().endswith(self.follow_suffixes)
 
     def add_to_parser(self, parser: Any, ctx: click.Context) -> None:
         super().add_to_parser(parser, ctx)
         parser_opt = parser._long_opt.get(self.opts[0]) or parser._short_opt.get(self.opts[0])
         take_one = parser_opt.process
 
-        def takes(value: str) -> bool:
-            return not value.startswith("-") and value.lower().endswith(self.follow_suffixes)
-
         def take_following(value: Any, state: Any) -> None:
             take_one(value, state)
-            while state.rargs and takes(state.rargs[0]):
+            while state.rargs and self._takes(state.rargs[0]):
                 take_one(state.rargs.pop(0), state)
 
         parser_opt.process = take_following

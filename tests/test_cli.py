@@ -98,6 +98,23 @@ def test_many_values_option_takes_both_layouts():
         "['a.json', 'B.JSON'] data/s.zarr"
 
 
+def test_many_values_option_of_folders_takes_existing_folders_only(tmp_path):
+    import click
+
+    from pipeline import ManyValuesOption
+
+    @click.command()
+    @click.argument("results")
+    @click.option("--videos", cls=ManyValuesOption, multiple=True, type=click.Path(file_okay=False))
+    def cmd(results, videos):
+        click.echo(f"{[v.rsplit('/', 1)[-1] for v in videos]} {results}")
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    out = CliRunner().invoke(cmd, ["--videos", str(tmp_path / "a"), str(tmp_path / "b"), "res.json"]).output
+    assert out.strip() == "['a', 'b'] res.json"
+
+
 def _all_commands():
     """(path, command) of every command, subcommands of groups included."""
     import click

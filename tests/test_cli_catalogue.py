@@ -226,3 +226,15 @@ def test_predict_prints_its_summary_once(inputs, trained, tmp_path):
                                       "--store", str(inputs / "s.zarr"), "--out", str(tmp_path / "p"), *TINY_MODEL])
     assert result.exit_code == 0, result.output
     assert sum("caption" in line and "v_a0" not in line for line in result.output.splitlines()) == 1, result.output
+
+
+@pytest.mark.parametrize("args, line", [
+    (TRAIN + " -o train.epochs=-1", "error: -o: train.epochs=-1 is out of range (allowed: >= 1)"),
+    (TRAIN + " --bogus", "error: No such option '--bogus'. (see 'etspipe train --help')"),
+])
+def test_readme_error_examples_are_what_the_cli_prints(args, line, inputs, tmp_path, monkeypatch):
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    assert f"`{line}`" in readme
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, args.format(d=inputs).split(), prog_name="etspipe")
+    assert result.stderr.strip() == line
