@@ -244,7 +244,7 @@ def decode_segments(model, rows: Sequence[np.ndarray], beam_size: int = 3, max_l
     Segments are sorted by row count before batching so that a batch pads
     little; the model must be in eval mode (dropout off).
     """
-    from tqdm import tqdm
+    from etspipe.progress import progress_bar
 
     if model.training:
         raise ValueError("decode with the model in eval mode (model.eval())")
@@ -252,7 +252,7 @@ def decode_segments(model, rows: Sequence[np.ndarray], beam_size: int = 3, max_l
     out: list[Decoded | None] = [None] * len(rows)
     batch_size = max(1, int(batch_size))
     starts = range(0, len(order), batch_size)
-    for s in tqdm(starts, desc="decode", unit="batch", disable=not progress or None):
+    for s in progress_bar(starts, desc="decode", unit="batch", enabled=progress):
         chosen = order[s : s + batch_size]
         feats, mask = pad_rows([rows[i] for i in chosen], device)
         decoded = beam_search(model, feats, mask, beam_size, max_len, length_norm, return_attn)

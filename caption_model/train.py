@@ -74,6 +74,7 @@ from caption_model.text import Vocab, tokenize
 from caption_model.train_log import IntervalStats, MeteorScorer, MetricsLog
 from etspipe.devices import device_kind
 from etspipe.errors import UserError
+from etspipe.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ def validate(model: ETS, loader: DataLoader, vocab: Vocab, references: list[str]
     model.eval()
     nll_sum, n_tokens = torch.zeros((), dtype=torch.float64, device=device), 0
     hyps: dict[int, str] = {}
-    for batch in tqdm(loader, desc="validate", leave=False, disable=not progress):
+    for batch in progress_bar(loader, desc="validate", leave=False, enabled=progress):
         batch = batch.to(device)
         with autocast(device, precision):
             _, nll, n = model.loss(batch.feats, batch.feat_mask, batch.tokens)
@@ -416,9 +417,9 @@ def _train_epoch(run: Run, loader: DataLoader, device: torch.device, tcfg: dict,
     max_steps = int(tcfg["max_steps"])  # stop early (smoke runs, benchmarks); 0 = no limit
     sampler: BucketBatchSampler = loader.batch_sampler
     sampler.set_epoch(run.epoch, skip=run.batch_in_epoch)
-    bar = tqdm(total=len(sampler) + run.batch_in_epoch, initial=run.batch_in_epoch,
-               desc=f"epoch {run.epoch + 1}/{int(tcfg['epochs'])}", disable=not (progress and main),
-               dynamic_ncols=True, leave=False)
+    bar = progress_bar(total=len(sampler) + run.batch_in_epoch, initial=run.batch_in_epoch,
+                       desc=f"epoch {run.epoch + 1}/{int(tcfg['epochs'])}", enabled=progress and main,
+                       dynamic_ncols=True, leave=False)
     interval = IntervalStats()
     t_wait = time.perf_counter()
     for batch in loader:

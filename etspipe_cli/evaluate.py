@@ -5,13 +5,14 @@ from __future__ import annotations
 import click
 
 from etspipe.errors import UserError
-from etspipe_cli.common import DEVICE, OUTPUT_FOLDER, ManyValuesOption, _set, config_options
+from etspipe_cli.common import DEVICE, OUTPUT_FOLDER, ManyValuesOption, _set, config_default, config_options
 
 
 @click.command()
 @click.option("--weights", default=None, type=click.Path(),
-              help="Checkpoint to evaluate (default: best.pt under --save_dir).")
-@click.option("--save_dir", "--save-dir", type=OUTPUT_FOLDER, default=None,
+              help="Checkpoint to evaluate.", show_default="best.pt under --save-dir")
+@click.option("--save-dir", type=OUTPUT_FOLDER, default=None,
+              show_default=config_default("train.save_dir"),
               help="Where to look for the best checkpoint.")
 @click.option("--store", "store_path", default=None, help="Feature store holding the evaluated videos.")
 @click.option("--annotations", cls=ManyValuesOption, multiple=True, required=True, type=click.Path(dir_okay=False),
@@ -19,9 +20,11 @@ from etspipe_cli.common import DEVICE, OUTPUT_FOLDER, ManyValuesOption, _set, co
 @click.option("--results", "results_path", default=None, type=click.Path(dir_okay=False),
               help="Score this existing result JSON instead of running a model.")
 @click.option("--out", "out_dir", type=OUTPUT_FOLDER, default=None,
-              help="Output folder (default data/evaluate_results).")
-@click.option("--beam-size", type=int, default=None, help="Beam width (1 = greedy).")
-@click.option("--device", type=DEVICE, default=None, help="Where to decode (default auto).")
+              help="Output folder.", show_default=config_default("eval.results_dir"))
+@click.option("--beam-size", type=int, default=None, help="Beam width (1 = greedy).",
+              show_default=config_default("decode.beam_size"))
+@click.option("--device", type=DEVICE, default=None, help="Where to decode.",
+              show_default=config_default("train.device"))
 @config_options
 def evaluate(weights: str | None, save_dir: str | None, store_path: str | None, annotations: tuple[str, ...],
              results_path: str | None, out_dir: str | None, beam_size: int | None, device: str | None,

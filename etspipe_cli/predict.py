@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from etspipe.errors import PartialFailure, UserError
-from etspipe_cli.common import DEVICE, OUTPUT_FOLDER, _set, config_options
+from etspipe_cli.common import DEVICE, OUTPUT_FOLDER, _set, config_default, config_options
 
 
 def predict_videos(cfg: dict, weights: str | Path | None, filelist: str | Path | None = None,
@@ -57,29 +57,33 @@ def predict_videos(cfg: dict, weights: str | Path | None, filelist: str | Path |
 @click.option("--filelist", default=None, type=click.Path(dir_okay=False),
               help="Lines 'VIDEO [START END]' (a video file or a store id), or 'id<TAB>start<TAB>end'.")
 @click.option("--weights", default=None, type=click.Path(),
-              help="Checkpoint (default: best.pt under --save_dir).")
-@click.option("--save_dir", "--save-dir", type=OUTPUT_FOLDER, default=None,
+              help="Checkpoint.", show_default="best.pt under --save-dir")
+@click.option("--save-dir", type=OUTPUT_FOLDER, default=None,
+              show_default=config_default("train.save_dir"),
               help="Where to look for the best checkpoint.")
 @click.option("--store", "store_path", default=None,
-              help="Feature store to read ids from and cache new videos in (default: beside the results).")
+              help="Feature store to read ids from and cache new videos in.", show_default="beside the results")
 @click.option("--out", "out_dir", type=OUTPUT_FOLDER, default=None,
-              help="Output folder (default data/predict_results).")
+              help="Output folder.", show_default=config_default("predict.results_dir"))
 @click.option("--plot", "plot_dir", type=OUTPUT_FOLDER, default=None,
               help="Save one attention plot (PNG) per caption here.")
 @click.option("--c3d-weights", default=None, type=click.Path(dir_okay=False),
               help="C3D weights for raw videos, when the store was extracted with trained weights.")
-@click.option("--beam-size", type=int, default=None, help="Beam width (1 = greedy).")
-@click.option("--device", type=DEVICE, default=None, help="Where to run (default auto).")
+@click.option("--beam-size", type=int, default=None, help="Beam width (1 = greedy).",
+              show_default=config_default("decode.beam_size"))
+@click.option("--device", type=DEVICE, default=None, help="Where to run.", show_default=config_default("train.device"))
 @config_options
 def predict(videos: tuple[str, ...], filelist: str | None, weights: str | None, save_dir: str | None,
             store_path: str | None, out_dir: str | None, plot_dir: str | None, c3d_weights: str | None,
             beam_size: int | None, device: str | None, cfg: dict, raw_overrides: tuple[str, ...]) -> None:
     """Caption whole video files (VIDEO...) or the videos or segments listed in a file.
 
-    Raw video files are extracted with the store's recorded settings and cached
-    in the store (videos of a store with a PCA must be extracted with `etspipe
-    extract` first). Bad lines are reported with their line numbers; the others
-    are still captioned (exit status 3 then).
+    A video id is read from the store. A video file not in the store is
+    extracted with the settings the store records and cached there; that needs
+    a store etspipe extracted itself without PCA (for imported or PCA-reduced
+    features, run `etspipe extract` into the store first) and, when the store
+    used trained C3D weights, --c3d-weights. Bad lines are reported with their
+    line numbers; the others are still captioned (exit status 3 then).
 
     \b
     Examples:

@@ -166,8 +166,7 @@ def _train_stage(run: _Run, data: dict, fp_extract: str) -> Path:
                 click.echo(f"resuming the interrupted run at epoch {state[0] + 1}")
             best = train(cfg, str(run.store_path), [str(data["train"])],
                          resume=str(run.save_dir) if state else None, progress=run.progress)
-            run.reused["train"] = False
-            click.echo(f"best checkpoint: {best}")
+            run.reused["train"] = False  # train() logged "training done ... best PATH": not printed twice
     return best
 
 

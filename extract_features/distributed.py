@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from etspipe.errors import UserError
+from etspipe.progress import progress_bar
 from extract_features.corpus import record_failure
 from extract_features.options import ExtractOptions
 from extract_features.pca import IncrementalPCA
@@ -102,7 +102,7 @@ def run_distributed(todo: list[tuple[str, Path]], store, store_path: str, opts: 
         futures = {client.submit(extract_video_task, vid, str(Path(p).resolve()), store_path, opts, weights,
                                  shared_pca, torch_threads, key=f"extract-{vid}", pure=False): (vid, p)
                    for vid, p in todo}
-        with tqdm(total=len(futures), unit="video", desc="extract (dask)", disable=not progress or None) as bar:
+        with progress_bar(total=len(futures), unit="video", desc="extract (dask)", enabled=progress) as bar:
             for future in as_completed(futures):
                 res = _task_result(future, *futures[future])
                 if res["status"] == "done":

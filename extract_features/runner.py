@@ -26,9 +26,9 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from etspipe.errors import UserError
+from etspipe.progress import progress_bar
 from extract_features.c3d import C3D, C3DInput, build_c3d
 from extract_features.clips import ClipStream, frame_positions
 from extract_features.inputs import file_fingerprint
@@ -226,8 +226,8 @@ class _Pipeline:
         self.t0 = time.perf_counter()
         self.batch_clips: list[np.ndarray] = []
         self.batch_keys: list[tuple[int, int]] = []
-        self.bar = tqdm(total=len(jobs), unit="video", disable=not progress or None, dynamic_ncols=True,
-                        desc="extract")
+        self.bar = progress_bar(total=len(jobs), unit="video", enabled=progress, dynamic_ncols=True,
+                                desc="extract")
 
     def decoding(self) -> int:
         """Videos whose decoder has not sent its end or failure yet."""

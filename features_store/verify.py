@@ -14,9 +14,9 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-from tqdm import tqdm
 
 from etspipe.errors import UserError
+from etspipe.progress import progress_bar
 from features_store.alignment import row_times
 from features_store.base import FeatureStore
 
@@ -90,7 +90,7 @@ def verify_store(store: FeatureStore, repair: bool = False, progress: bool = Fal
     """Check every complete video and look for orphans; with `repair`, fix what was found."""
     report = VerifyReport()
     ids = store.complete_ids()
-    for video_id in tqdm(ids, desc="verify", unit="video", disable=not progress):
+    for video_id in progress_bar(ids, desc="verify", unit="video", enabled=progress):
         report.videos_checked += 1
         problems = check_video(store, video_id)
         if problems:
