@@ -90,7 +90,7 @@ CASES = [
     Case("dim-mismatch-no-overwrite-advice", "import-features npy {d}/npy64 {d}/dim.zarr --fps 30", 1, "dim.zarr",
          forbid="overwrite it", owner="b2-extract"),
     Case("list-of-missing-video", "extract {d}/missing.txt -o pc.zarr --pca 4", (1, 3), "missing1.mp4",
-         forbid="PCA needs", writes=("pc.zarr", "pc.zarr.raw.zarr"), owner="b2-extract", anywhere=True),
+         forbid="PCA needs", writes=("pc.zarr", "pc.zarr.raw.zarr"), anywhere=True),
     # --- the command line itself (exit 2, README)
     Case("unknown-command", "trian", 2, "'trian'"),
     Case("unknown-option", TRAIN + " --bogus", 2, "--bogus"),
