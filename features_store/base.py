@@ -94,7 +94,7 @@ def check_compatible(path: str, old: dict, new: dict | None) -> None:
     for key in IDENTITY_KEYS:
         if key in old and key in new and old[key] != new[key]:
             raise UserError(f"{path} holds features with {key}={old[key]!r}, but this run has {key}={new[key]!r}; "
-                            "use another store or overwrite it")
+                            "write to another store, or remove this one to start over")
 
 
 def check_store_meta(path: str, meta: Any) -> dict:

@@ -88,7 +88,7 @@ CASES = [
     Case("store-wording", "evaluate --store {d}/nope.zarr --annotations {d}/ann.json --weights {ck}", 1,
          "no feature store at {d}/nope.zarr"),
     Case("dim-mismatch-no-overwrite-advice", "import-features npy {d}/npy64 {d}/dim.zarr --fps 30", 1, "dim.zarr",
-         forbid="overwrite it", owner="b2-extract"),
+         forbid="overwrite it"),
     Case("list-of-missing-video", "extract {d}/missing.txt -o pc.zarr --pca 4", (1, 3), "missing1.mp4",
          forbid="PCA needs", writes=("pc.zarr", "pc.zarr.raw.zarr"), anywhere=True),
     # --- the command line itself (exit 2, README)
