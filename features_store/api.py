@@ -63,6 +63,10 @@ def format_info(info: dict) -> str:
         ("dtype", f"{info['dtype']} (chunks of {info['chunk_rows']} rows)"),
         ("size on disk", _size(int(info["size_bytes"]))),
     ]
+    pca = info.get("pca_projection")
+    if pca:
+        lines.append(("pca projection", pca.get("error") or f"sha256 {pca['sha256']}, {pca['source_dim']} -> "
+                      f"{pca['dim']} dimensions, fitted on {pca['n_samples']} rows"))
     skip = {"dim", "dtype", "chunk_rows", "backend", "zarr_layout", "codec"}
     lines += [(key, str(value)) for key, value in meta.items() if key not in skip]
     width = max(len(k) for k, _ in lines)
