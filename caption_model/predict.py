@@ -123,13 +123,16 @@ def _segment_times(e: FileListEntry, duration: float | None) -> tuple[float, flo
 def run_predict(cfg: dict, predictor: Predictor, targets: Sequence[tuple[FileListEntry, str]],
                 failed: Sequence[Failure] = (), *, name: str, out_path: str | Path | None = None,
                 plot_dir: str | Path | None = None, batch_size: int | None = None,
-                echo: Callable[[str], None] | None = print) -> dict[str, Any]:
+                echo: Callable[[str], None] | None = print, proposal_scores: dict | None = None,
+                notes: Sequence[str] = ()) -> dict[str, Any]:
     """Caption `targets` (entries resolved to store ids); write the result JSON (and plots); return a summary.
 
     Summary: `{"results_path", "captions": [{"line", "video", "start", "end",
     "sentence", "plot"}], "failed": [{"line", "error"}], "n_ok", "n_failed",
     "checkpoint", "notes"}`. `failed` holds lines that failed earlier (parsing,
     extraction); `name` names the default result file (``predict_<name>_<time>.json``).
+    `proposal_scores` ((line, start, end) -> score, from `proposal_dense.expand_untimed`)
+    adds ``proposal_score`` to those captions; `notes` are printed with the summary.
     """
     from features_store import open_store
 
@@ -157,10 +160,12 @@ def run_predict(cfg: dict, predictor: Predictor, targets: Sequence[tuple[FileLis
         plot = _plot(plot_dir, e, sid, start, end, cap)
         out_caps.append({"line": e.line, "video": sid, "start": start, "end": end, "sentence": cap["sentence"],
                          "plot": plot})
+        if proposal_scores and (e.line, start, end) in proposal_scores:
+            out_caps[-1]["proposal_score"] = proposal_scores[(e.line, start, end)]
     failed.sort(key=lambda f: f["line"])
     target = Path(out_path) if out_path else default_result_path(cfg["predict"]["results_dir"], f"predict_{name}")
     _write(target, out_caps, predictor.ckpt)
-    notes = fallback_lines(reader.cases)
+    notes = list(notes) + fallback_lines(reader.cases)
     _report(echo, out_caps, failed, notes, target)
     return {"results_path": str(target), "captions": out_caps, "failed": failed, "n_ok": len(out_caps),
             "n_failed": len(failed), "checkpoint": str(predictor.checkpoint), "notes": notes}
@@ -169,7 +174,11 @@ def run_predict(cfg: dict, predictor: Predictor, targets: Sequence[tuple[FileLis
 def _write(target: Path, captions: list[dict], ckpt: dict) -> None:
     results: dict[str, list] = {}
     for c in captions:
-        results.setdefault(c["video"], []).append(entry(c["start"], c["end"], c["sentence"]))
+        item = entry(c["start"], c["end"], c["sentence"])
+        if "proposal_score" in c:  # a dense event (null: the whole video, no proposal passed)
+            score = c["proposal_score"]
+            item["proposal_score"] = None if score is None else round(float(score), 4)
+        results.setdefault(c["video"], []).append(item)
     write_result(target, make_result(results, external_details(ckpt.get("store_meta"))))
 
 

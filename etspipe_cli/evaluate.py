@@ -25,19 +25,24 @@ from etspipe_cli.common import DEVICE, OUTPUT_FOLDER, ManyValuesOption, _set, co
               show_default=config_default("decode.beam_size"))
 @click.option("--device", type=DEVICE, default=None, help="Where to decode.",
               show_default=config_default("train.device"))
+@click.option("--dense", is_flag=True,
+              help="Caption the proposal model's own events (run folder's proposals_best.pt) and add AR@AN.")
 @config_options
 def evaluate(weights: str | None, save_dir: str | None, store_path: str | None, annotations: tuple[str, ...],
              results_path: str | None, out_dir: str | None, beam_size: int | None, device: str | None,
-             cfg: dict, raw_overrides: tuple[str, ...]) -> None:
+             dense: bool, cfg: dict, raw_overrides: tuple[str, ...]) -> None:
     """Caption ground-truth segments and score them (ActivityNet Captions protocol).
 
     Scores are METEOR, BLEU-1..4, ROUGE-L and CIDEr over tIoU 0.3/0.5/0.7/0.9,
-    as the official densevid_eval computes them; x100.
+    as the official densevid_eval computes them; x100. With --dense the
+    captions are of the proposal model's events instead (dense captioning), and
+    the proposals' AR@AN (and an AR-AN PNG) is reported too.
 
     \b
     Examples:
       etspipe evaluate --store data/c3d.zarr --annotations val_1.json --annotations val_2.json
       etspipe evaluate --results my_results.json --annotations val_1.json --annotations val_2.json
+      etspipe evaluate --dense --store data/c3d.zarr --annotations val_1.json val_2.json
     """
     from caption_model.evaluate import run_evaluate
 
@@ -47,6 +52,14 @@ def evaluate(weights: str | None, save_dir: str | None, store_path: str | None, 
     _set(cfg, "train.device", device)
     if results_path is None and store_path is None:
         raise UserError("give --store STORE to caption segments, or --results FILE to score a result file")
+    if dense:
+        from caption_model.proposal_dense import run_dense_evaluate
+
+        if results_path is not None or store_path is None:
+            raise UserError("--dense captions the model's own events: give --store, not --results")
+        run_dense_evaluate(cfg, weights, store_path, list(annotations), out_dir=out_dir,
+                           device=cfg["train"]["device"], batch_size=cfg["decode"]["batch_size"])
+        return
     run_evaluate(cfg, weights=weights, store_path=store_path, annotation_paths=list(annotations),
                  results_path=results_path, out_dir=out_dir, device=cfg["train"]["device"],
                  batch_size=cfg["decode"]["batch_size"])
