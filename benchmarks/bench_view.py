@@ -28,6 +28,7 @@ import numpy as np
 from machine import machine  # benchmarks/machine.py (the script folder is on sys.path)
 
 from caption_model.attention_sidecar import AttentionSidecar
+from caption_model.subtitles import to_vtt
 from etspipe_view import build_page
 from etspipe_view.browser import browser_missing, chromium
 
@@ -121,7 +122,7 @@ def main() -> None:
     for name, side in variants:
         page = work / f"{name.replace('+', '_')}.html"
         t = time.perf_counter()
-        summary = build_page(results, page, annotation_paths=[args.annotations], attention_path=side)
+        summary = build_page(results, page, annotation_paths=[args.annotations], attention_path=side, cues=to_vtt)
         build_s = time.perf_counter() - t
         line = {"bench": "view", "variant": name, "videos": summary["videos"], "captions": n_caps,
                 "with_attention": summary["with_attention"], "page_mb": round(summary["bytes"] / 1e6, 2),

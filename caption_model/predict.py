@@ -5,7 +5,8 @@ by the command (`etspipe_cli.predict`, with `extract_features.extract_like_store
 before this module captions store ids. The steps here: `load_predictor`
 (checkpoint, model, the store, created from the checkpoint's store settings
 if missing), `locate` (which entries are store ids, which are files), and
-`run_predict` (times checked per line, captions, result JSON, plots). Every
+`run_predict` (times checked per line, captions, result JSON, plots, and the
+attention sidecar that the HTML viewer draws: `caption_model.attention_sidecar`). Every
 line is checked on its own; a bad one is reported with its number and the
 others are still captioned, so the CLI can exit with `PartialFailure`.
 """
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 
+from caption_model.attention_sidecar import AttentionSidecar, sidecar_path_for
 from caption_model.captioning import (
     SegmentRows,
     caption_segments,
@@ -122,15 +124,17 @@ def _segment_times(e: FileListEntry, duration: float | None) -> tuple[float, flo
 
 def run_predict(cfg: dict, predictor: Predictor, targets: Sequence[tuple[FileListEntry, str]],
                 failed: Sequence[Failure] = (), *, name: str, out_path: str | Path | None = None,
-                plot_dir: str | Path | None = None, batch_size: int | None = None,
+                plot_dir: str | Path | None = None, attention: bool = False, batch_size: int | None = None,
                 echo: Callable[[str], None] | None = print, proposal_scores: dict | None = None,
                 notes: Sequence[str] = ()) -> dict[str, Any]:
     """Caption `targets` (entries resolved to store ids); write the result JSON (and plots); return a summary.
 
-    Summary: `{"results_path", "captions": [{"line", "video", "start", "end",
-    "sentence", "plot"}], "failed": [{"line", "error"}], "n_ok", "n_failed",
-    "checkpoint", "notes"}`. `failed` holds lines that failed earlier (parsing,
-    extraction); `name` names the default result file (``predict_<name>_<time>.json``).
+    Summary: `{"results_path", "attention_path", "captions": [{"line", "video",
+    "start", "end", "sentence", "plot"}], "failed": [{"line", "error"}], "n_ok",
+    "n_failed", "checkpoint", "notes"}`. `failed` holds lines that failed earlier
+    (parsing, extraction); `name` names the default result file
+    (``predict_<name>_<time>.json``). With `plot_dir` or `attention` the attention
+    of every caption is also saved beside it (``<stem>_attention.json``, None otherwise).
     `proposal_scores` ((line, start, end) -> score, from `proposal_dense.expand_untimed`)
     adds ``proposal_score`` to those captions; `notes` are printed with the summary.
     """
@@ -139,36 +143,44 @@ def run_predict(cfg: dict, predictor: Predictor, targets: Sequence[tuple[FileLis
     failed = list(failed)
     store = open_store(predictor.store_path, "r")
     try:
-        todo = []
+        todo, durations = [], {}
         for e, sid in targets:
             try:
-                todo.append((e, sid, *_segment_times(e, store.video_meta(sid).get("duration"))))
+                durations[sid] = store.video_meta(sid).get("duration")
+                todo.append((e, sid, *_segment_times(e, durations[sid])))
             except UserError as exc:
                 failed.append(_failure(e.line, str(exc)))
         run_cfg = {"decode": cfg["decode"], "data": predictor.ckpt["config"]["data"]}
         reader = SegmentRows(store, run_cfg["data"]["max_rows"])
         captions = caption_segments(predictor.model, predictor.vocab, store, [(s, a, b) for _, s, a, b in todo],
                                     run_cfg, predictor.device, batch_size=batch_size or cfg["decode"]["batch_size"],
-                                    progress=False, return_attn=plot_dir is not None, reader=reader)
+                                    progress=False, return_attn=plot_dir is not None or attention, reader=reader)
     finally:
         store.close()
     out_caps = []
+    sidecar = AttentionSidecar() if plot_dir is not None or attention else None
+    per_video: dict[str, int] = {}  # captions so far per video: a caption's place in the result file's list
     for (e, sid, start, end), cap in zip(todo, captions, strict=True):
         if cap is None:
             failed.append(_failure(e.line, f"cannot read the features of {sid}: {reader.unreadable[sid]}"))
             continue
         plot = _plot(plot_dir, e, sid, start, end, cap)
+        if sidecar is not None and cap.get("attn") is not None:
+            sidecar.add(sid, per_video.get(sid, 0), _attn_words(cap), cap["attn"], cap["times"], [start, end],
+                        cap["sentence"], duration=durations.get(sid))
         out_caps.append({"line": e.line, "video": sid, "start": start, "end": end, "sentence": cap["sentence"],
                          "plot": plot})
         if proposal_scores and (e.line, start, end) in proposal_scores:
             out_caps[-1]["proposal_score"] = proposal_scores[(e.line, start, end)]
+        per_video[sid] = per_video.get(sid, 0) + 1
     failed.sort(key=lambda f: f["line"])
     target = Path(out_path) if out_path else default_result_path(cfg["predict"]["results_dir"], f"predict_{name}")
     _write(target, out_caps, predictor.ckpt)
+    attention_path = str(sidecar.write(sidecar_path_for(target))) if sidecar is not None else None
     notes = list(notes) + fallback_lines(reader.cases)
     _report(echo, out_caps, failed, notes, target)
-    return {"results_path": str(target), "captions": out_caps, "failed": failed, "n_ok": len(out_caps),
-            "n_failed": len(failed), "checkpoint": str(predictor.checkpoint), "notes": notes}
+    return {"results_path": str(target), "attention_path": attention_path, "captions": out_caps, "failed": failed,
+            "n_ok": len(out_caps), "n_failed": len(failed), "checkpoint": str(predictor.checkpoint), "notes": notes}
 
 
 def _write(target: Path, captions: list[dict], ckpt: dict) -> None:
@@ -182,14 +194,18 @@ def _write(target: Path, captions: list[dict], ckpt: dict) -> None:
     write_result(target, make_result(results, external_details(ckpt.get("store_meta"))))
 
 
+def _attn_words(cap: dict) -> list[str]:
+    """One label per attention row: the words, and `<e>` when the model's step that ended it is kept."""
+    return cap["words"] + (["<e>"] if cap["attn"].shape[0] > len(cap["words"]) else [])
+
+
 def _plot(plot_dir: str | Path | None, e: FileListEntry, sid: str, start: float, end: float, cap: dict) -> str | None:
     if plot_dir is None or cap.get("attn") is None:
         return None
     from caption_model.plots import plot_attention, safe_name
 
-    words = cap["words"] + (["<e>"] if cap["attn"].shape[0] > len(cap["words"]) else [])
     png = Path(plot_dir) / f"{e.line:04d}_{safe_name(sid)}_{start:.1f}-{end:.1f}.png"
-    return str(plot_attention(words, cap["attn"], cap["times"], png,
+    return str(plot_attention(_attn_words(cap), cap["attn"], cap["times"], png,
                               title=f"{sid} [{start:.1f}-{end:.1f} s]: {cap['sentence']}", start=start, end=end))
 
 

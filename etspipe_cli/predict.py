@@ -21,16 +21,21 @@ from etspipe_cli.common import DEVICE, OUTPUT_FOLDER, _set, config_default, conf
 def predict_videos(cfg: dict, weights: str | Path | None, filelist: str | Path | None = None,
                    videos: Sequence[str] = (), store_path: str | Path | None = None,
                    out_path: str | Path | None = None, plot_dir: str | Path | None = None, *,
-                   c3d_weights: str | None = None, device: str | None = None, max_events: int | None = None,
-                   subtitles: str | None = None, echo: Callable[[str], None] | None = print) -> dict[str, Any]:
+                   html: bool = False, c3d_weights: str | None = None, device: str | None = None,
+                   max_events: int | None = None, subtitles: str | None = None,
+                   echo: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Caption the entries of `filelist` and/or the video files `videos`; the summary of `run_predict`.
 
     Entries without times become the video's events when the run folder holds a
     proposal model (`caption_model.proposal_dense`); `subtitles` ("srt"/"vtt")
-    writes one subtitle file per video next to the result JSON.
+    writes one subtitle file per video next to the result JSON. With `html`, the
+    page of the results (`<results stem>.html`, see `etspipe view`) is written
+    too, with the attention of every caption and the captioned files as its
+    videos; its path is the summary's `html_path`.
     """
     from caption_model.filelist import FileListEntry, read_filelist
     from caption_model.predict import load_predictor, locate, run_predict
+    from caption_model.proposal_dense import expand_untimed, write_video_subtitles
     from extract_features import extract_like_store
 
     entries, errors = read_filelist(filelist) if filelist else ([], [])
@@ -43,6 +48,7 @@ def predict_videos(cfg: dict, weights: str | Path | None, filelist: str | Path |
     predictor = load_predictor(cfg, weights, store_path, device=device, echo=echo)
     known, files, bad = locate(entries, predictor.store_ids, Path(filelist).parent if filelist else None)
     failed += bad
+    sources: dict[str, str] = {}
     if files:
         got = extract_like_store([p for _, p in files], predictor.store_path, cfg=cfg, weights=c3d_weights,
                                  device=device)
@@ -50,19 +56,32 @@ def predict_videos(cfg: dict, weights: str | Path | None, filelist: str | Path |
             outcome = got[path]
             if outcome.ok:
                 known.append((e, outcome.video_id))
+                sources[outcome.video_id] = str(path)
             else:
                 failed.append({"line": e.line, "error": f"line {e.line}: {outcome.error}"})
     known.sort(key=lambda k: k[0].line)
-    from caption_model.proposal_dense import expand_untimed, write_video_subtitles
-
     known, scores, notes = expand_untimed(cfg, predictor.checkpoint, predictor.store_path, known,
                                           max_events=max_events, device=predictor.device)
     name = Path(filelist).stem if filelist else "videos"
-    summary = run_predict(cfg, predictor, known, failed, name=name, out_path=out_path, plot_dir=plot_dir, echo=echo,
-                          proposal_scores=scores, notes=notes)
+    summary = run_predict(cfg, predictor, known, failed, name=name, out_path=out_path, plot_dir=plot_dir,
+                          attention=html, echo=echo, proposal_scores=scores, notes=notes)
     if subtitles:
         summary["subtitles"] = write_video_subtitles(summary["results_path"], subtitles, echo)
+    summary["html_path"] = _page(summary, predictor.store_path, sources, echo) if html else None
     return summary
+
+
+def _page(summary: dict[str, Any], store_path: str, sources: dict[str, str],
+          echo: Callable[[str], None] | None) -> str:
+    """The HTML page beside the results: videos from the files just captioned, else the store's record."""
+    from etspipe_cli.view import write_page
+
+    results = Path(summary["results_path"])
+    page = write_page(results, results.with_suffix(".html"), store_path=store_path, sources=sources,
+                      attention_path=summary["attention_path"])
+    if echo:
+        echo(f"wrote the page {page['page']} (open it in a browser)")
+    return page["page"]
 
 
 @click.command()
@@ -80,6 +99,8 @@ def predict_videos(cfg: dict, weights: str | Path | None, filelist: str | Path |
               help="Output folder.", show_default=config_default("predict.results_dir"))
 @click.option("--plot", "plot_dir", type=OUTPUT_FOLDER, default=None,
               help="Save one attention plot (PNG) per caption here.")
+@click.option("--html", is_flag=True,
+              help="Also write <results>.html: the videos with their captions, events and attention (see view).")
 @click.option("--c3d-weights", default=None, type=click.Path(dir_okay=False),
               help="C3D weights for raw videos, when the store was extracted with trained weights.")
 @click.option("--beam-size", type=int, default=None, help="Beam width (1 = greedy).",
@@ -92,7 +113,7 @@ def predict_videos(cfg: dict, weights: str | Path | None, filelist: str | Path |
               help="Also write one subtitle file per video (SRT or WebVTT) next to the result JSON.")
 @config_options
 def predict(videos: tuple[str, ...], filelist: str | None, weights: str | None, save_dir: str | None,
-            store_path: str | None, out_dir: str | None, plot_dir: str | None, c3d_weights: str | None,
+            store_path: str | None, out_dir: str | None, plot_dir: str | None, html: bool, c3d_weights: str | None,
             beam_size: int | None, device: str | None, max_events: int | None, subtitles: str | None,
             cfg: dict, raw_overrides: tuple[str, ...]) -> None:
     """Caption whole video files (VIDEO...) or the videos or segments listed in a file.
@@ -110,6 +131,7 @@ def predict(videos: tuple[str, ...], filelist: str | None, weights: str | None, 
     \b
     Examples:
       etspipe predict my_video.mp4 --plot data/attention
+      etspipe predict my_video.mp4 --html        # then open data/predict_results/predict_videos_*.html
       etspipe predict --filelist to_caption.txt --store data/c3d.zarr
       etspipe predict --filelist my_videos.txt --subtitles vtt --max-events 5
     """
@@ -119,7 +141,7 @@ def predict(videos: tuple[str, ...], filelist: str | None, weights: str | None, 
     _set(cfg, "predict.results_dir", out_dir)
     _set(cfg, "decode.beam_size", beam_size)
     _set(cfg, "train.device", device)
-    summary = predict_videos(cfg, weights, filelist, videos, store_path=store_path, plot_dir=plot_dir,
+    summary = predict_videos(cfg, weights, filelist, videos, store_path=store_path, plot_dir=plot_dir, html=html,
                              c3d_weights=c3d_weights, max_events=max_events, subtitles=subtitles, echo=click.echo)
     if summary["n_failed"]:
         source = filelist or "the videos given"

@@ -219,11 +219,24 @@ def _report(run: _Run, data: dict, best: Path, evaluation: dict, prediction: dic
               "predictions_path": prediction.get("results_path"), "plot_dir": str(run.plot_dir), "plots": plots,
               "features": note, "dense_scores": dense["scores"]["average"],
               "proposals": {k: v for k, v in dense["proposals"].items() if k != "missing"},
-              "dense_results_path": dense["results_path"], "subtitles": dense.get("subtitles", [])}
+              "dense_results_path": dense["results_path"], "subtitles": dense.get("subtitles", []),
+              "report_html": _page(run, data, evaluation, prediction)}
     (run.out_dir / "report.txt").write_text(text + "\n", encoding="utf-8")
     (run.out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
-    click.echo(f"report written to {run.out_dir / 'report.txt'} and report.json")
+    click.echo(f"report written to {run.out_dir / 'report.txt'} and report.json; "
+               f"open {report['report_html']} in a browser to watch the captions")
     return report
+
+
+def _page(run: _Run, data: dict, evaluation: dict, prediction: dict) -> str:
+    """report.html: the predicted test videos playing with their captions, references, attention and scores."""
+    from etspipe_cli.view import write_page
+
+    page = write_page(prediction["results_path"], run.out_dir / "report.html", store_path=str(run.store_path),
+                      video_dirs=[data["videos_dir"]], annotation_paths=[data["test"]],
+                      scores_path=evaluation["scores_path"], attention_path=prediction.get("attention_path"),
+                      title="etspipe demo: captions of the test videos")
+    return page["page"]
 
 
 def run_demo(out_dir: Path, fresh: bool = False, cfg: dict | None = None, n_videos: int = DEMO_VIDEOS,

@@ -85,15 +85,17 @@ def build_page(
     durations: Mapping[str, float] | None = None,
     sources: Mapping[str, str] | None = None,
     title: str | None = None,
-    cues: Callable[[inputs.VideoView], str] | None = None,
+    cues: Callable[[Sequence[Mapping[str, Any]]], str],
 ) -> dict[str, Any]:
     """Write the page for `results_path` to `out_path`; return a summary (counts, what was found).
 
+    `cues` turns a video's result entries into WebVTT text: the project's one
+    subtitle writer, `caption_model.subtitles.to_vtt`, handed in by the caller
+    since this package imports no stage (`etspipe_cli.view.write_page` does it).
     `durations`/`sources` (video id -> seconds / file path) come from a feature
-    store when the caller has one; `cues` may supply the WebVTT text of a video
-    (default: `etspipe_view.vtt.webvtt` of its predictions). `scores_path` and
-    `attention_path` default to evaluate's `<stem>_scores.json` and predict's
-    `<stem>_attention.json` beside the result file.
+    store when the caller has one. `scores_path` and `attention_path` default to
+    evaluate's `<stem>_scores.json` and predict's `<stem>_attention.json` beside
+    the result file.
     """
     out = Path(out_path)
     if out.exists() and out.is_dir():
@@ -113,7 +115,8 @@ def build_page(
     for view in views:
         src, missing = _video_ref(view.video_id, folders, sources or {}, out.parent)
         n_video_files += src is not None
-        payload.append(video_payload(view, src, missing, cues(view) if cues else None))
+        entries = [{"timestamp": [c.start, c.end], "sentence": c.sentence} for c in view.predictions]
+        payload.append(video_payload(view, src, missing, cues(entries)))
     text = render_html(payload, title or f"Captions: {Path(results_path).name}", Path(results_path).name,
                        metrics_table(scores), has_refs=bool(annotation_paths))
     tmp = out.with_name(f".{out.name}.tmp")

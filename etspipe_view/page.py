@@ -22,7 +22,6 @@ import numpy as np
 
 from etspipe import __version__
 from etspipe_view.inputs import Attention, VideoView
-from etspipe_view.vtt import webvtt
 
 PAGE_FORMAT = 1
 
@@ -40,7 +39,7 @@ def quantise(att: Attention) -> dict[str, Any]:
             "q": base64.b64encode(q.tobytes()).decode("ascii")}
 
 
-def video_payload(view: VideoView, src: str | None, missing: str | None, vtt: str | None = None) -> dict[str, Any]:
+def video_payload(view: VideoView, src: str | None, missing: str | None, vtt: str) -> dict[str, Any]:
     """The page's record of one video (short keys: a val_1 page holds ~5,000 of them)."""
     matches = view.matches
     preds = []
@@ -56,7 +55,7 @@ def video_payload(view: VideoView, src: str | None, missing: str | None, vtt: st
         "duration": _round(view.duration),
         "src": src,
         "missing": missing,
-        "vtt": vtt if vtt is not None else webvtt(view.predictions),
+        "vtt": vtt,
         "preds": preds,
         "refs": [{"t": [_round(r.start), _round(r.end)], "s": r.sentence} for r in view.references],
         "scores": {k: _round(v, 4) for k, v in view.scores.items()},

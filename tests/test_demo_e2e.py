@@ -93,6 +93,7 @@ def test_reduced_demo_end_to_end(tmp_path: Path) -> None:
     assert set(report["timings"]) == {"data", "extract", "train", "proposals", "evaluate", "dense", "predict"}
     assert 0 <= report["proposals"]["AR@10"] <= 1 and "METEOR" in report["dense_scores"]
     assert report["subtitles"] and all(Path(p).suffix == ".vtt" and Path(p).is_file() for p in report["subtitles"])
+    _check_report_page(Path(report["report_html"]), json.loads(Path(report["predictions_path"]).read_text()))
 
     # A rerun reuses data, features and the finished checkpoint.
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=420)
@@ -100,3 +101,23 @@ def test_reduced_demo_end_to_end(tmp_path: Path) -> None:
     again = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert again["reused"] == {"data": True, "extract": True, "train": True, "proposals": True}
     assert "training already finished" in proc.stdout
+
+
+def _check_report_page(page: Path, predictions: dict) -> None:
+    """report.html holds the predicted test videos, playable, with their attention; in a browser when one is here."""
+    from etspipe_view.browser import browser_missing, chromium
+
+    text = page.read_text(encoding="utf-8")
+    data = json.loads(text[text.index('id="etspipe-data">') + 18 : text.index("</script>", text.index("etspipe-data"))])
+    assert [v["id"] for v in data["videos"]] == list(predictions["results"])
+    assert all(v["src"] and v["refs"] and all("att" in p for p in v["preds"]) for v in data["videos"])
+    assert data["metrics"]["rows"]
+    if browser_missing():
+        return
+    with chromium() as browser:
+        pg = browser.new_page()
+        pg.goto(page.as_uri())
+        pg.wait_for_function("() => { const t = document.querySelector('#v-0 video track');"
+                             " return t && t.readyState === 2; }", timeout=20_000)  # the caption track is loaded
+        n_cues = pg.evaluate("document.querySelector('#v-0 video').textTracks[0].cues.length")
+        assert n_cues == sum(1 for p in data["videos"][0]["preds"] if p["s"].strip())  # empty captions: no cue

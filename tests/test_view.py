@@ -16,12 +16,13 @@ import pytest
 from click.testing import CliRunner
 
 from caption_model.attention_sidecar import AttentionSidecar, sidecar_path_for
+from caption_model.subtitles import to_vtt
 from etspipe.errors import UserError
-from etspipe_view import build_page, build_views, find_video
+from etspipe_view import build_page as _build_page
+from etspipe_view import build_views, find_video
 from etspipe_view.inputs import Caption
 from etspipe_view.matching import tiou, tiou_table, video_scores
 from etspipe_view.page import embed_json
-from etspipe_view.vtt import cue_text, vtt_time, webvtt
 
 EVIL = 'a man </script><script>window.pwned = 1</script> says "hi" & <b>waves</b>'
 
@@ -33,6 +34,11 @@ def result_doc(results: dict) -> dict:
 def write_json(path: Path, data) -> Path:
     path.write_text(json.dumps(data), encoding="utf-8")
     return path
+
+
+def build_page(results, out, **options):
+    """The viewer with the project's cue writer, as `etspipe_cli.view.write_page` calls it."""
+    return _build_page(results, out, cues=to_vtt, **options)
 
 
 def page_data(html_text: str) -> dict:
@@ -48,23 +54,6 @@ def results_file(tmp_path: Path) -> Path:
         "v_a": [{"timestamp": [0.5, 2.0], "sentence": EVIL}, {"timestamp": [1.5, 3.8], "sentence": "it moves"}],
         "v_b": [{"timestamp": [0, 5], "sentence": "nothing"}, {"timestamp": "bad", "sentence": "dropped"}],
     }))
-
-
-def test_vtt_cues_are_ordered_escaped_and_well_timed():
-    caps = [Caption(61.5, 3725.25, "second -> <i>x</i> --> & y"), Caption(0.0, 1.0, "first\nline")]
-    text = webvtt(caps)
-    assert text.startswith("WEBVTT\n\n")
-    blocks = text.strip().split("\n\n")[1:]
-    assert [b.split("\n")[1] for b in blocks] == ["00:00:00.000 --> 00:00:01.000", "00:01:01.500 --> 01:02:05.250"]
-    assert blocks[0].split("\n")[2] == "first line"
-    cue = blocks[1].split("\n")[2]
-    assert "<" not in cue and "-->" not in cue and "&lt;i&gt;" in cue and "&amp; y" in cue
-    assert vtt_time(0.0004) == "00:00:00.000" and cue_text("  ") == "&nbsp;"
-
-
-def test_zero_length_caption_still_gives_a_cue_that_ends_after_it_starts():
-    line = webvtt([Caption(2.0, 2.0, "flash")]).split("\n")[3]
-    assert line == "00:00:02.000 --> 00:00:02.001"
 
 
 def test_embedded_json_cannot_close_its_script_and_round_trips():
@@ -83,6 +72,8 @@ def test_page_escapes_every_string_and_keeps_them_as_data(results_file: Path, tm
     assert text.count("<script") == 2  # the data block and the page's own script
     data = page_data(text)
     assert data["videos"][0]["preds"][0]["s"] == EVIL
+    entries = json.loads(results_file.read_text())["results"]["v_a"]
+    assert data["videos"][0]["vtt"] == to_vtt(entries)  # the caption track holds the subtitle writer's cues
     assert "&lt;/script&gt;" in data["videos"][0]["vtt"]
 
 

@@ -17,7 +17,7 @@ import pytest
 from videos import write_video
 
 from caption_model.attention_sidecar import AttentionSidecar, sidecar_path_for
-from etspipe_view import build_page
+from etspipe_cli.view import write_page
 from etspipe_view.browser import browser_missing, chromium
 
 EVIL = "a man <script>window.pwned = 1</script> plays <b>loud</b>"
@@ -56,7 +56,7 @@ def site(tmp_path_factory) -> Path:
     ann = root / "val.json"
     ann.write_text(json.dumps({"v_clip": {"duration": 4.0, "timestamps": [[0.4, 2.2]],
                                           "sentences": ["a person <img src=x onerror=window.pwned=2> plays"]}}))
-    build_page(results, root / "page" / "report.html", video_dirs=[videos], annotation_paths=[ann])
+    write_page(results, root / "page" / "report.html", video_dirs=[videos], annotation_paths=[ann])
     return root
 
 
@@ -146,7 +146,7 @@ def test_large_pages_draw_only_what_is_near_the_viewport(browser, tmp_path: Path
     results = {f"v_{i:04d}": [{"timestamp": [0.0, 10.0], "sentence": f"caption {i}"}] for i in range(400)}
     path = tmp_path / "big.json"
     path.write_text(json.dumps({"version": "VERSION 1.0", "results": results, "external_data": {}}))
-    build_page(path, tmp_path / "big.html")
+    write_page(path, tmp_path / "big.html")
     pg = browser.new_page(viewport={"width": 1000, "height": 800})
     pg.goto((tmp_path / "big.html").as_uri())
     pg.wait_for_selector("#v-0:not(.pending) .placeholder", timeout=10_000)  # the index does not push it away

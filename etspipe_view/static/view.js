@@ -295,7 +295,7 @@
       const when = head.appendChild(el("button", "time", clock(it.t[0]) + "–" + clock(it.t[1])));
       when.type = "button";
       when.addEventListener("click", () => seek(it));
-      head.appendChild(el("span", "sentence", it.s));
+      head.appendChild(el("span", it.s.trim() ? "sentence" : "sentence none", it.s.trim() ? it.s : "(empty caption)"));
       if (it.c.ref !== undefined && v.refs[it.c.ref]) {
         const ref = head.appendChild(el("div", "ref-line"));
         ref.appendChild(el("span", "tiou", "reference (tIoU " + it.c.tiou.toFixed(2) + "): "));
