@@ -7,17 +7,26 @@ is written from exactly what was used.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 from dataclasses import asdict, dataclass
 
 import torch
 
-from etspipe.devices import resolve_device
+from etspipe.devices import cpu_has_native_bf16, resolve_device
 from etspipe.errors import UserError
 from extract_features.c3d import LAYERS
 from extract_features.clips import PAD_RULES
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _warn_cpu_fp32(precision: str) -> None:
+    log.warning("extract.precision %s: this CPU has no native %s, where it is emulated and far slower; "
+                "running fp32", precision, precision)
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -119,12 +128,22 @@ class ExtractOptions:
         return self.decode_workers or max(1, os.cpu_count() or 1)
 
     def autocast_dtype(self, device: torch.device) -> torch.dtype | None:
-        """None means plain fp32. On CPU only fp32 is used (bf16 conv3d on CPU is slower, not faster)."""
-        if device.type != "cuda" or self.precision == "fp32":
+        """The autocast dtype of the network, None for plain fp32.
+
+        auto: bf16 on CUDA, fp32 on a CPU. A CPU runs bf16 only when asked
+        (`bf16`) and it has native bf16; emulated bf16 ran C3D >50x slower than
+        fp32 on the AVX2 machine, and no native-bf16 CPU has been measured yet
+        (docs/PERFORMANCE.md, Extraction). fp16 is CUDA only.
+        """
+        if self.precision == "fp32":
             return None
-        if self.precision == "fp16":
-            return torch.float16
-        return torch.bfloat16
+        if device.type == "cuda":
+            return torch.float16 if self.precision == "fp16" else torch.bfloat16
+        if self.precision == "bf16" and cpu_has_native_bf16():
+            return torch.bfloat16
+        if self.precision in ("bf16", "fp16"):
+            _warn_cpu_fp32(self.precision)
+        return None
 
     def as_dict(self) -> dict:
         d = asdict(self)

@@ -96,7 +96,11 @@ class Extractor:
         return self.finish(self.start(clips))
 
     def start(self, clips: np.ndarray | list[np.ndarray], pad_to: int | None = None) -> _Batch:
-        """Queue one batch (an array or a list of clips); `finish` returns its rows."""
+        """Queue one batch (an array or a list of clips); `finish` returns its rows.
+
+        At most `lookahead + 1` batches may be started and not yet finished: the
+        buffers go round, and a further start would overwrite the oldest one's rows.
+        """
         n = len(clips)
         size = max(n, pad_to or 0) if self.pad_batches else n
         if self.device.type != "cuda" and size == n and isinstance(clips, np.ndarray):

@@ -86,3 +86,19 @@ def test_one_batch_in_flight_and_padding_give_the_same_rows(three_videos):
     for vid in simple:
         assert simple[vid].shape[0] > 0
         np.testing.assert_allclose(deferred[vid], simple[vid], rtol=1e-4, atol=1e-5)
+
+
+def test_cpu_precision_is_bf16_only_when_asked_and_native(monkeypatch, caplog):
+    import extract_features.options as options
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(options, "cpu_has_native_bf16", lambda: True)
+    assert ExtractOptions(precision="auto").autocast_dtype(cpu) is None
+    assert ExtractOptions(precision="bf16").autocast_dtype(cpu) is torch.bfloat16
+    assert ExtractOptions(precision="auto").autocast_dtype(cuda) is torch.bfloat16
+    assert ExtractOptions(precision="fp16").autocast_dtype(cuda) is torch.float16
+    assert ExtractOptions(precision="fp32").autocast_dtype(cuda) is None
+    monkeypatch.setattr(options, "cpu_has_native_bf16", lambda: False)
+    with caplog.at_level("WARNING"):
+        assert ExtractOptions(precision="bf16").autocast_dtype(cpu) is None
+    assert "emulated" in caplog.text
