@@ -58,7 +58,7 @@ def extract_video_task(video_id: str, path: str, store_path: str, opts: ExtractO
     def on_done(vid: str, rows: np.ndarray, meta: dict) -> None:
         if pca is not None:
             rows, meta = pca.project(rows, meta)
-        with open_store(store_path, "a") as store:
+        with open_store(store_path, "a", durable=opts.store_durable) as store:
             store.write_video(vid, rows, meta)
         result.update(status="done", n_rows=len(rows))
 

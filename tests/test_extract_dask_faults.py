@@ -6,10 +6,11 @@ import textwrap
 
 import videos
 
+from etspipe.config import load_config
 from extract_features import extract_corpus
 
-W = 0.0625
-CFG = {"extract": {"width_mult": W, "batch_size": 4, "decode_workers": 1}, "store": {"dtype": "float32"}}
+# store.durable stays on: this is a fault test
+CFG = load_config(None, ["extract.width_mult=0.0625", "extract.batch_size=4", "extract.decode_workers=1"])
 
 # A dask worker preload: every run of a_kill's task ends its worker process (as a segfault or the
 # OOM killer would) and leaves a line in `attempts`.
