@@ -17,7 +17,7 @@ def store() -> None:
 @click.argument("path")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def store_info(path: str, as_json: bool) -> None:
-    """Videos complete/failed (with reasons), rows, dimension, dtype, size and extractor of a store.
+    """Videos complete/failed (with reasons), rows, dimension, dtype, size, extractor and PCA projection.
 
     \b
     Example:
@@ -42,7 +42,8 @@ def store_verify(path: str, repair: bool) -> None:
     \b
     Checks: marker against rows (count, dtype, dim), every chunk decodes and
     matches its checksum, values finite, row times follow the store's rule,
-    no orphaned arrays or temporary files. Good videos are never touched.
+    each video's PCA is the projection kept in the store, no orphaned arrays
+    or temporary files. Good videos are never touched.
 
     \b
     Example:

@@ -102,6 +102,21 @@ def test_commit_fsyncs_rows_marker_and_directories(tmp_path, monkeypatch):
     assert os.path.exists(marker)
 
 
+def test_store_durable_off_makes_no_fsync(tmp_path, monkeypatch):
+    """store.durable (on in configs/ets.yaml) false: commits stay atomic but nothing is fsynced."""
+    from etspipe.config import load_config
+    from extract_features.options import ExtractOptions
+
+    assert load_config()["store"]["durable"] is True
+    opts = ExtractOptions.from_config(load_config(None, ["store.durable=false"]))
+    synced = _fsynced(monkeypatch)
+    with open_store(str(tmp_path / "s.zarr"), "w", META, durable=opts.store_durable) as st:
+        st.write_video("v_a", feats(10), VMETA)
+        st.write_video("v_a", feats(10, 1), VMETA)
+        np.testing.assert_array_equal(st.rows("v_a"), feats(10, 1))
+    assert synced == []
+
+
 def _damage(path: Path, store_rel: str) -> None:
     chunk = path / store_rel / "c" / "1" / "0"
     chunk.write_bytes(chunk.read_bytes()[:20])
