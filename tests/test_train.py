@@ -178,7 +178,7 @@ def test_dataset_reads_rows_lazily_with_the_alignment_rule(tmp_path):
                                                  "dtype": "float32"}) as store:
         store.write_video("v_x", rows, {"fps": 30.0, "duration": 11.0, "clip_len": 16, "stride": 8})
     items = [Item("v_x", 0.0, 11.0, (1, 5, 2)), Item("v_x", 2.0, 2.0, (1, 2)), Item("v_x", 12.0, 12.0, (1, 2)),
-             Item("v_x", 1.0, 2.0, (1, 2))]
+             Item("v_x", 1.0, 2.0, (1, 2)), Item("v_x", 2.0, 1.0, (1, 2))]
     ds = SegmentDataset(str(store_path), items, max_rows=8)
     long, _, _ = ds[0]
     assert long.shape == (8, 4) and long[0, 0] == 0 and long[-1, 0] == rows[-1, 0]  # uniform subsample, ends kept
@@ -188,6 +188,9 @@ def test_dataset_reads_rows_lazily_with_the_alignment_rule(tmp_path):
     assert past.tolist() == [rows[-1].tolist()]
     inside, _, _ = ds[3]  # centres inside [1, 2]: rows 3..6
     assert inside[:, 0].tolist() == rows[3:7, 0].tolist()
+    # reversed: read with start and end swapped, as evaluation and prediction read it (docs/ARCHITECTURE.md)
+    swapped, _, _ = ds[4]
+    assert swapped.tolist() == inside.tolist()
 
 
 def test_resume_keeps_the_run_settings_but_takes_runtime_keys():
