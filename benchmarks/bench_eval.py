@@ -86,7 +86,8 @@ def sample_flops(model, rows: list[np.ndarray], beam: int, max_len: int, device:
 
     sample = rows[:: max(1, len(rows) // 128)][:128]
     with FlopCounterMode(display=False) as counter:
-        decode_segments(model, sample, beam_size=beam, max_len=max_len, batch_size=64, device=device)
+        decode_segments(model, sample, beam_size=beam, max_len=max_len, length_norm=0.0, batch_size=64,
+                        device=device)
     return counter.get_total_flops() / len(sample)
 
 
@@ -112,7 +113,8 @@ def bench_decoding(annotations: list[str], n_segments: int, batch_size: int, max
     for beam in beams:
         flops = sample_flops(model, rows, beam, max_len, device)
         t0 = time.perf_counter()
-        out = decode_segments(model, rows, beam_size=beam, max_len=max_len, batch_size=batch_size, device=device)
+        out = decode_segments(model, rows, beam_size=beam, max_len=max_len, length_norm=0.0, batch_size=batch_size,
+                              device=device)
         seconds = time.perf_counter() - t0
         peak = max(peak, matmul_peak_gflops(torch.float32, device))
         achieved = flops * len(rows) / seconds / 1e9
@@ -134,7 +136,8 @@ def bench_decode_and_score(annotations: list[str], batch_size: int, max_len: int
     vocab = Vocab.build((tokenize(s) for ann in refs[0].values() for s in ann["sentences"]), 3)
     model = untrained_model(len(vocab), device)
     t0 = time.perf_counter()
-    out = decode_segments(model, rows, beam_size=3, max_len=max_len, batch_size=batch_size, device=device)
+    out = decode_segments(model, rows, beam_size=3, max_len=max_len, length_norm=0.0, batch_size=batch_size,
+                          device=device)
     t_decode = time.perf_counter() - t0
     results: dict[str, list[dict]] = {}
     for (vid, ts), d in zip(segs, out, strict=True):

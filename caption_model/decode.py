@@ -89,7 +89,7 @@ def _ban_non_words(log_probs: Tensor, first: bool = False) -> Tensor:
 
 
 @torch.no_grad()
-def greedy(model, feats: Tensor, mask: Tensor, max_len: int = 80, return_attn: bool = False) -> list[Decoded]:
+def greedy(model, feats: Tensor, mask: Tensor, max_len: int, return_attn: bool = False) -> list[Decoded]:
     """The most likely real word at every step, for a batch of segments (B, T, D) with mask (B, T)."""
     mask = mask.bool()
     B = feats.shape[0]
@@ -144,8 +144,8 @@ class _Finished:
 
 
 @torch.no_grad()
-def beam_search(model, feats: Tensor, mask: Tensor, beam_size: int = 3, max_len: int = 80,
-                length_norm: float = 0.0, return_attn: bool = False) -> list[Decoded]:
+def beam_search(model, feats: Tensor, mask: Tensor, beam_size: int, max_len: int,
+                length_norm: float, return_attn: bool = False) -> list[Decoded]:
     """Batched beam search over segments (B, T, D); see the module docstring for the rules."""
     if beam_size <= 1:
         return greedy(model, feats, mask, max_len, return_attn)
@@ -236,8 +236,8 @@ def pad_rows(rows: Sequence[np.ndarray], device: torch.device | str = "cpu") -> 
     return torch.from_numpy(feats).to(device), torch.from_numpy(mask).to(device)
 
 
-def decode_segments(model, rows: Sequence[np.ndarray], beam_size: int = 3, max_len: int = 80,
-                    length_norm: float = 0.0, batch_size: int = 64, device: torch.device | str = "cpu",
+def decode_segments(model, rows: Sequence[np.ndarray], beam_size: int, max_len: int,
+                    length_norm: float, batch_size: int, device: torch.device | str = "cpu",
                     return_attn: bool = False, progress: bool = False) -> list[Decoded]:
     """Decode many segments (each an (n_i, D) array of feature rows), returned in input order.
 

@@ -71,7 +71,7 @@ def test_greedy_and_beam_on_a_table_worked_by_hand():
     assert g.score == pytest.approx(math.log(first[A]) + math.log(tab[A, B]) + math.log(tab[B, EOS]), rel=1e-5)
     assert g.attn.shape == (3, 2) and np.allclose(g.attn, 0.5)
     # Beam 3: "b <e>" = 0.4*0.9 beats "a b <e>" = 0.5*0.65*0.9 and "a <e>" = 0.5*0.3 (all / 0.9).
-    b = beam_search(model, feats, mask, beam_size=3, max_len=10, return_attn=True)[0]
+    b = beam_search(model, feats, mask, beam_size=3, max_len=10, length_norm=0.0, return_attn=True)[0]
     assert b.tokens == [B] and b.ended
     assert b.score == pytest.approx(math.log(first[B] * tab[B, EOS]), rel=1e-4)
     assert b.attn.shape == (2, 2) and np.allclose(b.attn, 0.5)
@@ -98,7 +98,7 @@ def test_a_caption_has_at_least_one_word():
     t[A, EOS] = 0.9
     model = TableModel(_normalised(t))
     feats, mask = _one_segment()
-    for decoded in (greedy(model, feats, mask, max_len=5)[0], beam_search(model, feats, mask, 3, 5)[0]):
+    for decoded in (greedy(model, feats, mask, max_len=5)[0], beam_search(model, feats, mask, 3, 5, 0.0)[0]):
         assert decoded.tokens == [A] and decoded.ended
 
 
@@ -109,7 +109,7 @@ def test_unk_is_never_emitted_even_when_most_likely():
     t[UNK, [EOS]] = [0.9]
     model = TableModel(_normalised(t))
     feats, mask = _one_segment()
-    for decoded in (greedy(model, feats, mask, max_len=5)[0], beam_search(model, feats, mask, 3, 5)[0]):
+    for decoded in (greedy(model, feats, mask, max_len=5)[0], beam_search(model, feats, mask, 3, 5, 0.0)[0]):
         assert decoded.tokens == [A] and decoded.ended
 
 
@@ -121,7 +121,7 @@ def test_unk_is_never_emitted_by_a_model_that_prefers_it(ets_model):
     try:
         rows = _segments(5, seed=3)
         for beam in (1, 3):
-            out = decode_segments(ets_model, rows, beam_size=beam, max_len=6)
+            out = decode_segments(ets_model, rows, beam_size=beam, max_len=6, length_norm=0.0, batch_size=64)
             assert all(len(d.tokens) == 6 and UNK not in d.tokens for d in out)
     finally:
         with torch.no_grad():
@@ -160,10 +160,11 @@ def _segments(n: int, seed: int = 0) -> list[np.ndarray]:
 
 def test_batched_beam_equals_one_segment_at_a_time(ets_model):
     rows = _segments(9)
-    batched = decode_segments(ets_model, rows, beam_size=3, max_len=12, batch_size=9, return_attn=True)
+    batched = decode_segments(ets_model, rows, beam_size=3, max_len=12, length_norm=0.0, batch_size=9,
+                              return_attn=True)
     for r, d in zip(rows, batched, strict=False):
         feats, mask = pad_rows([r])
-        single = beam_search(ets_model, feats, mask, beam_size=3, max_len=12, return_attn=True)[0]
+        single = beam_search(ets_model, feats, mask, beam_size=3, max_len=12, length_norm=0.0, return_attn=True)[0]
         assert d.tokens == single.tokens
         assert d.score == pytest.approx(single.score, abs=1e-4)
         assert d.attn.shape == (len(d.tokens) + d.ended, r.shape[0])
@@ -175,8 +176,8 @@ def test_beam_one_is_greedy_and_beam_never_scores_worse(ets_model):
     rows = _segments(7, seed=1)
     feats, mask = pad_rows(rows)
     g = greedy(ets_model, feats, mask, max_len=12)
-    b1 = beam_search(ets_model, feats, mask, beam_size=1, max_len=12)
-    b3 = beam_search(ets_model, feats, mask, beam_size=3, max_len=12)
+    b1 = beam_search(ets_model, feats, mask, beam_size=1, max_len=12, length_norm=0.0)
+    b3 = beam_search(ets_model, feats, mask, beam_size=3, max_len=12, length_norm=0.0)
     assert [d.tokens for d in g] == [d.tokens for d in b1]
     for gd, bd in zip(g, b3, strict=False):
         if gd.ended and bd.ended:
@@ -187,6 +188,6 @@ def test_model_must_be_in_eval_mode(ets_model):
     ets_model.train()
     try:
         with pytest.raises(ValueError, match="eval"):
-            decode_segments(ets_model, _segments(1))
+            decode_segments(ets_model, _segments(1), beam_size=3, max_len=6, length_norm=0.0, batch_size=64)
     finally:
         ets_model.eval()
