@@ -166,10 +166,12 @@ def bench_batch(variants: list[Variant], clips_dev, batch: int, rounds: int, dev
 
 
 def bench_extractor(width: float, batch: int, clips: np.ndarray, device, torch, precision: str) -> dict:
+    from etspipe.config import load_config
     from extract_features.options import ExtractOptions
     from extract_features.runner import make_extractor
 
-    opts = ExtractOptions(width_mult=width, precision=precision, device=device.type)
+    opts = ExtractOptions.from_config(load_config(None, []), width_mult=width, precision=precision,
+                                      device=device.type)
     ex = make_extractor(opts, device=device, warn=False)
     amp = opts.autocast_dtype(device)
     bare = Variant(("bf16" if amp is not None else "fp32") + ("_cl" if ex.transform.channels_last else ""),

@@ -77,11 +77,13 @@ def bench_throughput(video: Path, n_clips: int, batch_size: int, workdir: Path, 
                      precision: str = "auto") -> dict:
     import torch
 
+    from etspipe.config import load_config
     from extract_features import extract_corpus
     from extract_features.options import ExtractOptions
     from extract_features.runner import make_extractor
 
-    cfg = {"extract": {"width_mult": 1.0, "batch_size": batch_size, "device": device, "precision": precision}}
+    cfg = load_config(None, ["extract.width_mult=1.0", f"extract.batch_size={batch_size}", f"extract.device={device}",
+                             f"extract.precision={precision}"])
     opts = ExtractOptions.from_config(cfg)
     extractor = make_extractor(opts, warn=False)
     rng = np.random.default_rng(0)
@@ -192,10 +194,12 @@ class GpuBusy:
 def bench_corpus(videos: list[Path], clips: int, workers: int, batch_size: int, width: float, device: str,
                  precision: str, workdir: Path) -> dict:
     """`extract_corpus` over many videos: clips/s end to end and how busy the GPU was meanwhile."""
+    from etspipe.config import load_config
     from extract_features import extract_corpus
 
-    cfg = {"extract": {"width_mult": width, "batch_size": batch_size, "device": device,
-                       "decode_workers": workers, "precision": precision}}
+    cfg = load_config(None, [f"extract.width_mult={width}", f"extract.batch_size={batch_size}",
+                             f"extract.device={device}", f"extract.decode_workers={workers}",
+                             f"extract.precision={precision}"])
     busy = GpuBusy()
     t0 = time.perf_counter()
     if device == "cuda":
@@ -220,7 +224,8 @@ from extract_features import extract_corpus
 from extract_features.video_reader import DecordReader
 if sys.argv[5] != "default":
     DecordReader.reset_every = int(sys.argv[5]) or 10**18
-cfg = {"extract": {"width_mult": float(sys.argv[3]), "device": "cpu"}}
+from etspipe.config import load_config
+cfg = load_config(None, ["extract.width_mult=" + sys.argv[3], "extract.device=cpu"])
 t0 = time.perf_counter()
 s = extract_corpus([sys.argv[1]], sys.argv[2], cfg, overwrite=True, progress=False)
 print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -14,11 +14,16 @@ import pytest
 import torch
 import videos
 
+from etspipe.config import load_config
 from extract_features.c3d import C3DInput
 from extract_features.options import ExtractOptions
 from extract_features.runner import make_extractor, run_pipeline
 
 W = 0.0625
+
+
+def options(**changes) -> ExtractOptions:
+    return ExtractOptions.from_config(load_config(None, []), **changes)
 
 
 def test_channels_last_input_is_the_decoded_layout_with_no_ncdhw_copy():
@@ -32,7 +37,7 @@ def test_channels_last_input_is_the_decoded_layout_with_no_ncdhw_copy():
 
 
 def test_channels_last_network_gives_the_ncdhw_features():
-    opts = ExtractOptions(width_mult=W)
+    opts = options(width_mult=W)
     ex = make_extractor(opts, warn=False)
     assert ex.transform.channels_last == ex.model.conv1.weight.is_contiguous(memory_format=torch.channels_last_3d)
     clips = np.random.default_rng(0).integers(0, 256, (3, 16, 112, 112, 3), dtype=np.uint8)
@@ -43,7 +48,7 @@ def test_channels_last_network_gives_the_ncdhw_features():
 
 
 def test_padded_batch_gives_the_rows_of_the_unpadded_one():
-    ex = make_extractor(ExtractOptions(width_mult=W), warn=False)
+    ex = make_extractor(options(width_mult=W), warn=False)
     clips = np.random.default_rng(1).integers(0, 256, (3, 16, 112, 112, 3), dtype=np.uint8)
     plain = ex.forward(clips)
     ex.pad_batches, ex.lookahead = True, 1
@@ -75,7 +80,7 @@ def _rows(extractor, jobs, batch_size: int) -> dict[str, np.ndarray]:
 
 
 def test_one_batch_in_flight_and_padding_give_the_same_rows(three_videos):
-    ex = make_extractor(ExtractOptions(width_mult=W), warn=False)
+    ex = make_extractor(options(width_mult=W), warn=False)
     simple = _rows(ex, three_videos, batch_size=5)  # 4 + 6 + 2 clips: the last batch is short
     ex.pad_batches, ex.lookahead = True, 1
     seen = []
@@ -89,16 +94,16 @@ def test_one_batch_in_flight_and_padding_give_the_same_rows(three_videos):
 
 
 def test_cpu_precision_is_bf16_only_when_asked_and_native(monkeypatch, caplog):
-    import extract_features.options as options
+    import extract_features.options as options_module
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.setattr(options, "cpu_has_native_bf16", lambda: True)
-    assert ExtractOptions(precision="auto").autocast_dtype(cpu) is None
-    assert ExtractOptions(precision="bf16").autocast_dtype(cpu) is torch.bfloat16
-    assert ExtractOptions(precision="auto").autocast_dtype(cuda) is torch.bfloat16
-    assert ExtractOptions(precision="fp16").autocast_dtype(cuda) is torch.float16
-    assert ExtractOptions(precision="fp32").autocast_dtype(cuda) is None
-    monkeypatch.setattr(options, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(options_module, "cpu_has_native_bf16", lambda: True)
+    assert options(precision="auto").autocast_dtype(cpu) is None
+    assert options(precision="bf16").autocast_dtype(cpu) is torch.bfloat16
+    assert options(precision="auto").autocast_dtype(cuda) is torch.bfloat16
+    assert options(precision="fp16").autocast_dtype(cuda) is torch.float16
+    assert options(precision="fp32").autocast_dtype(cuda) is None
+    monkeypatch.setattr(options_module, "cpu_has_native_bf16", lambda: False)
     with caplog.at_level("WARNING"):
-        assert ExtractOptions(precision="bf16").autocast_dtype(cpu) is None
+        assert options(precision="bf16").autocast_dtype(cpu) is None
     assert "emulated" in caplog.text
