@@ -26,7 +26,7 @@ from etspipe_cli.train import train
 from etspipe_cli.view import view
 
 
-@click.group(cls=EtsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=EtsGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="etspipe")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def cli(verbose: int) -> None:

@@ -14,9 +14,9 @@ Prints one JSON line per result (each with the machine and its load average):
   the reference sizes (proj/hidden/embed 512, attention 256, vocabulary 5,000,
   500-d features) on random features whose row counts follow val_1's segments
   (3.75 rows/s, at most 256 rows); ``--decode-segments 0`` decodes all 17,505.
-  The untrained model's ``<e>`` is made improbable (its output bias set to
-  -30: beam search would otherwise end every caption at the first step, an
-  untrained model having no better word than ``<e>``), so every caption runs
+  The untrained model's ``<e>`` is banned (its output bias set to -inf: beam
+  search would otherwise end every caption within a few steps, an untrained
+  model having no better word than ``<e>``), so every caption runs
   to ``--max-len`` (20 emulates a trained model's ~12-15 words). `achieved_gflops` counts the
   matrix products of a 128-segment sample (torch's FLOP counter) scaled to
   the segments decoded; `matmul_peak_gflops` is a 2048^2 fp32 product in this
@@ -86,7 +86,8 @@ def sample_flops(model, rows: list[np.ndarray], beam: int, max_len: int, device:
 
     sample = rows[:: max(1, len(rows) // 128)][:128]
     with FlopCounterMode(display=False) as counter:
-        decode_segments(model, sample, beam_size=beam, max_len=max_len, batch_size=64, device=device)
+        decode_segments(model, sample, beam_size=beam, max_len=max_len, length_norm=0.0, batch_size=64,
+                        device=device)
     return counter.get_total_flops() / len(sample)
 
 
@@ -98,7 +99,7 @@ def untrained_model(vocab_size: int, device: str):
     torch.manual_seed(0)
     model = ETS(MODEL, feat_dim=DIM, vocab_size=vocab_size)
     with torch.no_grad():
-        model.logits.bias[EOS] = -30.0
+        model.logits.bias[EOS] = float("-inf")
     return model.to(device).eval()
 
 
@@ -112,7 +113,8 @@ def bench_decoding(annotations: list[str], n_segments: int, batch_size: int, max
     for beam in beams:
         flops = sample_flops(model, rows, beam, max_len, device)
         t0 = time.perf_counter()
-        out = decode_segments(model, rows, beam_size=beam, max_len=max_len, batch_size=batch_size, device=device)
+        out = decode_segments(model, rows, beam_size=beam, max_len=max_len, length_norm=0.0, batch_size=batch_size,
+                              device=device)
         seconds = time.perf_counter() - t0
         peak = max(peak, matmul_peak_gflops(torch.float32, device))
         achieved = flops * len(rows) / seconds / 1e9
@@ -134,7 +136,8 @@ def bench_decode_and_score(annotations: list[str], batch_size: int, max_len: int
     vocab = Vocab.build((tokenize(s) for ann in refs[0].values() for s in ann["sentences"]), 3)
     model = untrained_model(len(vocab), device)
     t0 = time.perf_counter()
-    out = decode_segments(model, rows, beam_size=3, max_len=max_len, batch_size=batch_size, device=device)
+    out = decode_segments(model, rows, beam_size=3, max_len=max_len, length_norm=0.0, batch_size=batch_size,
+                          device=device)
     t_decode = time.perf_counter() - t0
     results: dict[str, list[dict]] = {}
     for (vid, ts), d in zip(segs, out, strict=True):

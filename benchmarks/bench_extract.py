@@ -23,7 +23,12 @@ ratio); ``--decord-reset-every N`` sets `DecordReader.reset_every` in the RSS
 children (0: never reset decord's queues, i.e. the behaviour before the fix), for
 an A/B on the same machine.
 
-    .venv/bin/python benchmarks/bench_extract.py [--short] [--rss-only] [--video-dir DIR]
+``--device cuda`` / ``--precision`` set where and how the network runs. ``--decode-scaling
+1 2 4 8 16`` and ``--corpus 32 --decode-workers 8 14`` run only those (the GPU machine's checks,
+benchmarks/gpu_check.sh): the aggregate decode rate of N readers at once, and `extract_corpus`
+over N one-minute 720p videos with clips/s and the GPU's mean busy %.
+
+    .venv/bin/python benchmarks/bench_extract.py [--short] [--rss-only] [--video-dir DIR] [--device cuda]
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from machine import machine  # benchmarks/machine.py (the script folder is on sys.path)
+from machine import load, machine  # benchmarks/machine.py (the script folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT))
@@ -68,14 +73,15 @@ def emit(record: dict) -> None:
     print(json.dumps(record), flush=True)
 
 
-def bench_throughput(video: Path, n_clips: int, batch_size: int, workdir: Path) -> dict:
+def bench_throughput(video: Path, n_clips: int, batch_size: int, workdir: Path, device: str = "cpu",
+                     precision: str = "auto") -> dict:
     import torch
 
     from extract_features import extract_corpus
     from extract_features.options import ExtractOptions
     from extract_features.runner import make_extractor
 
-    cfg = {"extract": {"width_mult": 1.0, "batch_size": batch_size, "device": "cpu"}}
+    cfg = {"extract": {"width_mult": 1.0, "batch_size": batch_size, "device": device, "precision": precision}}
     opts = ExtractOptions.from_config(cfg)
     extractor = make_extractor(opts, warn=False)
     rng = np.random.default_rng(0)
@@ -100,7 +106,9 @@ def bench_throughput(video: Path, n_clips: int, batch_size: int, workdir: Path) 
     e2e = n_clips / seconds
     bare_after = bare_rate()
     bare = (bare_before + bare_after) / 2
-    return {"bench": "throughput", "network": "C3D fc7 width 1.0 fp32", "device": "cpu",
+    amp = opts.autocast_dtype(extractor.device)
+    return {"bench": "throughput", "network": f"C3D fc7 width 1.0 {amp or 'fp32'}", "device": device,
+            "channels_last": extractor.transform.channels_last, **load(),
             "torch_threads": torch.get_num_threads(), "batch_size": batch_size, "clips": n_clips,
             "video": "1280x720 H.264 25 fps", "end_to_end_clips_per_s": round(e2e, 3),
             "bare_network_clips_per_s": round(bare, 3),
@@ -121,6 +129,88 @@ def bench_decode(video: Path) -> dict:
     reader.close()
     return {"bench": "decode", "video": "1280x720 H.264", "frames": n, "reader": backend,
             "decoder_threads": 1, "frames_per_s": round(n / dt, 1)}
+
+
+def bench_decode_scaling(video: Path, threads: list[int]) -> list[dict]:
+    """Aggregate frames/s of N readers decoding the same 720p video at once, one per thread (decode_workers N)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from extract_features.video_reader import open_video
+
+    def decode_all(_i: int) -> tuple[int, str]:
+        reader = open_video(video, (128, 171), backend="auto", threads=1)
+        n = reader.info.n_frames
+        for start in range(0, n, 64):
+            reader.read(np.arange(start, min(start + 64, n)))
+        backend = reader.info.backend
+        reader.close()
+        return n, backend
+
+    out = []
+    for n_threads in threads:
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(n_threads) as pool:
+            done = list(pool.map(decode_all, range(n_threads)))
+        dt = time.perf_counter() - t0
+        frames = sum(n for n, _ in done)
+        out.append({"bench": "decode_scaling", "threads": n_threads, "reader": done[0][1], "frames": frames,
+                    "frames_per_s": round(frames / dt, 1), "clips_per_s_equiv": round(frames / dt / 8, 1)} | load())
+    return out
+
+
+class GpuBusy:
+    """Samples the GPU's utilisation (NVML through torch) every 0.1 s while the block runs: mean busy %."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.samples: list[float] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import torch
+
+        while not self.stop.wait(0.1):
+            try:
+                self.samples.append(float(torch.cuda.utilization()))
+            except Exception:  # no NVML: report None rather than fail the benchmark
+                return
+
+    def __enter__(self) -> GpuBusy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def mean(self) -> float | None:
+        return round(sum(self.samples) / len(self.samples), 1) if self.samples else None
+
+
+def bench_corpus(videos: list[Path], clips: int, workers: int, batch_size: int, width: float, device: str,
+                 precision: str, workdir: Path) -> dict:
+    """`extract_corpus` over many videos: clips/s end to end and how busy the GPU was meanwhile."""
+    from extract_features import extract_corpus
+
+    cfg = {"extract": {"width_mult": width, "batch_size": batch_size, "device": device,
+                       "decode_workers": workers, "precision": precision}}
+    busy = GpuBusy()
+    t0 = time.perf_counter()
+    if device == "cuda":
+        with busy:
+            summary = extract_corpus([str(v) for v in videos], str(workdir / f"corpus{workers}.zarr"), cfg,
+                                     overwrite=True, progress=False)
+    else:
+        summary = extract_corpus([str(v) for v in videos], str(workdir / f"corpus{workers}.zarr"), cfg,
+                                 overwrite=True, progress=False)
+    seconds = time.perf_counter() - t0
+    return {"bench": "corpus", "videos": len(videos), "done": summary["done"], "failed": summary["failed"],
+            "decode_workers": workers, "batch_size": batch_size, "width": width, "device": device,
+            "precision": precision, "clips": clips, "seconds": round(seconds, 1),
+            "clips_per_s": round(clips / seconds, 1),
+            "gpu_busy_pct": busy.mean()} | load()
 
 
 RSS_CHILD = """
@@ -157,16 +247,23 @@ def main() -> None:
     ap.add_argument("--short", action="store_true", help="6 s and 60 s videos, 16 clips: a quick check")
     ap.add_argument("--clips", type=int, default=None, help="clips in the throughput run (default 64; 16 short)")
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the network runs")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"], help="extract.precision")
     ap.add_argument("--rss-width", type=float, default=1 / 32, help="width_mult of the RSS runs")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--rss-only", action="store_true", help="only the two peak-RSS runs and their ratio")
     ap.add_argument("--decord-reset-every", type=int, default=None,
                     help="DecordReader.reset_every in the RSS runs (0: never, the pre-fix behaviour)")
     ap.add_argument("--video-dir", type=Path, default=None, help="keep the generated videos here and reuse them")
+    ap.add_argument("--decode-scaling", type=int, nargs="+", default=None, metavar="N",
+                    help="only: aggregate decode rate with N readers at once (e.g. 1 2 4 8 16)")
+    ap.add_argument("--corpus", type=int, default=0, metavar="N",
+                    help="only: extract_corpus over N videos of --corpus-seconds 720p (see --decode-workers)")
+    ap.add_argument("--corpus-seconds", type=float, default=60)
+    ap.add_argument("--corpus-width", type=float, default=1.0, help="width_mult of the corpus runs")
+    ap.add_argument("--decode-workers", type=int, nargs="+", default=[0], help="corpus runs, one per value")
     args = ap.parse_args()
-    n_clips = args.clips or (16 if args.short else 64)
-    short_s, long_s = (6, 60) if args.short else (60, 600)
-    emit({"bench": "machine", **machine()})
+    emit({"bench": "machine", **machine()} | load())
     with tempfile.TemporaryDirectory(prefix="bench_extract_") as tmp:
         tmp = Path(tmp)
         vids = args.video_dir or tmp
@@ -176,6 +273,11 @@ def main() -> None:
             path = vids / f"{name}_{n_frames}f.mp4"
             return path if path.is_file() else write_720p(path, n_frames)
 
+        if args.decode_scaling or args.corpus:
+            only_scaling_and_corpus(args, video, tmp)
+            return
+        n_clips = args.clips or (16 if args.short else 64)
+        short_s, long_s = (6, 60) if args.short else (60, 600)
         t0 = time.perf_counter()
         one = video("v_short", short_s * 25)
         ten = video("v_long", long_s * 25)
@@ -191,7 +293,35 @@ def main() -> None:
         emit({"bench": "rss_ratio", "ratio_long_to_short": round(r10["peak_rss_mib"] / r1["peak_rss_mib"], 3),
               "decord_reset_every": r10["decord_reset_every"], "target": "<= 1.2 and < 3072 MiB"})
         if not args.skip_throughput and not args.rss_only:
-            emit(bench_throughput(tp, n_clips, args.batch_size, tmp))
+            emit(bench_throughput(tp, n_clips, args.batch_size, tmp, args.device, args.precision))
+
+
+def only_scaling_and_corpus(args, video, tmp: Path) -> None:
+    """The GPU-machine runs: decode scaling and/or a corpus of distinct-named copies of 4 generated videos."""
+    import shutil
+
+    frames = int(args.corpus_seconds * 25)
+    t0 = time.perf_counter()
+    sources = [video(f"v_corpus{i}", frames + i) for i in range(min(4, max(args.corpus, 1)))]
+    emit({"bench": "generate", "seconds": round(time.perf_counter() - t0, 1), "videos": len(sources),
+          "frames": frames})
+    if args.decode_scaling:
+        for rec in bench_decode_scaling(sources[0], args.decode_scaling):
+            emit(rec)
+    if not args.corpus:
+        return
+    corpus_dir = tmp / "corpus"
+    corpus_dir.mkdir(exist_ok=True)
+    paths, clips = [], 0
+    for i in range(args.corpus):
+        src = sources[i % len(sources)]
+        dst = corpus_dir / f"c{i:03d}.mp4"
+        shutil.copyfile(src, dst)  # a copy, not a link: each video is its own file, as in a real corpus
+        paths.append(dst)
+        clips += (frames + i % len(sources) - 16) // 8 + 1
+    batch = args.batch_size if args.device == "cpu" else max(args.batch_size, 128)
+    for workers in args.decode_workers:
+        emit(bench_corpus(paths, clips, workers, batch, args.corpus_width, args.device, args.precision, tmp))
 
 
 if __name__ == "__main__":

@@ -131,7 +131,8 @@ def caption_segments(model, vocab, store, segments: Sequence[tuple[str, float, f
             return_attn=return_attn, progress=progress) if ok else [])
         for g in got:
             out.append(None if g is None else _caption(next(decoded), g[1], vocab, return_attn))
-        logger.info("captioned %d / %d segments", min(c + CHUNK_SEGMENTS, len(segments)), len(segments))
+        if len(segments) > CHUNK_SEGMENTS:  # progress of a long run, not a second summary of a short one
+            logger.info("captioned %d / %d segments", min(c + CHUNK_SEGMENTS, len(segments)), len(segments))
     return out
 
 

@@ -75,12 +75,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = find_best(path) if Path(path).is_dir() else _resolve(path, ())
     if not zipfile.is_zipfile(path):  # torch.save writes a zip; anything else would fail in pickle's words
         raise UserError(f"{path}: not a checkpoint (give best.pt, last.pt or the run folder holding them)")
+    return read_checkpoint_file(path, FORMAT, "caption-model", map_location)
+
+
+def read_checkpoint_file(path: Path, fmt: str, what: str, map_location: str | torch.device = "cpu") -> dict:
+    """`torch.load` of one of our checkpoints: a truncated or foreign file, or another `format`, is one error line.
+
+    Shared by the captioner's and the proposal model's checkpoints (`what` names
+    which in the message); the dict gets its own `path`.
+    """
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # a truncated or foreign file: say which, no traceback
         raise UserError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise UserError(f"{path}: not an etspipe caption-model checkpoint")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
+        raise UserError(f"{path}: not an etspipe {what} checkpoint")
     ckpt["path"] = str(path)
     return ckpt
 

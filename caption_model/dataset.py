@@ -1,7 +1,8 @@
 """Caption segments -> padded batches of feature rows and word indices.
 
 * Rows are read lazily, per segment, with the store's own time-alignment rule
-  (``store.get(video_id, start, end)``), inside the DataLoader workers; each
+  (``store.get(video_id, start, end)``; a segment it refuses gets the rows of
+  ``features_store.alignment.rows_for_segment``), inside the DataLoader workers; each
   worker process opens its own store handle (a handle is never shared across a
   fork).
 * A segment with more than ``max_rows`` rows is subsampled uniformly (rows at
@@ -88,19 +89,21 @@ def subsample_rows(rows: np.ndarray, max_rows: int) -> np.ndarray:
     return rows[idx]
 
 
-def nearest_row(store, store_id: str, start: float, end: float) -> np.ndarray:
-    """The one row whose centre is nearest to the segment's centre (clipped into the video).
+def fallback_rows(store, store_id: str, start: float, end: float) -> np.ndarray:
+    """Rows of a segment that the store's strict read refuses, by the one alignment rule.
 
     The store rejects an empty segment (``start == end``, kept by the annotation
     rules and counted there) and one lying outside its copy of the video (whose
-    duration may differ from the annotation's); docs/ARCHITECTURE.md's rule for a segment
-    that holds no row centre is the row nearest to its centre, so that is read.
+    duration may differ from the annotation's). Training then takes what evaluation
+    and prediction take (`rows_for_segment`, docs/ARCHITECTURE.md "the alignment
+    rule"): the row nearest to the segment's time. The store has no public read of
+    a row slice, so such a (rare) segment reads its video's rows whole.
     """
-    times = store.row_times(store_id)
-    centre = min(max((start + end) / 2.0, float(times[0])), float(times[-1]))
-    t = float(times[int(np.argmin(np.abs(times - centre)))])
-    rows, _ = store.get(store_id, t - 1e-6, t + 1e-6)
-    return rows[:1]
+    from features_store.alignment import rows_for_segment
+
+    duration = float(store.video_meta(store_id)["duration"])
+    sel, _case = rows_for_segment(store.row_times(store_id), start, end, duration)
+    return store.rows(store_id)[sel]
 
 
 class SegmentDataset(Dataset):
@@ -131,7 +134,7 @@ class SegmentDataset(Dataset):
         try:
             rows, _times = store.get(item.store_id, item.start, item.end)
         except UserError:  # SegmentError: zero-length, or outside the store's copy of the video
-            rows = nearest_row(store, item.store_id, item.start, item.end)
+            rows = fallback_rows(store, item.store_id, item.start, item.end)
         rows = subsample_rows(np.asarray(rows, dtype=np.float32), self.max_rows)
         return rows, np.asarray(item.tokens, dtype=np.int64), index
 

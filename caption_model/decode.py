@@ -13,6 +13,9 @@ Neither search ever emits ``<unk>``, ``<pad>`` or ``<s>``: they are not words
 (``<unk>`` stands for every rare word at once), so their log-probabilities are
 set to -inf and the rest renormalised before a word is chosen: the next most
 likely real word wins, and scores are probabilities over what can be written.
+``<e>`` is likewise barred at the first step: an empty caption describes
+nothing, and a weakly trained model under beam search with raw scores would
+otherwise end every caption at once (docs/PERFORMANCE.md, "Decoding").
 
 Beam search keeps `beam_size` LIVE hypotheses per segment, ranked by the sum of
 token log-probabilities. At every step each live hypothesis may end (``<e>``):
@@ -72,7 +75,7 @@ def _finish(tokens: list[int], attn: np.ndarray | None, score: float, n_rows: in
     return Decoded(words, float(score), ended, a)
 
 
-def _ban_non_words(log_probs: Tensor) -> Tensor:
+def _ban_non_words(log_probs: Tensor, first: bool = False) -> Tensor:
     """Log-probabilities over the tokens that may be emitted: the others at -inf, the rest renormalised.
 
     Renormalising keeps scores comparable with ``<e>``'s: a model that puts
@@ -80,11 +83,13 @@ def _ban_non_words(log_probs: Tensor) -> Tensor:
     improbable and favour ending at once. Works in place (the model's output is not reused).
     """
     log_probs[:, list(NEVER_EMITTED)] = float("-inf")
+    if first:  # a caption has at least one word: an empty sentence describes nothing
+        log_probs[:, EOS] = float("-inf")
     return log_probs - torch.logsumexp(log_probs, dim=-1, keepdim=True)
 
 
 @torch.no_grad()
-def greedy(model, feats: Tensor, mask: Tensor, max_len: int = 80, return_attn: bool = False) -> list[Decoded]:
+def greedy(model, feats: Tensor, mask: Tensor, max_len: int, return_attn: bool = False) -> list[Decoded]:
     """The most likely real word at every step, for a batch of segments (B, T, D) with mask (B, T)."""
     mask = mask.bool()
     B = feats.shape[0]
@@ -95,9 +100,9 @@ def greedy(model, feats: Tensor, mask: Tensor, max_len: int = 80, return_attn: b
     score = torch.zeros(B, dtype=torch.float64, device=feats.device)
     steps: list[Tensor] = []
     attns: list[Tensor] = []
-    for _ in range(max_len):
+    for t in range(max_len):
         log_probs, state, attn = model.step(prev, state, memory)
-        log_probs = _ban_non_words(log_probs)
+        log_probs = _ban_non_words(log_probs, first=t == 0)
         tok = log_probs.argmax(-1)
         score += torch.where(done, 0.0, log_probs.gather(1, tok[:, None]).squeeze(1).double())
         tok = tok.masked_fill(done, PAD)
@@ -139,8 +144,8 @@ class _Finished:
 
 
 @torch.no_grad()
-def beam_search(model, feats: Tensor, mask: Tensor, beam_size: int = 3, max_len: int = 80,
-                length_norm: float = 0.0, return_attn: bool = False) -> list[Decoded]:
+def beam_search(model, feats: Tensor, mask: Tensor, beam_size: int, max_len: int,
+                length_norm: float, return_attn: bool = False) -> list[Decoded]:
     """Batched beam search over segments (B, T, D); see the module docstring for the rules."""
     if beam_size <= 1:
         return greedy(model, feats, mask, max_len, return_attn)
@@ -164,9 +169,10 @@ def beam_search(model, feats: Tensor, mask: Tensor, beam_size: int = 3, max_len:
     attn_hist: list[Tensor] = []
     for t in range(max_len):
         log_probs, state, attn = model.step(prev, state, memory)
-        log_probs = _ban_non_words(log_probs.double())
+        log_probs = _ban_non_words(log_probs.double(), first=t == 0)
         V = log_probs.shape[1]
-        fin.offer(t, scores + log_probs[:, EOS].reshape(B, K), alpha, done, base, attn)
+        if t > 0:
+            fin.offer(t, scores + log_probs[:, EOS].reshape(B, K), alpha, done, base, attn)
         log_probs[:, EOS] = float("-inf")  # the live beam continues with real words only
         top, idx = (scores.reshape(-1, 1) + log_probs).reshape(B, K * V).topk(K, dim=1)
         parent = (base[:, None] + torch.div(idx, V, rounding_mode="floor")).reshape(-1)
@@ -230,15 +236,15 @@ def pad_rows(rows: Sequence[np.ndarray], device: torch.device | str = "cpu") -> 
     return torch.from_numpy(feats).to(device), torch.from_numpy(mask).to(device)
 
 
-def decode_segments(model, rows: Sequence[np.ndarray], beam_size: int = 3, max_len: int = 80,
-                    length_norm: float = 0.0, batch_size: int = 64, device: torch.device | str = "cpu",
+def decode_segments(model, rows: Sequence[np.ndarray], beam_size: int, max_len: int,
+                    length_norm: float, batch_size: int, device: torch.device | str = "cpu",
                     return_attn: bool = False, progress: bool = False) -> list[Decoded]:
     """Decode many segments (each an (n_i, D) array of feature rows), returned in input order.
 
     Segments are sorted by row count before batching so that a batch pads
     little; the model must be in eval mode (dropout off).
     """
-    from tqdm import tqdm
+    from etspipe.progress import progress_bar
 
     if model.training:
         raise ValueError("decode with the model in eval mode (model.eval())")
@@ -246,7 +252,7 @@ def decode_segments(model, rows: Sequence[np.ndarray], beam_size: int = 3, max_l
     out: list[Decoded | None] = [None] * len(rows)
     batch_size = max(1, int(batch_size))
     starts = range(0, len(order), batch_size)
-    for s in tqdm(starts, desc="decode", unit="batch", disable=not progress or None):
+    for s in progress_bar(starts, desc="decode", unit="batch", enabled=progress):
         chosen = order[s : s + batch_size]
         feats, mask = pad_rows([rows[i] for i in chosen], device)
         decoded = beam_search(model, feats, mask, beam_size, max_len, length_norm, return_attn)

@@ -33,21 +33,25 @@ from caption_model.text import PAD
 
 @dataclass
 class ETSConfig:
-    """The `model` section of the config (the keys of configs/ets.yaml)."""
+    """The `model` section of the config (the keys of configs/ets.yaml, its one copy of the defaults)."""
 
-    encoder: str = "linear"
-    attention: str = "temporal"
-    proj_dim: int = 512
-    embed_dim: int = 512
-    hidden_dim: int = 512
-    attn_dim: int = 256
-    dropout: float = 0.5
-    doubly_stochastic: float = 0.0
+    encoder: str
+    attention: str
+    proj_dim: int
+    embed_dim: int
+    hidden_dim: int
+    attn_dim: int
+    dropout: float
+    doubly_stochastic: float
 
     @classmethod
     def from_dict(cls, d: dict) -> ETSConfig:
+        """Keys `d` leaves out (a checkpoint older than the key, a partial dict) take their configs/ets.yaml value."""
+        from etspipe.config import reference_config
+
         names = {f.name for f in fields(cls)}
-        cfg = cls(**{k: v for k, v in d.items() if k in names})
+        values = {**reference_config()["model"], **d}
+        cfg = cls(**{k: v for k, v in values.items() if k in names})
         if cfg.encoder not in ("linear", "bilstm"):
             raise ValueError(f"model.encoder must be linear or bilstm, got {cfg.encoder!r}")
         if cfg.attention not in ("temporal", "mean"):

@@ -13,29 +13,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from pathlib import Path
 
 import torch
 
+from etspipe.devices import cpu_has_native_bf16
 from etspipe.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16")
-
-
-@functools.cache
-def cpu_has_native_bf16() -> bool:
-    """True when /proc/cpuinfo lists avx512_bf16 or amx_bf16 (Linux); False when unknown."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            return bool(flags & {"avx512_bf16", "amx_bf16"})
-    return False
 
 
 def check_precision(precision: str) -> None:

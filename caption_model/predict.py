@@ -125,7 +125,8 @@ def _segment_times(e: FileListEntry, duration: float | None) -> tuple[float, flo
 def run_predict(cfg: dict, predictor: Predictor, targets: Sequence[tuple[FileListEntry, str]],
                 failed: Sequence[Failure] = (), *, name: str, out_path: str | Path | None = None,
                 plot_dir: str | Path | None = None, attention: bool = False, batch_size: int | None = None,
-                echo: Callable[[str], None] | None = print) -> dict[str, Any]:
+                echo: Callable[[str], None] | None = print, proposal_scores: dict | None = None,
+                notes: Sequence[str] = ()) -> dict[str, Any]:
     """Caption `targets` (entries resolved to store ids); write the result JSON (and plots); return a summary.
 
     Summary: `{"results_path", "attention_path", "captions": [{"line", "video",
@@ -134,6 +135,8 @@ def run_predict(cfg: dict, predictor: Predictor, targets: Sequence[tuple[FileLis
     (parsing, extraction); `name` names the default result file
     (``predict_<name>_<time>.json``). With `plot_dir` or `attention` the attention
     of every caption is also saved beside it (``<stem>_attention.json``, None otherwise).
+    `proposal_scores` ((line, start, end) -> score, from `proposal_dense.expand_untimed`)
+    adds ``proposal_score`` to those captions; `notes` are printed with the summary.
     """
     from features_store import open_store
 
@@ -167,12 +170,14 @@ def run_predict(cfg: dict, predictor: Predictor, targets: Sequence[tuple[FileLis
                         cap["sentence"], duration=durations.get(sid))
         out_caps.append({"line": e.line, "video": sid, "start": start, "end": end, "sentence": cap["sentence"],
                          "plot": plot})
+        if proposal_scores and (e.line, start, end) in proposal_scores:
+            out_caps[-1]["proposal_score"] = proposal_scores[(e.line, start, end)]
         per_video[sid] = per_video.get(sid, 0) + 1
     failed.sort(key=lambda f: f["line"])
     target = Path(out_path) if out_path else default_result_path(cfg["predict"]["results_dir"], f"predict_{name}")
     _write(target, out_caps, predictor.ckpt)
     attention_path = str(sidecar.write(sidecar_path_for(target))) if sidecar is not None else None
-    notes = fallback_lines(reader.cases)
+    notes = list(notes) + fallback_lines(reader.cases)
     _report(echo, out_caps, failed, notes, target)
     return {"results_path": str(target), "attention_path": attention_path, "captions": out_caps, "failed": failed,
             "n_ok": len(out_caps), "n_failed": len(failed), "checkpoint": str(predictor.checkpoint), "notes": notes}
@@ -181,7 +186,11 @@ def run_predict(cfg: dict, predictor: Predictor, targets: Sequence[tuple[FileLis
 def _write(target: Path, captions: list[dict], ckpt: dict) -> None:
     results: dict[str, list] = {}
     for c in captions:
-        results.setdefault(c["video"], []).append(entry(c["start"], c["end"], c["sentence"]))
+        item = entry(c["start"], c["end"], c["sentence"])
+        if "proposal_score" in c:  # a dense event (null: the whole video, no proposal passed)
+            score = c["proposal_score"]
+            item["proposal_score"] = None if score is None else round(float(score), 4)
+        results.setdefault(c["video"], []).append(item)
     write_result(target, make_result(results, external_details(ckpt.get("store_meta"))))
 
 

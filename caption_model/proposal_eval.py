@@ -53,7 +53,7 @@ def evaluate_proposals(cfg: dict, proposal_path: str | Path, store_path: str, an
     Returns the figures of `proposal_metrics.summary` plus ``proposals_path``,
     ``plot_path``, ``n_videos`` and ``missing`` (video -> reason).
     """
-    from caption_model.evaluate import pick_device
+    from caption_model.captioning import pick_device
     from caption_model.results import write_json_atomic
     from features_store import open_store
 

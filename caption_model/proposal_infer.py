@@ -110,11 +110,11 @@ class Proposer:
 def propose_corpus(proposer: Proposer, store, store_ids: Iterable[str], pcfg: dict,
                    progress: bool = False) -> tuple[dict[str, list[dict]], dict[str, str]]:
     """Proposals of many store videos; a video that cannot be read is reported and the rest go on."""
-    from tqdm import tqdm
+    from etspipe.progress import progress_bar
 
     out: dict[str, list[dict]] = {}
     failed: dict[str, str] = {}
-    for sid in tqdm(list(store_ids), desc="proposals", disable=not progress, leave=False):
+    for sid in progress_bar(list(store_ids), desc="proposals", enabled=progress, leave=False):
         try:
             out[sid] = proposer.propose(store, sid, float(pcfg["nms_tiou"]), int(pcfg["max_proposals"]))
         except (UserError, OSError, ValueError, KeyError) as exc:

@@ -31,7 +31,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from caption_model import distributed
 from caption_model.checkpoint import save_checkpoint
@@ -50,6 +49,7 @@ from caption_model.proposal_metrics import ar_an, recall_at
 from caption_model.proposal_model import ProposalNet, boundary_loss, kmeans_anchors, weighted_bce
 from etspipe.devices import device_kind
 from etspipe.errors import UserError
+from etspipe.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ def _train_epoch(objective: nn.Module, net: ProposalNet, optimizer, loader: Data
     """One pass over this rank's batches; returns the mean loss."""
     net.train()
     total, n = 0.0, 0
-    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+    for batch in progress_bar(loader, desc=desc, enabled=progress, leave=False):
         loss = objective(batch.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

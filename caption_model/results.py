@@ -88,15 +88,22 @@ def read_result(path: str | Path) -> dict[str, Any]:
     return validate_result(read_json(path, "result file"), str(path))
 
 
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write JSON next to its final name, then rename: a crash never leaves half a file."""
+def write_json_atomic(path: str | Path, data: Any, *, compact: bool = False) -> Path:
+    """Write JSON next to its final name, then rename: a crash never leaves half a file.
+
+    Indented for people to read; `compact` (no spaces, no final newline) for
+    documents that are mostly numbers, such as the attention sidecar, where an
+    indent doubles the size.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    layout: dict[str, Any] = {"separators": (",", ":")} if compact else {"indent": 1}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, ensure_ascii=False)
-            fh.write("\n")
+            json.dump(data, fh, ensure_ascii=False, **layout)
+            if not compact:
+                fh.write("\n")
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

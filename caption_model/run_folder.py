@@ -63,7 +63,8 @@ def resumed_config(saved: dict, given: dict) -> dict:
     cfg = copy.deepcopy(given)
 
     def changed(section: str, key: str) -> bool:
-        return key in given.get(section, {}) and given[section][key] != ref.get(section, {}).get(key)
+        """Given unlike configs/ets.yaml; a key ets.yaml no longer holds (an older checkpoint's) never is."""
+        return section in ref and key in ref[section] and given[section][key] != ref[section][key]
 
     ignored = []
     for section, values in saved.items():

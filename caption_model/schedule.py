@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 
-def noam_lr(step: int, d_model: int = 512, warmup: int = 1000, factor: float = 1.0) -> float:
+def noam_lr(step: int, d_model: int, warmup: int, factor: float = 1.0) -> float:
     """Learning rate of optimiser step `step` (1-based; step 0 is treated as step 1)."""
     step = max(int(step), 1)
     return factor * d_model ** -0.5 * min(step ** -0.5, step * warmup ** -1.5)
@@ -21,7 +21,7 @@ def noam_lr(step: int, d_model: int = 512, warmup: int = 1000, factor: float = 1
 class NoamSchedule:
     """Sets the learning rate of every parameter group before each optimiser step."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, d_model: int = 512, warmup: int = 1000,
+    def __init__(self, optimizer: torch.optim.Optimizer, d_model: int, warmup: int,
                  factor: float = 1.0, step: int = 0):
         self.optimizer, self.d_model, self.warmup, self.factor = optimizer, d_model, warmup, factor
         self.step_num = step

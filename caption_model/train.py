@@ -8,7 +8,7 @@
     -> last.pt always, best.pt when the validation METEOR improves
 
 :func:`fit` reads as the steps of a run: where it starts from
-(:func:`caption_model.run_folder.starting_point`), the data (:func:`_prepare_data`, :func:`_loaders`),
+(:func:`caption_model.run_folder.starting_point`), the data (:mod:`caption_model.train_data`),
 model and optimiser (:func:`_build`), then per epoch :func:`_train_epoch` and
 :func:`_validate_and_save`.
 
@@ -40,14 +40,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import random
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -55,25 +51,21 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from caption_model import distributed
-from caption_model.annotations import Segment, load_annotations, split_by_video, summary_line
-from caption_model.checkpoint import (
-    BEST,
-    FORMAT,
-    LAST,
-    VERSION,
-    check_feat_dim,
-    save_checkpoint,
-)
-from caption_model.dataset import BucketBatchSampler, Item, SegmentDataset, collate, match_store, open_store
+from caption_model.annotations import summary_line
+from caption_model.checkpoint import BEST, FORMAT, LAST, VERSION, save_checkpoint
+from caption_model.dataset import BucketBatchSampler
 from caption_model.decode import greedy
 from caption_model.model import ETS
 from caption_model.precision import autocast, check_precision
-from caption_model.run_folder import Start, claim_folder, plain, starting_point, write_run_files
+from caption_model.rng_state import rng_state, seed_all, set_rng_state
+from caption_model.run_folder import Start, plain, starting_point
 from caption_model.schedule import NoamSchedule
-from caption_model.text import Vocab, tokenize
+from caption_model.stop_request import StopRequest
+from caption_model.text import Vocab
+from caption_model.train_data import RunData, loaders, prepare_data
 from caption_model.train_log import IntervalStats, MeteorScorer, MetricsLog
 from etspipe.devices import device_kind
-from etspipe.errors import UserError
+from etspipe.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -99,31 +91,6 @@ def train(cfg: dict, store_path: str, train_paths: list[str], resume: str | None
 # ---------------------------------------------------------------- helpers
 
 
-def _rng_state() -> dict:
-    np_state = np.random.get_state()
-    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
-             "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])]}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 class _Objective(nn.Module):
     """Wraps ETS.loss as a forward so that DistributedDataParallel syncs its gradients."""
 
@@ -135,40 +102,6 @@ class _Objective(nn.Module):
         return self.model.loss(feats, feat_mask, tokens)
 
 
-class StopRequest:
-    """Ctrl-C while training: the first asks the loop to stop after the current step and save; a second stops at once.
-
-    Stopping between steps is what makes the saved checkpoint exact to resume
-    (an interrupt inside a step would leave the optimiser and schedule out of
-    step). Signal handlers can only be set in the main thread; elsewhere this
-    does nothing and Ctrl-C behaves as before.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        logger.warning("interrupted: saving a checkpoint after this step (Ctrl-C again to stop at once)")
-
-    def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-
-def _ignore_sigint(_worker_id: int) -> None:
-    """DataLoader workers leave Ctrl-C to the main process, which finishes its step and saves."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 @torch.no_grad()
 def validate(model: ETS, loader: DataLoader, vocab: Vocab, references: list[str], device: torch.device,
              meteor: MeteorScorer, max_len: int, progress: bool = False, precision: str = "auto") -> dict:
@@ -176,7 +109,7 @@ def validate(model: ETS, loader: DataLoader, vocab: Vocab, references: list[str]
     model.eval()
     nll_sum, n_tokens = torch.zeros((), dtype=torch.float64, device=device), 0
     hyps: dict[int, str] = {}
-    for batch in tqdm(loader, desc="validate", leave=False, disable=not progress):
+    for batch in progress_bar(loader, desc="validate", leave=False, enabled=progress):
         batch = batch.to(device)
         with autocast(device, precision):
             _, nll, n = model.loss(batch.feats, batch.feat_mask, batch.tokens)
@@ -220,8 +153,8 @@ def _fit(cfg: dict, store_path: str, train_paths: list[str], resume: str | None,
     device = distributed.resolve_device(str(cfg["train"]["device"]), dist_info)
     start = starting_point(cfg, resume, weights)
     check_precision(str(start.cfg["train"]["precision"]))
-    data = _prepare_data(start, store_path, train_paths, main, overwrite)
-    train_loader, val_loader = _loaders(start.cfg, data, store_path, device, dist_info)
+    data = prepare_data(start, store_path, train_paths, main, overwrite)
+    train_loader, val_loader = loaders(start.cfg, data, store_path, device, dist_info)
     run = _build(start, data, device, dist_info)
     tcfg = start.cfg["train"]
     meteor = MeteorScorer(enabled=bool(main and val_loader is not None and int(tcfg["valid_interval"]) > 0
@@ -246,95 +179,6 @@ def _fit(cfg: dict, store_path: str, train_paths: list[str], resume: str | None,
     if main:
         logger.info("training done: %d steps; best %s", run.step, best_path)
     return TrainResult(best_path, run.last_path, run.model, data.vocab, history, timing)
-
-
-# ---- where a run starts from
-
-
-# ---- data
-
-
-@dataclass
-class RunData:
-    """The segments, vocabulary and store facts a run trains on."""
-
-    vocab: Vocab
-    feat_dim: int
-    store_meta: dict
-    train_items: list[Item]
-    val_items: list[Item]
-    val_refs: list[str]  # tokenised reference of each validation item
-    val_videos: list[str]
-
-
-def _prepare_data(start: Start, store_path: str, train_paths: list[str], main: bool, overwrite: bool) -> RunData:
-    """Annotations, store, split, vocabulary; all checked before anything is written (a mistake leaves no files)."""
-    dcfg = start.cfg["data"]
-    segments, report = load_annotations(train_paths)
-    store = open_store(store_path, "r")
-    try:
-        feat_dim, store_meta = int(store.dim), plain(dict(store.meta))
-        kept, skipped = match_store(segments, store.complete_ids(), store.failed())
-    finally:
-        store.close()
-    for source in (start.ckpt, start.init):
-        if source is not None:
-            check_feat_dim(source, feat_dim, store_path)
-    if main:
-        claim_folder(start.save_dir, start.resumed, overwrite)
-        write_run_files(start, report, skipped)
-    if skipped:
-        logger.warning("%d of %d annotated videos are not usable in store %s (list: %s)", len(skipped),
-                       report["videos"], store_path, start.save_dir / "skipped_videos.txt")
-    if not kept:
-        raise UserError(f"none of the videos of {', '.join(map(str, train_paths))} is complete in store {store_path}")
-    usable = [s for s, _ in kept]
-    if start.ckpt is not None:
-        val_ids = set(start.ckpt["val_videos"])
-        train_segs = [s for s in usable if s.video_id not in val_ids]
-        val_segs = [s for s in usable if s.video_id in val_ids]
-    else:
-        train_segs, val_segs = split_by_video(usable, float(dcfg["val_fraction"]), int(dcfg["split_seed"]))
-    if not train_segs:
-        raise UserError("no training segment left after holding out the validation videos")
-    source = start.ckpt or start.init
-    if source is not None:
-        vocab = Vocab.from_dict(source["vocab"])
-    else:
-        vocab = Vocab.build((tokenize(s.sentence) for s in train_segs), int(dcfg["min_word_count"]))
-    if main:
-        vocab.save_txt(start.save_dir / "vocab.txt")
-    logger.info("%d training / %d validation segments (%d / %d videos), vocabulary %d words, %d-d features",
-                len(train_segs), len(val_segs), len({s.video_id for s in train_segs}),
-                len({s.video_id for s in val_segs}), len(vocab), feat_dim)
-    store_id = {(s.video_id, s.start, s.end, s.sentence): sid for s, sid in kept}
-    max_words = int(dcfg["max_caption_words"])
-
-    def items_of(segs: list[Segment]) -> list[Item]:
-        return [Item(store_id[(s.video_id, s.start, s.end, s.sentence)], s.start, s.end,
-                     tuple(vocab.encode(tokenize(s.sentence), max_words))) for s in segs]
-
-    return RunData(vocab, feat_dim, store_meta, items_of(train_segs), items_of(val_segs),
-                   [" ".join(tokenize(s.sentence)) for s in val_segs], sorted({s.video_id for s in val_segs}))
-
-
-def _loaders(cfg: dict, data: RunData, store_path: str, device: torch.device,
-             dist_info: distributed.DistInfo) -> tuple[DataLoader, DataLoader | None]:
-    """Bucketed batches; the training order is a pure function of (seed, epoch), validation is sorted by length."""
-    dcfg, tcfg = cfg["data"], cfg["train"]
-    seed, workers, batch_size = int(tcfg["seed"]), int(dcfg["num_workers"]), int(tcfg["batch_size"])
-    sampler = BucketBatchSampler([i.end - i.start for i in data.train_items], batch_size, seed=seed,
-                                 rank=dist_info.rank, world_size=dist_info.world_size)
-    loader_kw = dict(collate_fn=collate, num_workers=workers, pin_memory=device.type == "cuda",
-                     persistent_workers=workers > 0, worker_init_fn=_ignore_sigint if workers else None)
-    train_loader = DataLoader(SegmentDataset(store_path, data.train_items, int(dcfg["max_rows"])),
-                              batch_sampler=sampler, generator=torch.Generator().manual_seed(seed), **loader_kw)
-    if not (data.val_items and dist_info.is_main):
-        return train_loader, None
-    val_sampler = BucketBatchSampler([i.end - i.start for i in data.val_items], batch_size, shuffle=False)
-    val_loader = DataLoader(SegmentDataset(store_path, data.val_items, int(dcfg["max_rows"])),
-                            batch_sampler=val_sampler, generator=torch.Generator().manual_seed(seed), **loader_kw)
-    return train_loader, val_loader
 
 
 # ---- model, optimiser, schedule
@@ -365,7 +209,7 @@ class Run:
         data = self.data
         return {"format": FORMAT, "version": VERSION, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
-                "rng": _rng_state(), "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step,
+                "rng": rng_state(), "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step,
                 "vocab": data.vocab.to_dict(), "feat_dim": data.feat_dim, "config": plain(self.cfg),
                 "store_meta": data.store_meta, "val_videos": data.val_videos, "best": dict(self.best),
                 "metrics": metrics or {}, "world_size": self.dist_info.world_size}
@@ -379,7 +223,7 @@ def _build(start: Start, data: RunData, device: torch.device, dist_info: distrib
     """Model, Adam and the Noam schedule, seeded (every rank builds the same initial weights), or restored."""
     tcfg, ckpt = start.cfg["train"], start.ckpt
     seed = int(tcfg["seed"])
-    _seed_all(seed)
+    seed_all(seed)
     model = ETS(start.cfg["model"], data.feat_dim, len(data.vocab))
     if start.init is not None:
         model.load_state_dict(start.init["model"])
@@ -401,7 +245,7 @@ def _build(start: Start, data: RunData, device: torch.device, dist_info: distrib
     if dist_info.rank:  # dropout differs per rank; rank 0 keeps the exact single-process stream
         torch.manual_seed(seed * 1000003 + dist_info.rank * 7919 + run.step)
     elif ckpt is not None:
-        _set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"])
     return run
 
 
@@ -416,9 +260,9 @@ def _train_epoch(run: Run, loader: DataLoader, device: torch.device, tcfg: dict,
     max_steps = int(tcfg["max_steps"])  # stop early (smoke runs, benchmarks); 0 = no limit
     sampler: BucketBatchSampler = loader.batch_sampler
     sampler.set_epoch(run.epoch, skip=run.batch_in_epoch)
-    bar = tqdm(total=len(sampler) + run.batch_in_epoch, initial=run.batch_in_epoch,
-               desc=f"epoch {run.epoch + 1}/{int(tcfg['epochs'])}", disable=not (progress and main),
-               dynamic_ncols=True, leave=False)
+    bar = progress_bar(total=len(sampler) + run.batch_in_epoch, initial=run.batch_in_epoch,
+                       desc=f"epoch {run.epoch + 1}/{int(tcfg['epochs'])}", enabled=progress and main,
+                       dynamic_ncols=True, leave=False)
     interval = IntervalStats()
     t_wait = time.perf_counter()
     for batch in loader:

@@ -8,6 +8,8 @@ resolved, so the shared ground stays light for commands that never need it.
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from etspipe.errors import UserError
@@ -35,3 +37,20 @@ def resolve_device(name: str | None, key: str = "device") -> torch.device:
     import torch
 
     return torch.device(device_kind(name, key))
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """True when /proc/cpuinfo lists avx512_bf16 or amx_bf16 (Linux); False when unknown.
+
+    Without them PyTorch emulates bf16 on the CPU, many times slower than fp32, so
+    every stage asks this before it runs bf16 on a CPU (never assumes it).
+    """
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return bool(set(line.split(":", 1)[1].split()) & {"avx512_bf16", "amx_bf16"})
+    return False

@@ -27,6 +27,11 @@ def _one_line(exc: click.UsageError) -> OneLineUsageError:
     return OneLineUsageError(exc.format_message(), exc.ctx)
 
 
+def dashes(token: str) -> str:
+    """An option or command name with underscores spelled as dashes (click's token normaliser)."""
+    return token.replace("_", "-")
+
+
 class EtsGroup(click.Group):
     """A click group that turns the project's exceptions into one line and an exit status.
 
@@ -35,6 +40,13 @@ class EtsGroup(click.Group):
     click's usage status 2, the convention of click, argparse and the GNU tools,
     so a script can tell a typo in its command from a problem in the data.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        settings = kwargs.setdefault("context_settings", {})
+        # the reference implementation's spellings (--save_dir, --batch_size) work for every option of every
+        # command (and `import_features` names the command): dashes are what help and README show
+        settings.setdefault("token_normalize_func", dashes)
+        super().__init__(*args, **kwargs)
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
         try:
@@ -68,28 +80,35 @@ class EtsGroup(click.Group):
 
 
 class ManyValuesOption(click.Option):
-    """A repeatable option that also takes the plain JSON file names after it.
+    """A repeatable option that also takes the plain values of its kind after it.
 
     The reference layout `--annotations val_1.json val_2.json` and the
     repeated `--annotations val_1.json --annotations val_2.json` both work.
-    Only names ending in `.json` are taken after the first value, so the
-    command's own arguments after the list (`... b.json STORE`) stay its
-    arguments instead of being swallowed into the list.
+    After the first value only values of the option's kind are taken (names
+    ending in `.json`; existing folders for a folder option such as view's
+    --videos), so the command's own arguments after the list (`... b.json
+    STORE`) stay its arguments instead of being swallowed into the list.
     """
 
     follow_suffixes = (".json",)
+
+    def _takes(self, value: str) -> bool:
+        from pathlib import Path
+
+        if value.startswith("-"):
+            return False
+        if isinstance(self.type, click.Path) and not self.type.file_okay:
+            return Path(value).is_dir()
+        return value.lower().endswith(self.follow_suffixes)
 
     def add_to_parser(self, parser: Any, ctx: click.Context) -> None:
         super().add_to_parser(parser, ctx)
         parser_opt = parser._long_opt.get(self.opts[0]) or parser._short_opt.get(self.opts[0])
         take_one = parser_opt.process
 
-        def takes(value: str) -> bool:
-            return not value.startswith("-") and value.lower().endswith(self.follow_suffixes)
-
         def take_following(value: Any, state: Any) -> None:
             take_one(value, state)
-            while state.rargs and takes(state.rargs[0]):
+            while state.rargs and self._takes(state.rargs[0]):
                 take_one(state.rargs.pop(0), state)
 
         parser_opt.process = take_following
@@ -182,6 +201,16 @@ def _set(cfg: dict, key: str, value: Any) -> None:
 
 
 DEVICE = click.Choice(["auto", "cpu", "cuda"])
+
+
+def config_default(key: str) -> str:
+    """`--help`'s default of an option that sets `key`: read from configs/ets.yaml, never copied into code."""
+    from etspipe.config import reference_config
+
+    section, _, name = key.partition(".")
+    value = reference_config()[section][name]
+    shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    return f"{key} = {shown}"
 
 
 class CliFormatter(logging.Formatter):

@@ -16,9 +16,9 @@ from etspipe_cli.common import OUTPUT_FOLDER
 @click.option("--generate-only", "generate_only", default=None, metavar="DIR",
               help="Only write the demo videos and annotations to DIR.")
 @click.option("--videos", "n_videos", type=click.IntRange(6, None), default=None,
-              help="Size of the generated demo set (default 450).")
+              help="Size of the generated demo set.", show_default="450")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="YAML config (default configs/demo.yaml, over configs/ets.yaml).")
+              help="YAML config, over configs/ets.yaml.", show_default="configs/demo.yaml")
 @click.option("-o", "--override", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one config key, e.g. -o train.epochs=5 (repeatable).")
 def demo(out_dir: str, fresh: bool, generate_only: str | None, n_videos: int | None, config_path: str | None,
@@ -30,6 +30,11 @@ def demo(out_dir: str, fresh: bool, generate_only: str | None, n_videos: int | N
     evaluates on the test split with the official protocol and predicts on raw
     test videos with attention plots, then prints a report. A rerun reuses
     finished stages unless --fresh.
+
+    \b
+    Examples:
+      etspipe demo                      # everything, into demo_out/
+      etspipe demo --out /tmp/demo --videos 60 -o train.epochs=5   # a quicker, smaller run
     """
     from etspipe.config import load_config
     from etspipe_demo.run import DEMO_CONFIG, DEMO_VIDEOS, run_demo

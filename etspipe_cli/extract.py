@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from etspipe.errors import PartialFailure, UserError
-from etspipe_cli.common import DEVICE, _set, config_options
+from etspipe_cli.common import DEVICE, _set, config_default, config_options
 
 
 @click.command()
@@ -13,13 +13,18 @@ from etspipe_cli.common import DEVICE, _set, config_options
 @click.option("--output", "--store", "store_path", default=None, help="Feature store to write (same as -o STORE).")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None,
               help="C3D Sports-1M weights (.pth/.pickle state dict). Without it the network is UNTRAINED.")
-@click.option("--layer", type=click.Choice(["fc7", "fc6", "pool5"]), default=None, help="Output layer (default fc7).")
+@click.option("--layer", type=click.Choice(["fc7", "fc6", "pool5"]), default=None, help="Output layer.",
+              show_default=config_default("extract.layer"))
 @click.option("--pca", "pca_dim", type=int, default=None,
-              help="Reduce features with PCA to this many dims (500 = ActivityNet).")
+              help="Reduce features with PCA to this many dims (500 = ActivityNet).",
+              show_default=config_default("extract.pca_dim"))
 @click.option("--pca-file", type=click.Path(dir_okay=False), default=None,
               help="Use a saved PCA (.npz) instead of fitting one.")
-@click.option("--device", type=DEVICE, default=None, help="Where the network runs (default auto).")
-@click.option("--batch-size", type=int, default=None, help="Clips per network batch (default: chosen for the device).")
+@click.option("--device", type=DEVICE, default=None, help="Where the network runs.",
+              show_default=config_default("extract.device"))
+@click.option("--batch-size", type=int, default=None,
+              help="Clips per network batch (0: chosen for the device).",
+              show_default=config_default("extract.batch_size"))
 @click.option("--workers", type=int, default=0, help="Start a local dask cluster with N workers.")
 @click.option("--scheduler", default=None, help="Address of an existing dask scheduler (tcp://host:8786).")
 @click.option("--overwrite", is_flag=True, help="Start the store over.")

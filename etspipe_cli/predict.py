@@ -15,22 +15,27 @@ from typing import Any
 import click
 
 from etspipe.errors import PartialFailure, UserError
-from etspipe_cli.common import DEVICE, OUTPUT_FOLDER, _set, config_options
+from etspipe_cli.common import DEVICE, OUTPUT_FOLDER, _set, config_default, config_options
 
 
 def predict_videos(cfg: dict, weights: str | Path | None, filelist: str | Path | None = None,
                    videos: Sequence[str] = (), store_path: str | Path | None = None,
                    out_path: str | Path | None = None, plot_dir: str | Path | None = None, *,
                    html: bool = False, c3d_weights: str | None = None, device: str | None = None,
+                   max_events: int | None = None, subtitles: str | None = None,
                    echo: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Caption the entries of `filelist` and/or the video files `videos`; the summary of `run_predict`.
 
-    With `html`, the page of the results (`<results stem>.html`, see `etspipe view`)
-    is written too, with the attention of every caption and the captioned files
-    as its videos; its path is the summary's `html_path`.
+    Entries without times become the video's events when the run folder holds a
+    proposal model (`caption_model.proposal_dense`); `subtitles` ("srt"/"vtt")
+    writes one subtitle file per video next to the result JSON. With `html`, the
+    page of the results (`<results stem>.html`, see `etspipe view`) is written
+    too, with the attention of every caption and the captioned files as its
+    videos; its path is the summary's `html_path`.
     """
     from caption_model.filelist import FileListEntry, read_filelist
     from caption_model.predict import load_predictor, locate, run_predict
+    from caption_model.proposal_dense import expand_untimed, write_video_subtitles
     from extract_features import extract_like_store
 
     entries, errors = read_filelist(filelist) if filelist else ([], [])
@@ -55,9 +60,13 @@ def predict_videos(cfg: dict, weights: str | Path | None, filelist: str | Path |
             else:
                 failed.append({"line": e.line, "error": f"line {e.line}: {outcome.error}"})
     known.sort(key=lambda k: k[0].line)
+    known, scores, notes = expand_untimed(cfg, predictor.checkpoint, predictor.store_path, known,
+                                          max_events=max_events, device=predictor.device)
     name = Path(filelist).stem if filelist else "videos"
     summary = run_predict(cfg, predictor, known, failed, name=name, out_path=out_path, plot_dir=plot_dir,
-                          attention=html, echo=echo)
+                          attention=html, echo=echo, proposal_scores=scores, notes=notes)
+    if subtitles:
+        summary["subtitles"] = write_video_subtitles(summary["results_path"], subtitles, echo)
     summary["html_path"] = _page(summary, predictor.store_path, sources, echo) if html else None
     return summary
 
@@ -80,30 +89,43 @@ def _page(summary: dict[str, Any], store_path: str, sources: dict[str, str],
 @click.option("--filelist", default=None, type=click.Path(dir_okay=False),
               help="Lines 'VIDEO [START END]' (a video file or a store id), or 'id<TAB>start<TAB>end'.")
 @click.option("--weights", default=None, type=click.Path(),
-              help="Checkpoint (default: best.pt under --save_dir).")
-@click.option("--save_dir", "--save-dir", type=OUTPUT_FOLDER, default=None,
+              help="Checkpoint.", show_default="best.pt under --save-dir")
+@click.option("--save-dir", type=OUTPUT_FOLDER, default=None,
+              show_default=config_default("train.save_dir"),
               help="Where to look for the best checkpoint.")
 @click.option("--store", "store_path", default=None,
-              help="Feature store to read ids from and cache new videos in (default: beside the results).")
+              help="Feature store to read ids from and cache new videos in.", show_default="beside the results")
 @click.option("--out", "out_dir", type=OUTPUT_FOLDER, default=None,
-              help="Output folder (default data/predict_results).")
+              help="Output folder.", show_default=config_default("predict.results_dir"))
 @click.option("--plot", "plot_dir", type=OUTPUT_FOLDER, default=None,
               help="Save one attention plot (PNG) per caption here.")
 @click.option("--html", is_flag=True,
               help="Also write <results>.html: the videos with their captions, events and attention (see view).")
 @click.option("--c3d-weights", default=None, type=click.Path(dir_okay=False),
               help="C3D weights for raw videos, when the store was extracted with trained weights.")
-@click.option("--beam-size", type=int, default=None, help="Beam width (1 = greedy).")
-@click.option("--device", type=DEVICE, default=None, help="Where to run (default auto).")
+@click.option("--beam-size", type=int, default=None, help="Beam width (1 = greedy).",
+              show_default=config_default("decode.beam_size"))
+@click.option("--device", type=DEVICE, default=None, help="Where to run.", show_default=config_default("train.device"))
+@click.option("--max-events", type=click.IntRange(1, None), default=None,
+              help="At most this many events per video without times.",
+              show_default=config_default("proposals.max_events"))
+@click.option("--subtitles", type=click.Choice(["srt", "vtt"]), default=None,
+              help="Also write one subtitle file per video (SRT or WebVTT) next to the result JSON.")
 @config_options
 def predict(videos: tuple[str, ...], filelist: str | None, weights: str | None, save_dir: str | None,
             store_path: str | None, out_dir: str | None, plot_dir: str | None, html: bool, c3d_weights: str | None,
-            beam_size: int | None, device: str | None, cfg: dict, raw_overrides: tuple[str, ...]) -> None:
+            beam_size: int | None, device: str | None, max_events: int | None, subtitles: str | None,
+            cfg: dict, raw_overrides: tuple[str, ...]) -> None:
     """Caption whole video files (VIDEO...) or the videos or segments listed in a file.
 
-    Raw video files are extracted with the store's recorded settings and cached
-    in the store (videos of a store with a PCA must be extracted with `etspipe
-    extract` first). Bad lines are reported with their line numbers; the others
+    A video id is read from the store. A video without times is described
+    event by event (start, end, proposal score, caption; sorted by start) when
+    the run folder holds a proposal model (`etspipe train-proposals`), else as
+    a whole. A video file not in the store is extracted with the settings (and
+    PCA projection) the store records and cached there; that needs a store
+    etspipe extracted itself (for imported features, run `etspipe extract`
+    into the store first) and, when the store used trained C3D weights,
+    --c3d-weights. Bad lines are reported with their line numbers; the others
     are still captioned (exit status 3 then).
 
     \b
@@ -111,6 +133,7 @@ def predict(videos: tuple[str, ...], filelist: str | None, weights: str | None, 
       etspipe predict my_video.mp4 --plot data/attention
       etspipe predict my_video.mp4 --html        # then open data/predict_results/predict_videos_*.html
       etspipe predict --filelist to_caption.txt --store data/c3d.zarr
+      etspipe predict --filelist my_videos.txt --subtitles vtt --max-events 5
     """
     if not videos and not filelist:
         raise UserError("give video files (etspipe predict VIDEO...) or --filelist FILE")
@@ -119,7 +142,7 @@ def predict(videos: tuple[str, ...], filelist: str | None, weights: str | None, 
     _set(cfg, "decode.beam_size", beam_size)
     _set(cfg, "train.device", device)
     summary = predict_videos(cfg, weights, filelist, videos, store_path=store_path, plot_dir=plot_dir, html=html,
-                             c3d_weights=c3d_weights, echo=click.echo)
+                             c3d_weights=c3d_weights, max_events=max_events, subtitles=subtitles, echo=click.echo)
     if summary["n_failed"]:
         source = filelist or "the videos given"
         raise PartialFailure(f"{summary['n_failed']} line(s) of {source} could not be captioned")

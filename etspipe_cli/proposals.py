@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import click
 
-from etspipe_cli.common import DEVICE, ManyValuesOption, _set, config_options
+from etspipe_cli.common import DEVICE, OUTPUT_FOLDER, ManyValuesOption, _set, config_default, config_options
 
 
 @click.command("train-proposals")
 @click.option("--store", "store_path", required=True, help="Feature store made by `extract` or `import-features`.")
 @click.option("--train", "train_paths", cls=ManyValuesOption, multiple=True, required=True,
               type=click.Path(dir_okay=False), help="Training annotations (ActivityNet Captions JSON), one or more.")
-@click.option("--save_dir", "--save-dir", default=None,
-              help="Run folder, shared with the captioner (default train.save_dir).")
+@click.option("--save-dir", type=OUTPUT_FOLDER, default=None,
+              help="Run folder, shared with the captioner.", show_default=config_default("train.save_dir"))
 @click.option("--resume", default=None, help="Continue a proposal run from its folder or proposals_last.pt.")
-@click.option("--epochs", type=int, default=None, help="Passes over the training videos (proposals.epochs).")
-@click.option("--device", type=DEVICE, default=None, help="Where to train (default auto).")
+@click.option("--epochs", type=int, default=None, help="Passes over the training videos.",
+              show_default=config_default("proposals.epochs"))
+@click.option("--device", type=DEVICE, default=None, help="Where to train.",
+              show_default=config_default("proposals.device"))
 @config_options
 def train_proposals(store_path: str, train_paths: tuple[str, ...], save_dir: str | None, resume: str | None,
                     epochs: int | None, device: str | None, cfg: dict, raw_overrides: tuple[str, ...]) -> None:
@@ -30,7 +32,7 @@ def train_proposals(store_path: str, train_paths: tuple[str, ...], save_dir: str
 
     \b
     Example:
-      etspipe train-proposals --store data/c3d.zarr --train train.json --save_dir data/checkpoints
+      etspipe train-proposals --store data/c3d.zarr --train train.json --save-dir data/checkpoints
     """
     from caption_model.proposal_train import train_proposals as run
 

@@ -17,7 +17,12 @@ def store() -> None:
 @click.argument("path")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def store_info(path: str, as_json: bool) -> None:
-    """Videos complete/failed (with reasons), rows, dimension, dtype, size and extractor of a store."""
+    """Videos complete/failed (with reasons), rows, dimension, dtype, size, extractor and PCA projection.
+
+    \b
+    Example:
+      etspipe store info data/c3d.zarr --json
+    """
     import json
 
     from features_store import format_info, open_store
@@ -37,7 +42,12 @@ def store_verify(path: str, repair: bool) -> None:
     \b
     Checks: marker against rows (count, dtype, dim), every chunk decodes and
     matches its checksum, values finite, row times follow the store's rule,
-    no orphaned arrays or temporary files. Good videos are never touched.
+    each video's PCA is the projection kept in the store, no orphaned arrays
+    or temporary files. Good videos are never touched.
+
+    \b
+    Example:
+      etspipe store verify data/c3d.zarr --repair
     """
     from features_store import open_store
     from features_store.verify import verify_store
@@ -53,7 +63,12 @@ def store_verify(path: str, repair: bool) -> None:
 @store.command("ls")
 @click.argument("path")
 def store_ls(path: str) -> None:
-    """One line per complete video: id, rows, duration (s), source."""
+    """One line per complete video: id, rows, duration (s), source.
+
+    \b
+    Example:
+      etspipe store ls data/c3d.zarr | sort -k2 -n | head
+    """
     from features_store import open_store
 
     with open_store(path, "r") as fs:
@@ -69,7 +84,12 @@ def store_ls(path: str) -> None:
 @click.argument("path")
 @click.argument("video_ids", nargs=-1, required=True)
 def store_rm(path: str, video_ids: tuple[str, ...]) -> None:
-    """Remove videos (rows and failure records); the next extract redoes them."""
+    """Remove videos (rows and failure records); the next extract redoes them.
+
+    \b
+    Example:
+      etspipe store rm data/c3d.zarr v_abc v_def
+    """
     from features_store import open_store
 
     with open_store(path, "a") as fs:
@@ -91,7 +111,12 @@ def store_rm(path: str, video_ids: tuple[str, ...]) -> None:
 @click.option("-o", "--out", "out", type=click.Path(dir_okay=False), default=None,
               help="Output file (default: VIDEO_ID.npy in the current folder).")
 def store_export(path: str, video_id: str, fmt: str, out: str | None) -> None:
-    """Write one video's rows as a plain NumPy file (no etspipe needed to read it)."""
+    """Write one video's rows as a plain NumPy file (no etspipe needed to read it).
+
+    \b
+    Example:
+      etspipe store export data/c3d.zarr v_abc --format npy -o v_abc.npy
+    """
     import numpy as np
 
     from features_store import open_store
@@ -137,14 +162,13 @@ def import_features(kind: str, source: str, store_path: str, annotations: tuple[
     if kind == "activitynet-c3d":
         if not annotations:
             raise UserError("activitynet-c3d needs --annotations FILE (the durations give the row times)")
-        summary = importers.import_activitynet_c3d(source, store_path, list(annotations), dtype=dtype)
+        importers.import_activitynet_c3d(source, store_path, list(annotations), dtype=dtype)
     else:
         if fps is None:
             raise UserError(f"{kind} needs --fps (rows per second of the source features)")
         if kind == "hdf5":
-            summary = importers.import_hdf5_per_video(source, store_path, fps=fps, stride=stride, clip_len=clip_len,
-                                                      dtype=dtype)
+            importers.import_hdf5_per_video(source, store_path, fps=fps, stride=stride, clip_len=clip_len,
+                                            dtype=dtype)
         else:
-            summary = importers.import_npy_folder(source, store_path, fps=fps, stride=stride, clip_len=clip_len,
-                                                  dtype=dtype)
-    click.echo(", ".join(f"{k}: {v}" for k, v in summary.items() if not isinstance(v, (list, dict))))
+            importers.import_npy_folder(source, store_path, fps=fps, stride=stride, clip_len=clip_len,
+                                        dtype=dtype)

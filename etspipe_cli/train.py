@@ -4,24 +4,30 @@ from __future__ import annotations
 
 import click
 
-from etspipe_cli.common import DEVICE, OUTPUT_FOLDER, ManyValuesOption, _set, config_options
+from etspipe_cli.common import DEVICE, OUTPUT_FOLDER, ManyValuesOption, _set, config_default, config_options
 
 
 @click.command()
 @click.option("--store", "store_path", required=True, help="Feature store made by `extract` or `import-features`.")
 @click.option("--train", "train_paths", cls=ManyValuesOption, multiple=True, required=True,
               type=click.Path(dir_okay=False), help="Training annotations (ActivityNet Captions JSON), one or more.")
-@click.option("--save_dir", "--save-dir", type=OUTPUT_FOLDER, default=None,
-              help="Checkpoint folder (default data/checkpoints).")
+@click.option("--save-dir", type=OUTPUT_FOLDER, default=None,
+              help="Checkpoint folder.", show_default=config_default("train.save_dir"))
 @click.option("--resume", default=None, help="Continue a run from a checkpoint file or folder.")
 @click.option("--overwrite", is_flag=True, help="Replace the run already in --save_dir (else that is an error).")
 @click.option("--weights", default=None, type=click.Path(), help="Start from a checkpoint (fine-tune).")
-@click.option("--epochs", type=int, default=None, help="Passes over the training segments.")
-@click.option("--batch_size", "--batch-size", type=int, default=None, help="Segments per step.")
-@click.option("--log_interval", "--log-interval", type=int, default=None, help="Steps between log lines.")
-@click.option("--valid_interval", "--valid-interval", type=int, default=None, help="Epochs between validations.")
-@click.option("--fix_random_seed", "--seed", "seed", type=int, default=None, help="Random seed (default 0).")
-@click.option("--device", type=DEVICE, default=None, help="Where to train (default auto).")
+@click.option("--epochs", type=int, default=None, help="Passes over the training segments.",
+              show_default=config_default("train.epochs"))
+@click.option("--batch-size", type=int, default=None, help="Segments per step.",
+              show_default=config_default("train.batch_size"))
+@click.option("--log-interval", type=int, default=None,
+              help="Steps between log lines.", show_default=config_default("train.log_interval"))
+@click.option("--valid-interval", type=int, default=None,
+              help="Epochs between validations.", show_default=config_default("train.valid_interval"))
+@click.option("--seed", "--fix-random-seed", "seed", type=int, default=None, help="Random seed.",
+              show_default=config_default("train.seed"))
+@click.option("--device", type=DEVICE, default=None, help="Where to train.",
+              show_default=config_default("train.device"))
 @config_options
 def train(store_path: str, train_paths: tuple[str, ...], save_dir: str | None, resume: str | None, overwrite: bool,
           weights: str | None, epochs: int | None, batch_size: int | None, log_interval: int | None,
@@ -31,7 +37,7 @@ def train(store_path: str, train_paths: tuple[str, ...], save_dir: str | None, r
 
     A share of the training videos (data.val_fraction) is held out for model
     selection; `best.pt`, `last.pt` and the resolved `config.yaml` go to
-    --save_dir. Ctrl-C saves `last.pt` after the current step (--resume
+    --save-dir. Ctrl-C saves `last.pt` after the current step (--resume
     continues from it). Several GPUs: run under torchrun.
 
     \b
@@ -44,6 +50,5 @@ def train(store_path: str, train_paths: tuple[str, ...], save_dir: str | None, r
                        ("train.batch_size", batch_size), ("train.log_interval", log_interval),
                        ("train.valid_interval", valid_interval), ("train.seed", seed), ("train.device", device)):
         _set(cfg, key, value)
-    best = run_train(cfg, store_path, list(train_paths), resume=resume, weights=weights,
-                     overwrite=overwrite)
-    click.echo(f"best checkpoint: {best}")
+    run_train(cfg, store_path, list(train_paths), resume=resume, weights=weights,
+              overwrite=overwrite)  # logs its own summary

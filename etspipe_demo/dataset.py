@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from etspipe.errors import UserError
 from etspipe.files import read_json
+from etspipe.progress import progress_bar
 from etspipe_demo.cache import (
     FORMAT_VERSION,
     SPLITS,
@@ -167,9 +167,9 @@ def _write_videos(params: DemoParams, videos_dir: Path, workers: int,
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(n_workers, mp_context=ctx) as pool:
             made = pool.map(_make_group, jobs, chunksize=4)
-            made = list(tqdm(made, total=n_groups, desc="demo videos", unit="pair", disable=not progress))
+            made = list(progress_bar(made, total=n_groups, desc="demo videos", unit="pair", enabled=progress))
     else:
-        made = [_make_group(j) for j in tqdm(jobs, desc="demo videos", unit="pair", disable=not progress)]
+        made = [_make_group(j) for j in progress_bar(jobs, desc="demo videos", unit="pair", enabled=progress)]
     annotations: dict[str, dict] = {s: {} for s in SPLITS}
     metas: dict[str, dict] = {s: {} for s in SPLITS}
     for g, videos in enumerate(made):

@@ -2,8 +2,10 @@
 
 A newcomer has no ActivityNet on disk, so the demo generates short captioned
 videos (`etspipe_demo.dataset`), then runs exactly the code a user would run on
-real data: decord + C3D into a Zarr store, training, the official-protocol
-scores on the held-out test split, and predictions with attention plots. It
+real data: decord + C3D into a Zarr store, training (captioner and event
+proposals), the official-protocol scores on the held-out test split for
+ground-truth segments and for the model's own events (dense captioning, with
+AR@AN and subtitles), and predictions with attention plots. It
 ends with a report (printed, and written to `report.txt` / `report.json`).
 
 A rerun reuses the expensive stages whose settings did not change
@@ -23,6 +25,7 @@ from pathlib import Path
 import click
 
 from etspipe.config import CONFIG_DIR, load_config
+from etspipe_demo.proposals import dense_stage, proposals_stage
 from etspipe_demo.stages import (
     STAGES_FILE,
     fingerprint,
@@ -101,7 +104,7 @@ def _start(out_dir: Path, fresh: bool, cfg: dict | None, progress: bool) -> _Run
 def _data_stage(run: _Run, n_videos: int, fresh: bool) -> dict:
     from etspipe_demo.dataset import generate_demo_dataset
 
-    with stage("1/5 data (generated videos + captions)", run.timings):
+    with stage("1/7 data (generated videos + captions)", run.timings):
         # In-process: on two busy cores spawned writers cost more than they save (450 videos:
         # 33 s with two worker processes, 14 s in-process, docs/PERFORMANCE.md).
         data = generate_demo_dataset(run.out_dir / "data", n_videos=n_videos, force=fresh, progress=run.progress,
@@ -125,7 +128,7 @@ def _extract_stage(run: _Run, data: dict, note: str) -> str:
     from extract_features import extract_corpus
 
     fp_extract = fingerprint(data["params"], section(run.cfg, "extract"), section(run.cfg, "store"))
-    with stage("2/5 extract (decord + C3D -> Zarr)", run.timings):
+    with stage("2/7 extract (decord + C3D -> Zarr)", run.timings):
         click.secho(f"note: {note}", fg="yellow")
         if run.stages.get("extract") != fp_extract and (run.store_path.exists() or run.stages.get("extract")):
             click.echo("data or extract settings changed since the last run: extracting again")
@@ -150,7 +153,7 @@ def _train_stage(run: _Run, data: dict, fp_extract: str) -> Path:
     cfg = run.cfg
     fp_train = fingerprint(fp_extract, section(cfg, "data"), section(cfg, "model"), section(cfg, "train"),
                            cfg["decode"].get("max_len"))
-    with stage("3/5 train (ETS temporal attention)", run.timings):
+    with stage("3/7 train (ETS temporal attention)", run.timings):
         if run.stages.get("train") != fp_train and run.save_dir.exists():
             click.echo("no finished run for these settings: training from scratch")
             shutil.rmtree(run.save_dir, ignore_errors=True)
@@ -166,15 +169,14 @@ def _train_stage(run: _Run, data: dict, fp_extract: str) -> Path:
                 click.echo(f"resuming the interrupted run at epoch {state[0] + 1}")
             best = train(cfg, str(run.store_path), [str(data["train"])],
                          resume=str(run.save_dir) if state else None, progress=run.progress)
-            run.reused["train"] = False
-            click.echo(f"best checkpoint: {best}")
+            run.reused["train"] = False  # train() logged "training done ... best PATH": not printed twice
     return best
 
 
 def _evaluate_stage(run: _Run, data: dict, best: Path) -> dict:
     from caption_model.evaluate import run_evaluate
 
-    with stage("4/5 evaluate (ActivityNet Captions protocol, test split)", run.timings):
+    with stage("5/7 evaluate (ActivityNet Captions protocol, test split)", run.timings):
         return run_evaluate(run.cfg, weights=str(best), store_path=str(run.store_path),
                             annotation_paths=[str(data["test"])], out_dir=str(run.results_dir),
                             progress=run.progress, echo=click.echo)
@@ -184,7 +186,7 @@ def _predict_stage(run: _Run, data: dict, best: Path) -> dict:
     from etspipe_cli.predict import predict_videos
     from etspipe_demo.report import write_filelist
 
-    with stage("5/5 predict (raw test videos, attention plots)", run.timings):
+    with stage("7/7 predict (raw test videos, attention plots)", run.timings):
         filelist = run.results_dir / "demo_filelist.txt"
         test_ann = json.loads(Path(data["test"]).read_text(encoding="utf-8"))
         write_filelist(filelist, Path(data["videos_dir"]), test_ann, n_videos=N_PREDICT_VIDEOS)
@@ -193,11 +195,12 @@ def _predict_stage(run: _Run, data: dict, best: Path) -> dict:
                               plot_dir=str(run.plot_dir), echo=click.echo)
 
 
-def _report(run: _Run, data: dict, best: Path, evaluation: dict, prediction: dict, note: str,
+def _report(run: _Run, data: dict, best: Path, evaluation: dict, prediction: dict, dense: dict, note: str,
             n_videos: int) -> dict:
     """Score the captions, print the report and write report.txt / report.json."""
     from caption_model.results import read_result
     from etspipe_demo.dataset import load_meta
+    from etspipe_demo.proposals import report_lines
     from etspipe_demo.report import examples, format_report
     from etspipe_demo.scoring import score_captions
 
@@ -206,7 +209,7 @@ def _report(run: _Run, data: dict, best: Path, evaluation: dict, prediction: dic
     correct = score_captions(results, test_meta)
     plots = sorted(str(p) for p in run.plot_dir.glob("*.png"))
     text = format_report(evaluation, correct, examples(results, test_meta, N_EXAMPLES), plots, run.plot_dir,
-                         prediction, run.timings, note)
+                         prediction, run.timings, note) + "\n".join(report_lines(dense, evaluation))
     click.secho("\n== report ==", bold=True)
     click.echo(text)
     report = {"scores": evaluation["scores"]["average"], "correct": correct, "timings": run.timings,
@@ -214,7 +217,10 @@ def _report(run: _Run, data: dict, best: Path, evaluation: dict, prediction: dic
               "data_summary": data["summary"], "checkpoint": str(best),
               "results_path": evaluation["results_path"], "scores_path": evaluation["scores_path"],
               "predictions_path": prediction.get("results_path"), "plot_dir": str(run.plot_dir), "plots": plots,
-              "features": note, "report_html": _page(run, data, evaluation, prediction)}
+              "features": note, "dense_scores": dense["scores"]["average"],
+              "proposals": {k: v for k, v in dense["proposals"].items() if k != "missing"},
+              "dense_results_path": dense["results_path"], "subtitles": dense.get("subtitles", []),
+              "report_html": _page(run, data, evaluation, prediction)}
     (run.out_dir / "report.txt").write_text(text + "\n", encoding="utf-8")
     (run.out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     click.echo(f"report written to {run.out_dir / 'report.txt'} and report.json; "
@@ -247,6 +253,8 @@ def run_demo(out_dir: Path, fresh: bool = False, cfg: dict | None = None, n_vide
     note = _features_note(run.cfg)
     fp_extract = _extract_stage(run, data, note)
     best = _train_stage(run, data, fp_extract)
+    proposals_stage(run, data, fp_extract, "4/7")
     evaluation = _evaluate_stage(run, data, best)
+    dense = dense_stage(run, data, best, "6/7")
     prediction = _predict_stage(run, data, best)
-    return _report(run, data, best, evaluation, prediction, note, n_videos)
+    return _report(run, data, best, evaluation, prediction, dense, note, n_videos)

@@ -23,6 +23,8 @@ from typing import Any
 
 import click
 
+from etspipe_demo.cache import write_json
+
 STAGES_FILE = "stages.json"
 # Keys that change where or how verbosely a stage runs, not what it produces.
 _NEUTRAL_KEYS = {"train": {"save_dir", "log_interval", "device"},
@@ -66,9 +68,7 @@ def read_stages(out_dir: Path) -> dict[str, str]:
 
 
 def write_stages(out_dir: Path, stages: dict[str, str]) -> None:
-    tmp = out_dir / (STAGES_FILE + ".part")
-    tmp.write_text(json.dumps(stages, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(out_dir / STAGES_FILE)
+    write_json(out_dir / STAGES_FILE, stages)
 
 
 def remove_store(store_path: Path) -> None:

@@ -116,7 +116,7 @@ class C3DInput:
     """
 
     def __init__(self, channel_order: str = "bgr", mean: Sequence[float] = (90.25, 97.66, 101.41),
-                 scale: float = 1.0) -> None:
+                 scale: float = 1.0, channels_last: bool = False) -> None:
         if channel_order not in ("bgr", "rgb"):
             raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {channel_order!r}")
         if len(mean) != 3:
@@ -124,16 +124,22 @@ class C3DInput:
         self.channel_order = channel_order
         self.mean = [float(m) for m in mean]
         self.scale = float(scale)
+        # The decoded clips are (B, T, H, W, 3): read as (B, 3, T, H, W) they already ARE
+        # channels-last-3d, so a channels-last network takes them with no layout copy at all.
+        self.channels_last = channels_last
 
     def __call__(self, clips: torch.Tensor) -> torch.Tensor:
-        x = clips.permute(0, 4, 1, 2, 3).float()  # B, 3, T, H, W, RGB
+        # One float copy in all: the channel swap happens on the uint8 clips (a quarter of
+        # the bytes), mean and scale in place, and the permute is a view. NCDHW costs one
+        # more copy (`contiguous`), which only a network that is not channels-last wants.
         if self.channel_order == "bgr":
-            x = x.flip(1)
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1, 1)
-        x = x.sub_(mean)
+            clips = clips.flip(-1)
+        x = clips.float()
+        x.sub_(torch.tensor(self.mean, dtype=x.dtype, device=x.device))
         if self.scale != 1.0:
-            x = x.mul_(self.scale)
-        return x.contiguous()
+            x.mul_(self.scale)
+        x = x.permute(0, 4, 1, 2, 3)  # B, 3, T, H, W
+        return x if self.channels_last else x.contiguous()
 
     def describe(self) -> dict:
         """What the store records as `normalisation`."""

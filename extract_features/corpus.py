@@ -49,7 +49,9 @@ _COMPATIBLE_KEYS = ("extractor", "layer", "dim", "clip_len", "stride", "fps", "f
 
 
 def is_hdf5(path: str) -> bool:
-    return str(path).lower().endswith((".h5", ".hdf5"))
+    from features_store import backend_for  # the store's own rule (it also ignores a trailing slash)
+
+    return backend_for(path) == "hdf5"
 
 
 def store_meta(opts: ExtractOptions, dim: int, weights_id: str, pca: dict | None = None) -> dict:
@@ -81,12 +83,12 @@ PAD_RULES_DOC = {
 assert set(PAD_RULES_DOC) == set(PAD_RULES)
 
 
-def open_output_store(path: str, meta: dict, overwrite: bool):
+def open_output_store(path: str, meta: dict, overwrite: bool, durable: bool):
     """Open (or create) the store; an existing store made with other settings is a UserError."""
     from features_store import open_store
 
     try:
-        store = open_store(path, "w" if overwrite else "a", meta=meta)
+        store = open_store(path, "w" if overwrite else "a", meta=meta, durable=durable)
     except OSError as exc:
         raise UserError(f"cannot write the feature store {path}: {exc.strerror or exc}") from None
     if overwrite:
@@ -234,7 +236,7 @@ def extract_corpus(
     elif opts.pca_dim:
         summary = _extract_with_fitted_pca(store_path, videos, run)
     else:
-        with open_output_store(store_path, run.meta(run.source_dim), overwrite) as store:
+        with open_output_store(store_path, run.meta(run.source_dim), overwrite, opts.store_durable) as store:
             summary = _extract_into(store, videos, run, None)
     summary["seconds"] = time.perf_counter() - t0
     log.info("extract: %d done, %d skipped, %d failed in %.1f s", summary["done"], summary["skipped"],
@@ -279,7 +281,7 @@ def _extract_with_given_pca(store_path: str, videos, run: _Run, pca_file: str) -
     pca = IncrementalPCA.load(pca_file)
     _check_pca_source(pca, run.opts, pca_file)
     meta = run.meta(pca.n_components, store_pca_meta(pca.n_components, pca.dim))
-    with open_output_store(store_path, meta, run.overwrite) as store:
+    with open_output_store(store_path, meta, run.overwrite, run.opts.store_durable) as store:
         stored = stored_projection(store)
         if stored is None and store.complete_ids():
             raise UserError(f"{store_path} holds videos but not the PCA projection they went through; "
@@ -294,7 +296,8 @@ def _extract_with_given_pca(store_path: str, videos, run: _Run, pca_file: str) -
 def _extract_with_fitted_pca(store_path: str, videos, run: _Run) -> dict:
     """Fit the store's projection on the raw features of the first run, then project (module docstring)."""
     k = run.opts.pca_dim
-    with open_output_store(store_path, run.meta(k, store_pca_meta(k, run.source_dim)), run.overwrite) as out:
+    with open_output_store(store_path, run.meta(k, store_pca_meta(k, run.source_dim)), run.overwrite,
+                           run.opts.store_durable) as out:
         pca = stored_projection(out)
         if pca is None:
             if out.complete_ids():
@@ -314,7 +317,7 @@ def _fit_projection(out, videos, run: _Run) -> IncrementalPCA:
     from features_store import open_store
 
     raw_path = raw_store_path_for(out.path)
-    with open_output_store(raw_path, run.meta(run.source_dim), run.overwrite) as raw:
+    with open_output_store(raw_path, run.meta(run.source_dim), run.overwrite, run.opts.store_durable) as raw:
         _extract_into(raw, videos, run, None)
         complete = [vid for vid, _ in videos if raw.is_complete(vid)]
     with open_store(raw_path, "r") as raw:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from etspipe.errors import UserError
+from etspipe.progress import progress_bar
 from extract_features.corpus import record_failure
 from extract_features.options import ExtractOptions
 from extract_features.pca import IncrementalPCA
@@ -31,6 +31,7 @@ from extract_features.runner import Extractor, make_extractor, one_line, run_pip
 
 log = logging.getLogger(__name__)
 
+LOST_WORKER_TIMEOUT = "300s"
 _MODELS: dict[tuple, Extractor] = {}
 _MODELS_LOCK = threading.Lock()
 
@@ -57,7 +58,7 @@ def extract_video_task(video_id: str, path: str, store_path: str, opts: ExtractO
     def on_done(vid: str, rows: np.ndarray, meta: dict) -> None:
         if pca is not None:
             rows, meta = pca.project(rows, meta)
-        with open_store(store_path, "a") as store:
+        with open_store(store_path, "a", durable=opts.store_durable) as store:
             store.write_video(vid, rows, meta)
         result.update(status="done", n_rows=len(rows))
 
@@ -88,9 +89,27 @@ def _client(workers: int, scheduler: str | None):
 def run_distributed(todo: list[tuple[str, Path]], store, store_path: str, opts: ExtractOptions,
                     weights: str | None, pca: IncrementalPCA | None, workers: int, scheduler: str | None,
                     progress: bool = True) -> int:
-    """Extract `todo` on a dask cluster; failures are recorded in `store` by this client. Returns done."""
+    """Extract `todo` on a dask cluster; failures are recorded in `store` by this client. Returns done.
+
+    A worker that dies takes down, in dask's eyes, every task queued on it
+    (`KilledWorker` once dask's allowed failures are used up), not only the
+    video that killed it. So each video dask gave up on that way is retried
+    once as a task of its own, with nothing else in flight: if its worker
+    dies again, the video itself is the cause and it is recorded as failed.
+    """
     if not todo:
         return 0
+    import dask
+
+    # A LocalCluster closes a worker whose process is not back this long after it died; a restart
+    # (python, torch, the preloads) can take longer than dask's 15 s on a busy machine, which would
+    # leave the corpus with no workers at all.
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": LOST_WORKER_TIMEOUT}):
+        return _run_on_cluster(todo, store, store_path, opts, weights, pca, workers, scheduler, progress)
+
+
+def _run_on_cluster(todo, store, store_path: str, opts: ExtractOptions, weights: str | None,
+                    pca: IncrementalPCA | None, workers: int, scheduler: str | None, progress: bool) -> int:
     from dask.distributed import as_completed
 
     client, cluster = _client(workers, scheduler)
@@ -99,17 +118,28 @@ def run_distributed(todo: list[tuple[str, Path]], store, store_path: str, opts: 
     done = 0
     try:
         shared_pca = client.scatter(pca, broadcast=True) if pca is not None else None  # sent once, not per task
-        futures = {client.submit(extract_video_task, vid, str(Path(p).resolve()), store_path, opts, weights,
-                                 shared_pca, torch_threads, key=f"extract-{vid}", pure=False): (vid, p)
-                   for vid, p in todo}
-        with tqdm(total=len(futures), unit="video", desc="extract (dask)", disable=not progress or None) as bar:
-            for future in as_completed(futures):
-                res = _task_result(future, *futures[future])
-                if res["status"] == "done":
-                    done += 1
-                else:
-                    log.warning("%s failed: %s %s", res["video_id"], res["reason"], res["detail"])
-                    record_failure(store, res["video_id"], res["reason"], res["detail"], res.get("source", ""))
+
+        def submit(vid: str, path: Path, key: str):
+            return client.submit(extract_video_task, vid, str(Path(path).resolve()), store_path, opts, weights,
+                                 shared_pca, torch_threads, key=key, pure=False)
+
+        futures = {submit(vid, p, f"extract-{vid}"): (vid, p) for vid, p in todo}
+        killed: list[tuple[str, Path]] = []
+        with progress_bar(total=len(futures), unit="video", desc="extract (dask)", enabled=progress) as bar:
+            for future in as_completed(list(futures)):
+                # let go of a finished task: a result still referenced is recomputed when its worker dies
+                vid, path = futures.pop(future)
+                res = _task_result(future, vid, path)
+                del future
+                if res is None:
+                    log.warning("%s: its worker died (perhaps for another video); retrying it alone", vid)
+                    killed.append((vid, path))
+                    continue
+                done += _record(store, res)
+                bar.update(1)
+            for vid, path in killed:  # one at a time: a death now is this video's own
+                res = _task_result(submit(vid, path, f"extract-{vid}-retry"), vid, path, retried=True)
+                done += _record(store, res)
                 bar.update(1)
     finally:
         client.close()
@@ -118,11 +148,26 @@ def run_distributed(todo: list[tuple[str, Path]], store, store_path: str, opts: 
     return done
 
 
-def _task_result(future, video_id: str, path: Path) -> dict:
-    """The task's own result; an error the task raised, or its worker dying (KilledWorker once dask
-    gave up retrying it), is that video's failure."""
+def _record(store, res: dict) -> int:
+    """Record a failed task's video in the store; 1 for a video done, 0 for a failure."""
+    if res["status"] == "done":
+        return 1
+    log.warning("%s failed: %s %s", res["video_id"], res["reason"], res["detail"])
+    record_failure(store, res["video_id"], res["reason"], res["detail"], res.get("source", ""))
+    return 0
+
+
+def _task_result(future, video_id: str, path: Path, retried: bool = False) -> dict | None:
+    """The task's own result; an error the task raised is that video's failure. A dead worker
+    (KilledWorker) gives None the first time (retry it), a failure once `retried`."""
+    from distributed import KilledWorker
+
     try:
         return future.result()
+    except KilledWorker as exc:
+        if not retried:
+            return None
+        detail = f"its dask worker died running it, also when retried alone: {one_line(exc)}"
     except Exception as exc:
-        return {"video_id": video_id, "status": "failed", "reason": "other", "source": str(path),
-                "detail": f"the dask task failed: {one_line(exc)}"}
+        detail = f"the dask task failed: {one_line(exc)}"
+    return {"video_id": video_id, "status": "failed", "reason": "other", "source": str(path), "detail": detail}

@@ -138,7 +138,7 @@ def extract_like_store(paths: Sequence[str | Path], store_path: str | Path, *, c
     """
     from features_store import open_store, video_id_from_path
 
-    store = open_store(str(store_path), "a")
+    store = open_store(str(store_path), "a", durable=cfg["store"]["durable"])
     try:
         meta = dict(store.meta)
         available = set(store.complete_ids())

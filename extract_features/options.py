@@ -7,63 +7,87 @@ is written from exactly what was used.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 from dataclasses import asdict, dataclass
 
 import torch
 
-from etspipe.devices import resolve_device
+from etspipe.devices import cpu_has_native_bf16, resolve_device
 from etspipe.errors import UserError
 from extract_features.c3d import LAYERS
 from extract_features.clips import PAD_RULES
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _warn_cpu_fp32(precision: str) -> None:
+    log.warning("extract.precision %s: this CPU has no native %s, where it is emulated and far slower; "
+                "running fp32", precision, precision)
 DEVICES = ("auto", "cpu", "cuda")
+
+
+# field -> (config section, key): every one is read from the loaded config, whose keys and defaults
+# live in configs/ets.yaml only
+_CONFIG_KEYS = {
+    "clip_len": ("extract", "clip_len"), "stride": ("extract", "stride"), "fps": ("extract", "fps"),
+    "frame_size": ("extract", "frame_size"), "crop": ("extract", "crop"), "layer": ("extract", "layer"),
+    "width_mult": ("extract", "width_mult"), "channel_order": ("extract", "channel_order"),
+    "mean": ("extract", "mean"), "scale": ("extract", "scale"), "pad_short": ("extract", "pad_short"),
+    "batch_size": ("extract", "batch_size"), "decode_workers": ("extract", "decode_workers"),
+    "precision": ("extract", "precision"), "pca_dim": ("extract", "pca_dim"), "device": ("extract", "device"),
+    "store_dtype": ("store", "dtype"), "chunk_rows": ("store", "chunk_rows"), "store_durable": ("store", "durable"),
+    "video_backend": ("extract", "video_backend"),
+}
 
 
 @dataclass(frozen=True)
 class ExtractOptions:
-    clip_len: int = 16
-    stride: int = 8
-    fps: float | None = None
-    frame_size: tuple[int, int] = (128, 171)
-    crop: int = 112
-    layer: str = "fc7"
-    width_mult: float = 1.0
-    channel_order: str = "bgr"
-    mean: tuple[float, float, float] = (90.25, 97.66, 101.41)
-    scale: float = 1.0
-    pad_short: str = "repeat_last"
-    batch_size: int = 0
-    decode_workers: int = 0
-    precision: str = "auto"
-    pca_dim: int | None = None
-    device: str = "auto"
-    store_dtype: str = "float16"
-    chunk_rows: int = 256
-    video_backend: str = "auto"  # auto (decord, then PyAV) | decord | pyav
+    """The settings of one extraction; the meaning and default of each is in configs/ets.yaml."""
+
+    clip_len: int
+    stride: int
+    fps: float | None
+    frame_size: tuple[int, int]
+    crop: int
+    layer: str
+    width_mult: float
+    channel_order: str
+    mean: tuple[float, float, float]
+    scale: float
+    pad_short: str
+    batch_size: int
+    decode_workers: int
+    precision: str
+    pca_dim: int | None
+    device: str
+    store_dtype: str
+    chunk_rows: int
+    store_durable: bool
+    video_backend: str
 
     @classmethod
-    def from_config(cls, cfg: dict | None = None, **changes) -> ExtractOptions:
-        """Options from `cfg["extract"]` and `cfg["store"]` (missing keys keep the defaults)."""
-        ex = dict((cfg or {}).get("extract", {}))
-        st = dict((cfg or {}).get("store", {}))
+    def from_config(cls, cfg: dict, **changes) -> ExtractOptions:
+        """Options from a loaded config (`etspipe.config.load_config`, which holds every key) and `changes`.
+
+        A config that lacks a key is a mistake of the caller, not a reason to
+        fall back to a second copy of the default: it is a UserError naming the key.
+        """
         kw = {}
-        for name in ("clip_len", "stride", "fps", "crop", "layer", "width_mult", "channel_order",
-                     "scale", "pad_short", "batch_size", "decode_workers", "precision", "pca_dim",
-                     "device", "video_backend"):
-            nullable = name in ("fps", "pca_dim")
-            if name in ex and (nullable or ex[name] is not None):
-                kw[name] = ex[name]
-        if ex.get("frame_size") is not None:
-            kw["frame_size"] = tuple(int(v) for v in ex["frame_size"])
-        if ex.get("mean") is not None:
-            kw["mean"] = tuple(float(v) for v in ex["mean"])
-        if st.get("dtype") is not None:
-            kw["store_dtype"] = st["dtype"]
-        if st.get("chunk_rows") is not None:
-            kw["chunk_rows"] = st["chunk_rows"]
+        for name, (section, key) in _CONFIG_KEYS.items():
+            if name in changes:
+                continue
+            try:
+                kw[name] = cfg[section][key]
+            except (KeyError, TypeError):
+                raise UserError(f"the config has no {section}.{key} (load it with etspipe.config.load_config, "
+                                "which fills in every key of configs/ets.yaml)") from None
         kw.update(changes)
+        kw["frame_size"] = tuple(int(v) for v in kw["frame_size"])
+        kw["mean"] = tuple(float(v) for v in kw["mean"])
         opts = cls(**kw)
         opts.validate()
         return opts
@@ -119,12 +143,22 @@ class ExtractOptions:
         return self.decode_workers or max(1, os.cpu_count() or 1)
 
     def autocast_dtype(self, device: torch.device) -> torch.dtype | None:
-        """None means plain fp32. On CPU only fp32 is used (bf16 conv3d on CPU is slower, not faster)."""
-        if device.type != "cuda" or self.precision == "fp32":
+        """The autocast dtype of the network, None for plain fp32.
+
+        auto: bf16 on CUDA, fp32 on a CPU. A CPU runs bf16 only when asked
+        (`bf16`) and it has native bf16; emulated bf16 ran C3D >50x slower than
+        fp32 on the AVX2 machine, and no native-bf16 CPU has been measured yet
+        (docs/PERFORMANCE.md, Extraction). fp16 is CUDA only.
+        """
+        if self.precision == "fp32":
             return None
-        if self.precision == "fp16":
-            return torch.float16
-        return torch.bfloat16
+        if device.type == "cuda":
+            return torch.float16 if self.precision == "fp16" else torch.bfloat16
+        if self.precision == "bf16" and cpu_has_native_bf16():
+            return torch.bfloat16
+        if self.precision in ("bf16", "fp16"):
+            _warn_cpu_fp32(self.precision)
+        return None
 
     def as_dict(self) -> dict:
         d = asdict(self)

@@ -16,13 +16,13 @@ is the exchange form for `--pca-file`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import numpy as np
 
 from etspipe.errors import UserError
+from features_store.projection import PCA_AUX, projection_checksum
 
 
 class IncrementalPCA:
@@ -106,11 +106,7 @@ class IncrementalPCA:
         key = (id(self.components), self.n)
         if getattr(self, "_checksum", (None, None))[0] == key:
             return self._checksum[1]
-        h = hashlib.sha256()
-        for array in (self.mean, self.components):
-            h.update(np.ascontiguousarray(array, dtype="<f8").tobytes())
-        h.update(str(self.n).encode())
-        self._checksum = (key, h.hexdigest())
+        self._checksum = (key, projection_checksum(self.mean, self.components, self.n))
         return self._checksum[1]
 
     def identity(self) -> dict:
@@ -139,7 +135,7 @@ class IncrementalPCA:
         return cls.from_arrays(arrays, str(path))
 
 
-STORE_AUX = "pca"  # the name of the projection among a store's store-level arrays
+STORE_AUX = PCA_AUX  # the name of the projection among a store's store-level arrays
 
 
 def stored_projection(store) -> IncrementalPCA | None:

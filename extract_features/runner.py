@@ -18,17 +18,18 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from etspipe.errors import UserError
+from etspipe.progress import progress_bar
 from extract_features.c3d import C3D, C3DInput, build_c3d
 from extract_features.clips import ClipStream, frame_positions
 from extract_features.inputs import file_fingerprint
@@ -49,15 +50,42 @@ else:  # pragma: no cover
 _DECODE_FAILURES = (av.error.FFmpegError, _DecordError, OSError, EOFError)
 
 
+# CPU layout of the network's input and weights. channels-last 3-D ran 1.15-1.2x faster than
+# NCDHW for the full-size fp32 C3D on the 2-core AVX2 machine (docs/PERFORMANCE.md, Extraction).
+CPU_CHANNELS_LAST = True
+
+
+@dataclass
+class _Batch:
+    """One batch on its way through the network: what `Extractor.finish` needs to hand its rows back."""
+
+    n: int
+    out: torch.Tensor  # (>= n, dim) float32: host rows, or a pinned buffer the device copy lands in
+    ready: torch.cuda.Event | None = None  # recorded after the copy back; None when `out` is final
+
+
 @dataclass
 class Extractor:
-    """A network ready to run: model on its device, input transform, weights id."""
+    """A network ready to run: model on its device, input transform, weights id.
+
+    On CUDA a batch goes through `start` (stack into a reusable pinned buffer, copy
+    up, forward, copy the rows back into another pinned buffer, all queued without
+    waiting) and `finish` (wait for that batch's copy back). The runner keeps one
+    batch in flight (`lookahead`), so the GPU computes batch i while the host
+    collects batch i+1 and scatters batch i-1. Batches are padded to one size
+    (`pad_to`) so cudnn.benchmark tunes once per process, not once per last batch
+    of every video (predict and dask run one pipeline per video).
+    """
 
     model: C3D
     transform: C3DInput
     device: torch.device
     opts: ExtractOptions
     weights_id: str  # sha256 of the weights file, or "untrained"
+    lookahead: int = 0  # batches the runner keeps in flight before collecting rows (1 on CUDA)
+    pad_batches: bool = False  # run every batch at the runner's batch size (CUDA)
+    _slots: list = field(default_factory=list, init=False, repr=False)
+    _turn: int = field(default=0, init=False, repr=False)
 
     @property
     def dim(self) -> int:
@@ -65,19 +93,61 @@ class Extractor:
 
     def forward(self, clips: np.ndarray) -> np.ndarray:
         """(B, T, H, W, 3) uint8 clips to (B, dim) float32 features."""
-        x = torch.from_numpy(clips)
-        if self.device.type == "cuda":
-            x = x.pin_memory().to(self.device, non_blocking=True)
+        return self.finish(self.start(clips))
+
+    def start(self, clips: np.ndarray | list[np.ndarray], pad_to: int | None = None) -> _Batch:
+        """Queue one batch (an array or a list of clips); `finish` returns its rows.
+
+        At most `lookahead + 1` batches may be started and not yet finished: the
+        buffers go round, and a further start would overwrite the oldest one's rows.
+        """
+        n = len(clips)
+        size = max(n, pad_to or 0) if self.pad_batches else n
+        if self.device.type != "cuda" and size == n and isinstance(clips, np.ndarray):
+            x = torch.from_numpy(clips)  # the network reads the caller's array: no buffer needed
+        else:
+            slot = self._slot(size, clips[0].shape)
+            if slot["copied"] is not None:
+                slot["copied"].synchronize()  # the last copy up from this buffer is over: it may be rewritten
+            host = slot["host"][:size]
+            np.stack(clips, out=host.numpy()[:n])  # rows n..size-1 keep old clips: padding, discarded
+            x = host.to(self.device, non_blocking=True)
+            if self.device.type == "cuda":
+                slot["copied"] = torch.cuda.Event()
+                slot["copied"].record()
         x = self.transform(x)
         amp = self.opts.autocast_dtype(self.device)
-        with torch.inference_mode():
-            if amp is not None:
-                x = x.to(memory_format=torch.channels_last_3d)
-                with torch.autocast("cuda", dtype=amp):
-                    out = self.model(x)
-            else:
-                out = self.model(x)
-        return out.float().cpu().numpy()
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
+            out = self.model(x)
+        if self.device.type != "cuda":
+            return _Batch(n, out.float())
+        rows = slot["rows"][:size]  # CUDA always took a slot above
+        rows.copy_(out.float(), non_blocking=True)  # converted on the GPU, then one copy back
+        ready = torch.cuda.Event()
+        ready.record()
+        return _Batch(n, rows, ready)
+
+    def finish(self, batch: _Batch) -> np.ndarray:
+        """The (n, dim) float32 rows of a started batch (waits for its copy back)."""
+        if batch.ready is not None:
+            batch.ready.synchronize()
+        return batch.out[: batch.n].numpy().copy()
+
+    def _slot(self, size: int, clip_shape: tuple) -> dict:
+        """The next of `lookahead + 1` reusable host buffers (pinned on CUDA), grown to `size`."""
+        n_slots = self.lookahead + 1
+        if len(self._slots) != n_slots:
+            self._slots = [{"host": None, "rows": None, "copied": None} for _ in range(n_slots)]
+        slot = self._slots[self._turn % n_slots]
+        self._turn += 1
+        pin = self.device.type == "cuda"
+        if slot["host"] is None or slot["host"].shape[0] < size or slot["host"].shape[1:] != clip_shape:
+            if slot["copied"] is not None:
+                slot["copied"].synchronize()
+            slot["host"] = torch.empty((size, *clip_shape), dtype=torch.uint8, pin_memory=pin)
+            slot["rows"] = torch.empty((size, self.dim), dtype=torch.float32, pin_memory=pin) if pin else None
+            slot["copied"] = None
+        return slot
 
 
 def make_extractor(opts: ExtractOptions, weights: str | None = None,
@@ -91,12 +161,20 @@ def make_extractor(opts: ExtractOptions, weights: str | None = None,
         if warn:
             warn_untrained()
         weights_id = UNTRAINED
+    return prepare_extractor(model, opts, device, weights_id)
+
+
+def prepare_extractor(model: C3D, opts: ExtractOptions, device: torch.device, weights_id: str) -> Extractor:
+    """Put `model` on `device` in the layout its inputs will have (channels-last on CUDA and, measured, CPU)."""
+    cuda = device.type == "cuda"
+    channels_last = cuda or CPU_CHANNELS_LAST
     model = model.to(device).eval()
-    if device.type == "cuda":
+    if channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
+    if cuda:
         torch.backends.cudnn.benchmark = True
-    transform = C3DInput(opts.channel_order, opts.mean, opts.scale)
-    return Extractor(model, transform, device, opts, weights_id)
+    transform = C3DInput(opts.channel_order, opts.mean, opts.scale, channels_last=channels_last)
+    return Extractor(model, transform, device, opts, weights_id, lookahead=int(cuda), pad_batches=cuda)
 
 
 def video_meta_for(path: str | Path, reader_info, stream: ClipStream, opts: ExtractOptions) -> dict:
@@ -226,8 +304,9 @@ class _Pipeline:
         self.t0 = time.perf_counter()
         self.batch_clips: list[np.ndarray] = []
         self.batch_keys: list[tuple[int, int]] = []
-        self.bar = tqdm(total=len(jobs), unit="video", disable=not progress or None, dynamic_ncols=True,
-                        desc="extract")
+        self.in_flight: deque = deque()  # (started batch, its keys), oldest first
+        self.bar = progress_bar(total=len(jobs), unit="video", enabled=progress, dynamic_ncols=True,
+                                desc="extract")
 
     def decoding(self) -> int:
         """Videos whose decoder has not sent its end or failure yet."""
@@ -236,10 +315,13 @@ class _Pipeline:
     def loop(self, clips_q: queue.Queue) -> None:
         while self.finished < len(self.jobs):
             if self.decoding() == 0:
-                if not self.batch_clips:
+                if self.batch_clips:
+                    self.run_batch()
+                elif self.in_flight:
+                    self.collect()
+                else:
                     # every remaining video is decoded and waiting on rows: rows went missing
                     raise RuntimeError("extraction stalled with videos waiting for rows")
-                self.run_batch()
                 continue
             self.handle(clips_q.get())
 
@@ -260,15 +342,34 @@ class _Pipeline:
             self.fail_video(msg.index, msg.reason, msg.detail)
 
     def run_batch(self) -> None:
-        feats = self.extractor.forward(np.stack(self.batch_clips))
-        for (idx, clip_index), row in zip(self.batch_keys, feats, strict=True):
+        """Send the collected clips to the network; scatter the rows of every batch that is back.
+
+        With `lookahead` 0 (CPU) the rows come back at once. With 1 (CUDA) this
+        batch is only queued, and the previous one's rows are taken, so the GPU
+        works while the host collects the next batch.
+        """
+        ex = self.extractor
+        if ex.lookahead == 0:
+            self.scatter(ex.forward(np.stack(self.batch_clips)), self.batch_keys)
+        else:
+            self.in_flight.append((ex.start(self.batch_clips, pad_to=self.batch_size), list(self.batch_keys)))
+            while len(self.in_flight) > ex.lookahead:
+                self.collect()
+        self.batch_clips.clear()
+        self.batch_keys.clear()
+
+    def collect(self) -> None:
+        """Wait for the oldest batch in flight and scatter its rows."""
+        batch, keys = self.in_flight.popleft()
+        self.scatter(self.extractor.finish(batch), keys)
+
+    def scatter(self, feats: np.ndarray, keys: list[tuple[int, int]]) -> None:
+        for (idx, clip_index), row in zip(keys, feats, strict=True):
             st = self.states.get(idx)
             if st is not None:  # None: the video failed after some of its clips were batched
                 st.rows[clip_index] = row
                 st.filled += 1
-        self.counts["clips"] += len(self.batch_clips)
-        self.batch_clips.clear()
-        self.batch_keys.clear()
+        self.counts["clips"] += len(keys)
         elapsed = time.perf_counter() - self.t0
         self.bar.set_postfix(clips_s=f"{self.counts['clips'] / max(elapsed, 1e-9):.1f}", refresh=False)
         for idx in [i for i, s in self.states.items() if s.done()]:
@@ -361,8 +462,7 @@ def extract_one(path: str | Path, cfg: dict | ExtractOptions, model: Extractor |
         extractor = model
     elif isinstance(model, C3D):
         dev = torch.device(device) if device is not None else next(model.parameters()).device
-        extractor = Extractor(model.to(dev).eval(), C3DInput(opts.channel_order, opts.mean, opts.scale),
-                              dev, opts, "unknown")
+        extractor = prepare_extractor(model, opts, dev, "unknown")
     else:
         extractor = make_extractor(opts, None, device)
     if isinstance(pca, str):

@@ -16,7 +16,7 @@ def backend_for(path: str | Path) -> str:
     return "hdf5" if str(path).rstrip("/").lower().endswith(HDF5_SUFFIXES) else "zarr"
 
 
-def open_store(path: str | Path, mode: str = "r", meta: dict | None = None) -> FeatureStore:
+def open_store(path: str | Path, mode: str = "r", meta: dict | None = None, *, durable: bool = True) -> FeatureStore:
     """Open a feature store.
 
     mode "r" reads an existing store; "a" opens one for writing and creates it
@@ -24,7 +24,9 @@ def open_store(path: str | Path, mode: str = "r", meta: dict | None = None) -> F
     `meta` is the store metadata (extractor settings, at least ``dim``;
     optional ``dtype`` float16/float32 and ``chunk_rows``). Appending with
     metadata whose extractor, layer, dim, clip_len or stride differ from the
-    store's is a UserError.
+    store's is a UserError. `durable` (the config's ``store.durable``) fsyncs
+    every commit of a Zarr store on a local disk before it counts as done;
+    without a config a writer gets the safe behaviour. HDF5 stores ignore it.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -37,7 +39,7 @@ def open_store(path: str | Path, mode: str = "r", meta: dict | None = None) -> F
         return HDF5Store(path, mode, meta)
     from features_store.zarr_backend import ZarrStore
 
-    return ZarrStore(path, mode, meta)
+    return ZarrStore(path, mode, meta, durable=durable)
 
 
 def _size(n: int) -> str:
@@ -63,6 +65,10 @@ def format_info(info: dict) -> str:
         ("dtype", f"{info['dtype']} (chunks of {info['chunk_rows']} rows)"),
         ("size on disk", _size(int(info["size_bytes"]))),
     ]
+    pca = info.get("pca_projection")
+    if pca:
+        lines.append(("pca projection", pca.get("error") or f"sha256 {pca['sha256']}, {pca['source_dim']} -> "
+                      f"{pca['dim']} dimensions, fitted on {pca['n_samples']} rows"))
     skip = {"dim", "dtype", "chunk_rows", "backend", "zarr_layout", "codec"}
     lines += [(key, str(value)) for key, value in meta.items() if key not in skip]
     width = max(len(k) for k, _ in lines)

@@ -23,6 +23,7 @@ import numpy as np
 from etspipe.errors import UserError
 from features_store.alignment import row_times, rule_duration, select_rows, time_rule
 from features_store.ids import validate_video_id
+from features_store.projection import projection_identity
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def check_compatible(path: str, old: dict, new: dict | None) -> None:
     for key in IDENTITY_KEYS:
         if key in old and key in new and old[key] != new[key]:
             raise UserError(f"{path} holds features with {key}={old[key]!r}, but this run has {key}={new[key]!r}; "
-                            "use another store or overwrite it")
+                            "write to another store, or remove this one to start over")
 
 
 def check_store_meta(path: str, meta: Any) -> dict:
@@ -275,8 +276,16 @@ class FeatureStore(ABC):
             "dtype": self.dtype,
             "chunk_rows": self.chunk_rows,
             "size_bytes": self._size_on_disk(),
+            "pca_projection": self._projection_info(),
             "meta": dict(self.meta),
         }
+
+    def _projection_info(self) -> dict | None:
+        """The identity of the PCA projection kept in the store (None: none; a damaged one says so)."""
+        try:
+            return projection_identity(self)
+        except UserError as exc:
+            return {"error": str(exc)}
 
     # ------------------------------------------------------------------ store-level arrays
     def write_aux(self, name: str, arrays: dict[str, np.ndarray], exclusive: bool = False) -> bool:

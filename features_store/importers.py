@@ -24,10 +24,10 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from tqdm import tqdm
 
 from etspipe.errors import PartialFailure, UserError
 from etspipe.files import read_json
+from etspipe.progress import progress_bar
 from features_store.api import open_store
 from features_store.base import FeatureStore
 from features_store.ids import _problem
@@ -116,7 +116,7 @@ def _import(items: Iterator[tuple[str, object]], total: int, store: FeatureStore
             desc: str, has_duration: Callable[[str], bool] | None = None) -> None:
     """The shared loop: skip bad ids, complete videos and missing durations; load, check the shape, write."""
     done = set(store.complete_ids())
-    for vid, item in tqdm(items, total=total, desc=desc, unit="video", disable=None):
+    for vid, item in progress_bar(items, total=total, desc=desc, unit="video"):
         if _problem(vid):
             log.warning("skipping %r: invalid video id (%s)", vid, _problem(vid))
             summary.add("skipped_invalid_id", vid)

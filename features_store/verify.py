@@ -14,13 +14,16 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-from tqdm import tqdm
 
 from etspipe.errors import UserError
+from etspipe.progress import progress_bar
 from features_store.alignment import row_times
 from features_store.base import FeatureStore
+from features_store.projection import projection_identity
 
 log = logging.getLogger(__name__)
+
+UNREADABLE = "unreadable"  # the store's projection cannot be read: its videos' PCA is not judged
 
 
 @dataclass
@@ -31,18 +34,22 @@ class VerifyReport:
     videos_good: int = 0
     bad: dict[str, list[str]] = field(default_factory=dict)  # video id -> problems
     orphans: list[tuple[str, str]] = field(default_factory=list)  # (name in the store, why)
+    store_problems: list[str] = field(default_factory=list)  # of the store as a whole (repair cannot fix)
     repaired: bool = False
 
     @property
     def clean(self) -> bool:
-        return not self.bad and not self.orphans
+        return not self.bad and not self.orphans and not self.store_problems
 
     def lines(self) -> list[str]:
         """One line per problem, then the summary line."""
-        out = [f"bad video {vid}: {'; '.join(problems)}" for vid, problems in sorted(self.bad.items())]
+        out = [f"bad store: {problem}" for problem in self.store_problems]
+        out += [f"bad video {vid}: {'; '.join(problems)}" for vid, problems in sorted(self.bad.items())]
         out += [f"orphan {name}: {why}" for name, why in self.orphans]
         summary = (f"{self.videos_checked} complete videos checked: {self.videos_good} good, {len(self.bad)} bad; "
                    f"{len(self.orphans)} orphaned files")
+        if self.store_problems:
+            summary += f"; {len(self.store_problems)} problem(s) of the store itself (--repair does not change those)"
         if self.repaired and not self.clean:
             summary += "; repaired: bad videos are not done any more (extract again redoes them), orphans removed"
         elif not self.clean:
@@ -50,8 +57,10 @@ class VerifyReport:
         return [*out, summary]
 
 
-def check_video(store: FeatureStore, video_id: str) -> list[str]:
-    """Problems of one complete video: marker against rows, decoding, values, row times, checksums."""
+def check_video(store: FeatureStore, video_id: str, pca_sha256: str | None = None) -> list[str]:
+    """Problems of one complete video: marker against rows, decoding, values, row times, checksums,
+    and the PCA it went through against `pca_sha256`, the projection the store holds (None: none;
+    UNREADABLE: not judged)."""
     try:
         vmeta = store.video_meta(video_id)
     except UserError:
@@ -67,7 +76,32 @@ def check_video(store: FeatureStore, video_id: str) -> list[str]:
     elif not np.isfinite(rows).all():
         problems.append("rows contain NaN or infinity")
     problems += _time_problems(store, vmeta)
+    problems += _pca_problems(vmeta.get("pca_sha256"), pca_sha256)
     return problems
+
+
+def _pca_problems(recorded: str | None, stored: str | None) -> list[str]:
+    """A video's rows must have gone through the store's own projection (none if it holds none)."""
+    if recorded == stored or stored == UNREADABLE:  # a damaged projection is reported once, for the store
+        return []
+    if stored is None:
+        return [f"projected by PCA {recorded[:12]}, but the store holds no projection"]
+    if recorded is None:
+        return [f"records no PCA projection, but the store's rows go through PCA {stored[:12]}"]
+    return [f"projected by another PCA ({recorded[:12]}, the store's is {stored[:12]})"]
+
+
+def _store_pca(store: FeatureStore, report: VerifyReport) -> str | None:
+    """The checksum of the store's projection; a damaged or mismatched one is a store problem."""
+    try:
+        identity = projection_identity(store)
+    except UserError as exc:
+        report.store_problems.append(str(exc))
+        return UNREADABLE
+    if identity is not None and identity["dim"] != store.dim:
+        report.store_problems.append(f"its PCA projection reduces to {identity['dim']} dimensions, its rows "
+                                     f"have {store.dim}")
+    return None if identity is None else identity["sha256"]
 
 
 def _time_problems(store: FeatureStore, vmeta: dict) -> list[str]:
@@ -89,10 +123,11 @@ def _time_problems(store: FeatureStore, vmeta: dict) -> list[str]:
 def verify_store(store: FeatureStore, repair: bool = False, progress: bool = False) -> VerifyReport:
     """Check every complete video and look for orphans; with `repair`, fix what was found."""
     report = VerifyReport()
+    pca_sha256 = _store_pca(store, report)
     ids = store.complete_ids()
-    for video_id in tqdm(ids, desc="verify", unit="video", disable=not progress):
+    for video_id in progress_bar(ids, desc="verify", unit="video", enabled=progress):
         report.videos_checked += 1
-        problems = check_video(store, video_id)
+        problems = check_video(store, video_id, pca_sha256)
         if problems:
             report.bad[video_id] = problems
         else:

@@ -102,12 +102,12 @@ class ZarrStore(ZarrChecks, FeatureStore):
 
     backend = "zarr"
 
-    def __init__(self, path: str, mode: str, meta: dict | None = None) -> None:
+    def __init__(self, path: str, mode: str, meta: dict | None = None, durable: bool = True) -> None:
         self._fs, root = fsspec.core.url_to_fs(path)
         protocols = self._fs.protocol if isinstance(self._fs.protocol, tuple) else (self._fs.protocol,)
         self._local = "file" in protocols
         self._root = root.rstrip("/")
-        self._files = Files(self._fs, self._local)
+        self._files = Files(self._fs, self._local, durable)
         exists = self._files.exists(self._key("zarr.json"))
         if mode == "r" and not exists:
             raise UserError(f"no feature store at {path}")

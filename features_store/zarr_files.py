@@ -82,21 +82,36 @@ class Files:
             self.fs.pipe_file(key, data)  # one PUT: atomic on object stores
             return
         folder = os.path.dirname(key)
-        os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f"{TMP_PREFIX}{new_token()}")
+        tmp = self._write_temporary(folder, data)
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                if self.durable:
-                    f.flush()
-                    os.fsync(f.fileno())
             if just_before is not None:
                 just_before()
             os.replace(tmp, key)
         except BaseException:
             self.remove(tmp)
             raise
+        finally:
+            ACTIVE.discard(os.path.basename(tmp)[len(TMP_PREFIX):])
         self.sync_dir(folder)
+
+    def _write_temporary(self, folder: str, data: bytes) -> str:
+        """`data` in a new temporary file of `folder` (fsynced when durable); its path. Its token stays in
+        ACTIVE (another thread of this process opening the store must not remove it) until the caller ends."""
+        os.makedirs(folder, exist_ok=True)
+        token = new_token()
+        tmp = os.path.join(folder, f"{TMP_PREFIX}{token}")
+        ACTIVE.add(token)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                if self.durable:
+                    f.flush()
+                    os.fsync(f.fileno())
+        except BaseException:
+            ACTIVE.discard(token)
+            self.remove(tmp)
+            raise
+        return tmp
 
     def put_new(self, key: str, data: bytes) -> bool:
         """Write `key` only if it does not exist yet; False if it did (another process won)."""
@@ -106,19 +121,15 @@ class Files:
             self.fs.pipe_file(key, data)
             return True
         folder = os.path.dirname(key)
-        os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f"{TMP_PREFIX}{new_token()}")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        tmp = self._write_temporary(folder, data)
         try:
             os.link(tmp, key)  # atomic and exclusive: fails if `key` exists
             return True
         except FileExistsError:
             return False
         finally:
-            os.remove(tmp)
+            ACTIVE.discard(os.path.basename(tmp)[len(TMP_PREFIX):])
+            self.remove(tmp)
             self.sync_dir(folder)
 
     def remove(self, key: str) -> None:

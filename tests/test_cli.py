@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -86,6 +87,72 @@ def test_many_values_option_takes_both_layouts():
     assert runner.invoke(cmd, ["--annotations", "a.json", "--store", "s", "--annotations", "b.json"]).output.strip() \
         == "['a.json', 'b.json'] s"
 
+    @click.command()
+    @click.option("--annotations", cls=ManyValuesOption, multiple=True)
+    @click.argument("store")
+    def positional(annotations, store):
+        click.echo(f"{list(annotations)} {store}")
+
+    # the list stops at a name that is not a JSON file: the command's own argument stays its own
+    assert runner.invoke(positional, ["--annotations", "a.json", "B.JSON", "data/s.zarr"]).output.strip() == \
+        "['a.json', 'B.JSON'] data/s.zarr"
+
+
+def test_many_values_option_of_folders_takes_existing_folders_only(tmp_path):
+    import click
+
+    from pipeline import ManyValuesOption
+
+    @click.command()
+    @click.argument("results")
+    @click.option("--videos", cls=ManyValuesOption, multiple=True, type=click.Path(file_okay=False))
+    def cmd(results, videos):
+        click.echo(f"{[v.rsplit('/', 1)[-1] for v in videos]} {results}")
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    out = CliRunner().invoke(cmd, ["--videos", str(tmp_path / "a"), str(tmp_path / "b"), "res.json"]).output
+    assert out.strip() == "['a', 'b'] res.json"
+
+
+def _all_commands():
+    """(path, command) of every command, subcommands of groups included."""
+    import click
+
+    todo = [(name, cmd) for name, cmd in cli.commands.items()]
+    while todo:
+        name, cmd = todo.pop(0)
+        if isinstance(cmd, click.Group):
+            todo.extend((f"{name} {sub}", c) for sub, c in cmd.commands.items())
+        else:
+            yield name, cmd
+
+
+def test_every_command_and_option_has_help_and_every_command_an_example():
+    missing = []
+    for name, cmd in _all_commands():
+        if "Example" not in (cmd.help or ""):
+            missing.append(f"{name}: no example in its help")
+        for param in cmd.params:
+            if getattr(param, "param_type_name", "") == "option" and not param.hidden and not param.help:
+                missing.append(f"{name} {param.opts[0]}: no help text")
+    assert missing == []
+
+
+def test_every_command_is_in_the_readme():
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    assert [name for name, _ in _all_commands() if f"etspipe {name}" not in readme] == []
+
+
+def test_help_shows_the_defaults_of_configs_ets_yaml():
+    from etspipe.config import reference_config
+
+    ref = reference_config()
+    text = " ".join(CliRunner().invoke(cli, ["train", "--help"], terminal_width=200).output.split())
+    assert f"train.epochs = {ref['train']['epochs']}" in text
+    assert f"train.save_dir = {ref['train']['save_dir']}" in text
+    assert "[default: 0]" in " ".join(CliRunner().invoke(cli, ["extract", "--help"], terminal_width=200).output.split())
+
 
 def test_evaluate_scores_a_result_file_against_two_reference_files(tmp_path):
     import json
@@ -106,3 +173,28 @@ def test_evaluate_scores_a_result_file_against_two_reference_files(tmp_path):
     # unigram matches 4/4 against r1 and 1/4 ("a") against r2, hypothesis 8 words >= references 7 -> no
     # brevity penalty: BLEU-1 = 5/8 at every tIoU threshold
     assert abs(scores["average"]["Bleu_1"] - 62.5) < 1e-4
+
+
+def test_underscore_spellings_work_for_every_option_and_help_shows_dashes():
+    """The reference implementation's `--save_dir` / `--batch_size` work on every command, or none would."""
+    import click
+
+    unknown, shown = [], []
+    for name, cmd in _all_commands():
+        for param in cmd.params:
+            if not isinstance(param, click.Option):
+                continue
+            for opt in param.opts:
+                if opt.startswith("--") and "_" in opt:
+                    shown.append(f"{name} {opt}")
+            long = next((o for o in param.opts if o.startswith("--") and "-" in o[2:]), None)
+            if long is None:
+                continue
+            args = [long[:2] + long[2:].replace("-", "_")] + ([] if param.is_flag else ["x.json"])
+            parent = click.Context(cli, info_name="etspipe", **cli.context_settings)  # the group's normaliser
+            try:
+                cmd.make_context(name, list(args), parent=parent, resilient_parsing=True)
+            except click.UsageError as exc:
+                unknown.append(f"{name} {args[0]}: {exc}")
+    assert unknown == []
+    assert shown == [], "help should show the dashed spellings only"

@@ -33,27 +33,28 @@ def test_override_is_typed_and_applied():
     assert cfg["extract"]["fps"] is None
 
 
-def test_unknown_key_names_the_closest(tmp_path):
-    with pytest.raises(UserError, match=r"train\.batch_sise.*did you mean 'train\.batch_size'"):
-        load_config(None, ["train.batch_sise=3"])
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("model:\n  hiden_dim: 12\n")
-    with pytest.raises(UserError, match=r"bad\.yaml.*model\.hiden_dim.*model\.hidden_dim"):
-        load_config(bad)
+def write_config(tmp_path: Path, text: str) -> Path:
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    return f
 
 
-def test_wrong_type_names_key_and_file(tmp_path):
-    with pytest.raises(UserError, match=r"train\.epochs must be int"):
-        load_config(None, ["train.epochs=many"])
-    bad = tmp_path / "c.yaml"
-    bad.write_text("train:\n  epochs: 2.5\n")
-    with pytest.raises(UserError, match=r"c\.yaml: train\.epochs must be int"):
-        load_config(bad)
+@pytest.mark.parametrize("override, override_error, file_text, file_error", [
+    ("train.batch_sise=3", r"train\.batch_sise.*did you mean 'train\.batch_size'",
+     "model:\n  hiden_dim: 12\n", r"c\.yaml.*model\.hiden_dim.*model\.hidden_dim"),
+    ("train.epochs=many", r"train\.epochs must be int",
+     "train:\n  epochs: 2.5\n", r"c\.yaml: train\.epochs must be int"),
+])
+def test_a_mistake_names_the_key_the_file_and_the_closest_key(tmp_path, override, override_error, file_text,
+                                                               file_error):
+    with pytest.raises(UserError, match=override_error):
+        load_config(None, [override])
+    with pytest.raises(UserError, match=file_error):
+        load_config(write_config(tmp_path, file_text))
 
 
 def test_file_then_overrides(tmp_path):
-    f = tmp_path / "c.yaml"
-    f.write_text("train:\n  epochs: 2\n  batch_size: 8\n")
+    f = write_config(tmp_path, "train:\n  epochs: 2\n  batch_size: 8\n")
     cfg = load_config(f, ["train.epochs=3"])
     assert cfg["train"]["epochs"] == 3 and cfg["train"]["batch_size"] == 8
     assert cfg["model"]["hidden_dim"] == 512
@@ -65,10 +66,8 @@ def test_file_then_overrides(tmp_path):
     ("train: 3\n", "must be a section"),
 ])
 def test_malformed_files(tmp_path, content, message):
-    f = tmp_path / "c.yaml"
-    f.write_text(content)
     with pytest.raises(UserError, match=message):
-        load_config(f)
+        load_config(write_config(tmp_path, content))
 
 
 def test_missing_file_and_bad_override():
@@ -119,8 +118,7 @@ def test_values_at_the_edges_of_the_rules_are_accepted(override, key, expected):
 
 
 def test_every_mistake_of_one_load_is_reported_one_line_each(tmp_path):
-    f = tmp_path / "c.yaml"
-    f.write_text("train:\n  epochs: 0\nmodel:\n  dropout: 1.0\n")
+    f = write_config(tmp_path, "train:\n  epochs: 0\nmodel:\n  dropout: 1.0\n")
     with pytest.raises(UserError) as info:
         load_config(f, ["decode.beam_size=0", "train.epochs"])
     lines = str(info.value).splitlines()

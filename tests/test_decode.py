@@ -67,12 +67,13 @@ def test_greedy_and_beam_on_a_table_worked_by_hand():
     g = greedy(model, feats, mask, max_len=10, return_attn=True)[0]
     assert g.tokens == [A, B] and g.ended
     tab = _table()
-    assert g.score == pytest.approx(math.log(tab[BOS, A]) + math.log(tab[A, B]) + math.log(tab[B, EOS]), rel=1e-5)
+    first = tab[BOS] / (1 - tab[BOS, EOS])  # <e> is barred at the first step, the rest renormalised
+    assert g.score == pytest.approx(math.log(first[A]) + math.log(tab[A, B]) + math.log(tab[B, EOS]), rel=1e-5)
     assert g.attn.shape == (3, 2) and np.allclose(g.attn, 0.5)
-    # Beam 3: "b <e>" = 0.4*0.9 = 0.36 beats "a b <e>" = 0.5*0.65*0.9 = 0.2925 and "a <e>" = 0.15.
-    b = beam_search(model, feats, mask, beam_size=3, max_len=10, return_attn=True)[0]
+    # Beam 3: "b <e>" = 0.4*0.9 beats "a b <e>" = 0.5*0.65*0.9 and "a <e>" = 0.5*0.3 (all / 0.9).
+    b = beam_search(model, feats, mask, beam_size=3, max_len=10, length_norm=0.0, return_attn=True)[0]
     assert b.tokens == [B] and b.ended
-    assert b.score == pytest.approx(math.log(tab[BOS, B] * tab[B, EOS]), rel=1e-4)
+    assert b.score == pytest.approx(math.log(first[B] * tab[B, EOS]), rel=1e-4)
     assert b.attn.shape == (2, 2) and np.allclose(b.attn, 0.5)
     # max_len cuts an unfinished caption; it is still returned, marked not ended.
     cut = greedy(model, feats, mask, max_len=1)[0]
@@ -81,13 +82,24 @@ def test_greedy_and_beam_on_a_table_worked_by_hand():
 
 def test_length_normalisation_prefers_longer_captions():
     t = np.full((6, 6), 1e-6)
-    t[BOS, [EOS, A]] = [0.45, 0.55]
-    t[A, [EOS, A]] = [0.8, 0.2]
+    t[BOS, A] = 1.0
+    t[A, [EOS, B]] = [0.45, 0.55]
+    t[B, [EOS, B]] = [0.8, 0.2]
     model = TableModel(_normalised(t))
     feats, mask = _one_segment()
-    # raw: "<e>" 0.45 > "a <e>" 0.44; per-token (alpha 1): log(0.45) vs log(0.44)/2 -> longer wins
-    assert beam_search(model, feats, mask, 2, 10, length_norm=0.0)[0].tokens == []
-    assert beam_search(model, feats, mask, 2, 10, length_norm=1.0)[0].tokens == [A]
+    # raw: "a <e>" 0.45 > "a b <e>" 0.44; per-token (alpha 1): log(0.45)/2 < log(0.44)/3 -> longer wins
+    assert beam_search(model, feats, mask, 2, 10, length_norm=0.0)[0].tokens == [A]
+    assert beam_search(model, feats, mask, 2, 10, length_norm=1.0)[0].tokens == [A, B]
+
+
+def test_a_caption_has_at_least_one_word():
+    t = np.full((6, 6), 1e-6)
+    t[BOS, [EOS, A]] = [0.9, 0.1]  # ending at once is by far the most likely
+    t[A, EOS] = 0.9
+    model = TableModel(_normalised(t))
+    feats, mask = _one_segment()
+    for decoded in (greedy(model, feats, mask, max_len=5)[0], beam_search(model, feats, mask, 3, 5, 0.0)[0]):
+        assert decoded.tokens == [A] and decoded.ended
 
 
 def test_unk_is_never_emitted_even_when_most_likely():
@@ -97,7 +109,7 @@ def test_unk_is_never_emitted_even_when_most_likely():
     t[UNK, [EOS]] = [0.9]
     model = TableModel(_normalised(t))
     feats, mask = _one_segment()
-    for decoded in (greedy(model, feats, mask, max_len=5)[0], beam_search(model, feats, mask, 3, 5)[0]):
+    for decoded in (greedy(model, feats, mask, max_len=5)[0], beam_search(model, feats, mask, 3, 5, 0.0)[0]):
         assert decoded.tokens == [A] and decoded.ended
 
 
@@ -109,7 +121,7 @@ def test_unk_is_never_emitted_by_a_model_that_prefers_it(ets_model):
     try:
         rows = _segments(5, seed=3)
         for beam in (1, 3):
-            out = decode_segments(ets_model, rows, beam_size=beam, max_len=6)
+            out = decode_segments(ets_model, rows, beam_size=beam, max_len=6, length_norm=0.0, batch_size=64)
             assert all(len(d.tokens) == 6 and UNK not in d.tokens for d in out)
     finally:
         with torch.no_grad():
@@ -117,19 +129,21 @@ def test_unk_is_never_emitted_by_a_model_that_prefers_it(ets_model):
 
 
 def test_finished_hypotheses_do_not_take_live_beam_slots():
-    # Beam 2, length_norm 1. Step 1 ranks "<e>" 0.4 > a 0.35 > b 0.25. If the finished "<e>" kept a
-    # slot, only "a" would live on and "b" (whose "b <e>" = 0.25*0.99 is the best per-token score)
-    # would be lost; with "<e>" set aside, the live beam is {a, b} and "b <e>" wins.
-    t = np.full((6, 6), 1e-6)
-    t[BOS, [EOS, A, B]] = [0.4, 0.35, 0.25]
+    # Beam 2, length_norm 1; the first word is c. Then "c <e>" 0.37 > "c a" 0.35 > "c b" 0.28. If the
+    # finished "c <e>" kept a slot, only "c a" would live on and "c b" (whose "c b <e>" = 0.28*0.99 has
+    # the best per-token score) would be lost; with "c <e>" set aside, the live beam is {c a, c b}.
+    C = 6
+    t = np.full((7, 7), 1e-6)
+    t[BOS, C] = 1.0
+    t[C, [EOS, A, B]] = [0.37, 0.35, 0.28]
     t[A, [EOS, A, B]] = [0.34, 0.33, 0.33]
     t[B, [EOS]] = [0.99]
     t = _normalised(t)
     model = TableModel(t)
     feats, mask = _one_segment()
     best = beam_search(model, feats, mask, beam_size=2, max_len=6, length_norm=1.0)[0]
-    assert best.tokens == [B] and best.ended
-    assert best.score == pytest.approx(math.log(t[BOS, B] * t[B, EOS]), rel=1e-4)
+    assert best.tokens == [C, B] and best.ended
+    assert best.score == pytest.approx(math.log(t[BOS, C] * t[C, B] * t[B, EOS]), rel=1e-4)
 
 
 @pytest.fixture(scope="module")
@@ -146,10 +160,11 @@ def _segments(n: int, seed: int = 0) -> list[np.ndarray]:
 
 def test_batched_beam_equals_one_segment_at_a_time(ets_model):
     rows = _segments(9)
-    batched = decode_segments(ets_model, rows, beam_size=3, max_len=12, batch_size=9, return_attn=True)
+    batched = decode_segments(ets_model, rows, beam_size=3, max_len=12, length_norm=0.0, batch_size=9,
+                              return_attn=True)
     for r, d in zip(rows, batched, strict=False):
         feats, mask = pad_rows([r])
-        single = beam_search(ets_model, feats, mask, beam_size=3, max_len=12, return_attn=True)[0]
+        single = beam_search(ets_model, feats, mask, beam_size=3, max_len=12, length_norm=0.0, return_attn=True)[0]
         assert d.tokens == single.tokens
         assert d.score == pytest.approx(single.score, abs=1e-4)
         assert d.attn.shape == (len(d.tokens) + d.ended, r.shape[0])
@@ -161,8 +176,8 @@ def test_beam_one_is_greedy_and_beam_never_scores_worse(ets_model):
     rows = _segments(7, seed=1)
     feats, mask = pad_rows(rows)
     g = greedy(ets_model, feats, mask, max_len=12)
-    b1 = beam_search(ets_model, feats, mask, beam_size=1, max_len=12)
-    b3 = beam_search(ets_model, feats, mask, beam_size=3, max_len=12)
+    b1 = beam_search(ets_model, feats, mask, beam_size=1, max_len=12, length_norm=0.0)
+    b3 = beam_search(ets_model, feats, mask, beam_size=3, max_len=12, length_norm=0.0)
     assert [d.tokens for d in g] == [d.tokens for d in b1]
     for gd, bd in zip(g, b3, strict=False):
         if gd.ended and bd.ended:
@@ -173,6 +188,6 @@ def test_model_must_be_in_eval_mode(ets_model):
     ets_model.train()
     try:
         with pytest.raises(ValueError, match="eval"):
-            decode_segments(ets_model, _segments(1))
+            decode_segments(ets_model, _segments(1), beam_size=3, max_len=6, length_norm=0.0, batch_size=64)
     finally:
         ets_model.eval()

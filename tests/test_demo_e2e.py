@@ -45,6 +45,10 @@ train:
   epochs: 2
   warmup_steps: 10
   valid_interval: 0
+proposals:
+  epochs: 2
+  hidden_dim: 16
+  proj_dim: 16
 decode:
   beam_size: 2
   max_len: 12
@@ -71,10 +75,10 @@ def test_reduced_demo_end_to_end(tmp_path: Path) -> None:
     config.write_text(SMALL_CONFIG, encoding="utf-8")
     out = tmp_path / "demo"
     cmd = _demo_command(out, config)
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=240)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=420)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = proc.stdout
-    for stage in ("1/5", "2/5", "3/5", "4/5", "5/5", "== report =="):
+    for stage in ("1/7", "2/7", "3/7", "4/7", "5/7", "6/7", "7/7", "== report =="):
         assert stage in text, f"stage {stage} missing from the output"
     assert "UNTRAINED" in text
 
@@ -86,14 +90,16 @@ def test_reduced_demo_end_to_end(tmp_path: Path) -> None:
     assert Path(report["predictions_path"]).is_file()
     assert report["plots"] and all(Path(p).is_file() and Path(p).suffix == ".png" for p in report["plots"])
     assert report["correct"]["all"]["n"] > 0
-    assert set(report["timings"]) == {"data", "extract", "train", "evaluate", "predict"}
+    assert set(report["timings"]) == {"data", "extract", "train", "proposals", "evaluate", "dense", "predict"}
+    assert 0 <= report["proposals"]["AR@10"] <= 1 and "METEOR" in report["dense_scores"]
+    assert report["subtitles"] and all(Path(p).suffix == ".vtt" and Path(p).is_file() for p in report["subtitles"])
     _check_report_page(Path(report["report_html"]), json.loads(Path(report["predictions_path"]).read_text()))
 
     # A rerun reuses data, features and the finished checkpoint.
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=240)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=420)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     again = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    assert again["reused"] == {"data": True, "extract": True, "train": True}
+    assert again["reused"] == {"data": True, "extract": True, "train": True, "proposals": True}
     assert "training already finished" in proc.stdout
 
 

@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from etspipe.config import load_config
 from etspipe.devices import device_kind, resolve_device
 from etspipe.errors import UserError
 
@@ -39,7 +40,7 @@ def test_every_stage_uses_the_one_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     assert pick_device("auto") == torch.device("cpu")
     assert dist_device("auto", DistInfo()) == torch.device("cpu")
     with pytest.raises(UserError, match="extract.device is cuda"):
-        ExtractOptions(device="cuda").torch_device()
+        ExtractOptions.from_config(load_config(), device="cuda").torch_device()
     with pytest.raises(UserError, match="device must be auto, cpu or cuda"):
         pick_device("tpu")
 

@@ -114,3 +114,15 @@ def test_result_round_trip(tmp_path):
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(UserError, match="broken.json: not valid JSON"):
         read_result(tmp_path / "broken.json")
+
+
+def test_atomic_json_is_indented_or_compact_and_leaves_no_temp_file(tmp_path):
+    from caption_model.results import write_json_atomic
+
+    data = {"attention": [[0.25, 0.75], [1.0, 0.0]], "word": "piñata"}
+    indented = write_json_atomic(tmp_path / "a.json", data).read_text(encoding="utf-8")
+    compact = write_json_atomic(tmp_path / "b.json", data, compact=True).read_text(encoding="utf-8")
+    assert json.loads(indented) == json.loads(compact) == data
+    assert indented.endswith("\n") and "\n" not in compact and " " not in compact.replace("piñata", "")
+    assert len(compact) < len(indented)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]

@@ -18,13 +18,16 @@ import numpy as np
 import pytest
 import videos
 
+from etspipe.config import load_config
 from etspipe.errors import UserError
 from extract_features import extract_corpus, extract_one
 from extract_features.options import ExtractOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 W = 0.0625  # 1/16 of C3D's width: the same code paths, ~50x fewer FLOPs
-CFG = {"extract": {"width_mult": W, "batch_size": 4, "decode_workers": 2}, "store": {"dtype": "float32"}}
+# durability is not under test here: the fault tests keep store.durable on
+CFG = load_config(None, [f"extract.width_mult={W}", "extract.batch_size=4", "extract.decode_workers=2",
+                         "store.dtype=float32", "store.durable=false"])
 BROKEN = {
     "v_empty": (videos.write_zero_byte, "empty_file"),
     "v_text": (videos.write_text_as_video, "unreadable"),
@@ -347,7 +350,10 @@ DRIVER = textwrap.dedent("""
         return store
 
     corpus.open_output_store = killing_open
-    cfg = {"extract": {"width_mult": %r, "batch_size": 4, "decode_workers": 2}, "store": {"dtype": "float32"}}
+    from etspipe.config import load_config
+
+    cfg = load_config(None, ["extract.width_mult=%r", "extract.batch_size=4", "extract.decode_workers=2",
+                             "store.dtype=float32"])  # store.durable stays on: a fault test
     extract_corpus([sys.argv[1]], sys.argv[2], cfg, progress=False)
 """) % W
 
@@ -368,7 +374,7 @@ def test_sigkill_at_several_points_then_rerun_gives_the_same_store(reference, mi
 
 
 def test_options_object_is_accepted_by_extract_one(mixed_videos):
-    rows, meta = extract_one(mixed_videos / "v_short.mp4", ExtractOptions(width_mult=W))
+    rows, meta = extract_one(mixed_videos / "v_short.mp4", ExtractOptions.from_config(CFG))
     assert rows.shape == (1, 256) and meta["padded"]
 
 
@@ -434,7 +440,7 @@ def test_a_write_error_or_decoder_crash_fails_one_video(mixed_videos, tmp_path, 
 
     monkeypatch.setattr(runner, "open_video", crashing_open_video)
     monkeypatch.setattr(corpus, "open_output_store", faulty_store)
-    cfg = {"extract": CFG["extract"], "store": {"dtype": "float16"}}
+    cfg = {**CFG, "store": {**CFG["store"], "dtype": "float16"}}
     inputs = [str(mixed_videos / f"{v}.mp4") for v in ("v_one", "v_two", "v_rot", "v_short")]
     summary = extract_corpus(inputs, str(tmp_path / "s.zarr"), cfg, progress=False)
     assert summary["done"] == 1 and sorted(summary["failures"]) == ["v_one", "v_rot", "v_two"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from etspipe.config import load_config
 from etspipe.errors import UserError
 from extract_features.clips import ClipStream, clip_positions, count_clips, frame_positions
 from extract_features.inputs import collect_videos
@@ -117,10 +118,21 @@ def test_collect_videos_from_folder_glob_and_list(tmp_path):
 
 
 def test_options_from_config_and_validation():
-    opts = ExtractOptions.from_config({"extract": {"layer": "fc6", "fps": None, "mean": [1, 2, 3]},
-                                       "store": {"dtype": "float32"}})
+    cfg = load_config(None, ["extract.layer=fc6", "extract.mean=[1, 2, 3]", "store.dtype=float32"])
+    opts = ExtractOptions.from_config(cfg)
     assert opts.layer == "fc6" and opts.mean == (1.0, 2.0, 3.0) and opts.store_dtype == "float32"
+    assert opts.clip_len == cfg["extract"]["clip_len"] and opts.store_durable is cfg["store"]["durable"]
     with pytest.raises(UserError, match="extract.layer"):
-        ExtractOptions.from_config({"extract": {"layer": "fc9"}})
+        ExtractOptions.from_config(cfg, layer="fc9")
     with pytest.raises(UserError, match="crop"):
-        ExtractOptions.from_config({"extract": {"crop": 100}})
+        ExtractOptions.from_config(cfg, crop=100)
+
+
+def test_options_come_from_the_config_only():
+    """configs/ets.yaml is the one copy of the defaults: a config without a key is an error naming it."""
+    cfg = load_config()
+    del cfg["extract"]["stride"]
+    with pytest.raises(UserError, match="extract.stride"):
+        ExtractOptions.from_config(cfg)
+    with pytest.raises(UserError, match="store.dtype"):
+        ExtractOptions.from_config({"extract": load_config()["extract"]})

@@ -15,7 +15,7 @@ from extract_features.like_store import extract_like_store
 from features_store import open_store
 
 EXTRACT = {"width_mult": 0.0625, "batch_size": 4, "decode_workers": 1}
-STORE = {"dtype": "float32"}
+STORE = {**load_config()["store"], "dtype": "float32", "durable": False}
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +30,12 @@ def clips(tmp_path_factory):
 def cfg_for() -> dict:
     cfg = load_config()
     cfg["extract"].update(EXTRACT)
+    cfg["store"]["durable"] = False
     return cfg
 
 
 def test_a_new_file_goes_through_the_stores_own_pca(clips, tmp_path):
-    cfg = {"extract": {**EXTRACT, "pca_dim": 3}, "store": STORE}
+    cfg = {"extract": {**load_config()["extract"], **EXTRACT, "pca_dim": 3}, "store": STORE}
     store, reference = tmp_path / "pca.zarr", tmp_path / "reference.zarr"
     extract_corpus([str(clips / f"v_{i}.mp4") for i in range(3)], str(store), cfg, progress=False)
     shutil.copytree(store, reference)
@@ -50,7 +51,8 @@ def test_a_new_file_goes_through_the_stores_own_pca(clips, tmp_path):
 
 def test_a_file_is_matched_by_content_not_by_name(clips, tmp_path, caplog):
     store = tmp_path / "s.zarr"
-    extract_corpus([str(clips / "v_0.mp4")], str(store), {"extract": EXTRACT, "store": STORE}, progress=False)
+    cfg = {"extract": {**load_config()["extract"], **EXTRACT}, "store": STORE}
+    extract_corpus([str(clips / "v_0.mp4")], str(store), cfg, progress=False)
     impostor = tmp_path / "other" / "v_0.mp4"
     impostor.parent.mkdir()
     shutil.copy(clips / "v_1.mp4", impostor)  # another video under the stored video's name

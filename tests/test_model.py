@@ -128,13 +128,13 @@ def test_noam_values():
     assert noam_lr(1000, 512, 1000) == pytest.approx((512 * 1000) ** -0.5)  # the peak
     assert noam_lr(4000, 512, 1000) == pytest.approx(512 ** -0.5 * 4000 ** -0.5)
     assert noam_lr(500, 512, 1000, factor=2.0) == pytest.approx(2 * noam_lr(500, 512, 1000))
-    assert noam_lr(999) < noam_lr(1000) > noam_lr(1001)
+    assert noam_lr(999, 512, 1000) < noam_lr(1000, 512, 1000) > noam_lr(1001, 512, 1000)
     opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.0)
     sched = NoamSchedule(opt, 512, 1000)
-    assert opt.param_groups[0]["lr"] == pytest.approx(noam_lr(1))
+    assert opt.param_groups[0]["lr"] == pytest.approx(noam_lr(1, 512, 1000))
     sched.step()
     sched.step()
-    assert opt.param_groups[0]["lr"] == pytest.approx(noam_lr(3))
+    assert opt.param_groups[0]["lr"] == pytest.approx(noam_lr(3, 512, 1000))
     other = NoamSchedule(opt, 512, 1000)
     other.load_state_dict(sched.state_dict())
     assert other.lr == sched.lr

@@ -25,7 +25,7 @@ RAW_META = {"width_mult": 0.0625, "fps": None}  # the store's record of how its 
 def raw_video(tmp_path_factory):
     folder = tmp_path_factory.mktemp("videos")
     path = videos.write_video(folder / "v_clip.mp4", n_frames=48, fps=24)
-    rows, meta = extract_one(path, {"extract": EXTRACT})
+    rows, meta = extract_one(path, {**load_config(), "extract": {**load_config()["extract"], **EXTRACT}})
     return path, rows.shape[1], float(meta["duration"])
 
 

@@ -34,7 +34,8 @@ def test_train_proposals_command_writes_into_the_run_folder(tmp_path):
 
 
 def test_train_proposals_user_errors_are_one_line(tmp_path):
-    (tmp_path / "a.json").write_text("{}")
+    (tmp_path / "a.json").write_text(json.dumps({"v_a": {"duration": 9.0, "timestamps": [[1, 4]],
+                                                          "sentences": ["a man runs"]}}))
     result = CliRunner().invoke(cli, ["train-proposals", "--store", str(tmp_path / "nope.zarr"),
                                       "--train", str(tmp_path / "a.json"), "--save_dir", str(tmp_path / "run")])
     errors = [line for line in result.output.splitlines() if "error" in line.lower() or "Traceback" in line]

@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 import zarr
 
+import features_store
 from etspipe.errors import UserError
-from features_store import FAILURE_REASONS, SegmentError, backend_for, format_info, open_store
+from features_store import FAILURE_REASONS, SegmentError, backend_for, format_info
+
+
+def open_store(*args, **kwargs) -> features_store.FeatureStore:
+    """The API under test, without fsyncs (store.durable false): durability is tested with faults."""
+    return features_store.open_store(*args, durable=False, **kwargs)
 
 DIM = 6
 META = {"extractor": "c3d", "layer": "fc7", "dim": DIM, "clip_len": 16, "stride": 8, "chunk_rows": 4,

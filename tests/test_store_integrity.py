@@ -102,6 +102,21 @@ def test_commit_fsyncs_rows_marker_and_directories(tmp_path, monkeypatch):
     assert os.path.exists(marker)
 
 
+def test_store_durable_off_makes_no_fsync(tmp_path, monkeypatch):
+    """store.durable (on in configs/ets.yaml) false: commits stay atomic but nothing is fsynced."""
+    from etspipe.config import load_config
+    from extract_features.options import ExtractOptions
+
+    assert load_config()["store"]["durable"] is True
+    opts = ExtractOptions.from_config(load_config(None, ["store.durable=false"]))
+    synced = _fsynced(monkeypatch)
+    with open_store(str(tmp_path / "s.zarr"), "w", META, durable=opts.store_durable) as st:
+        st.write_video("v_a", feats(10), VMETA)
+        st.write_video("v_a", feats(10, 1), VMETA)
+        np.testing.assert_array_equal(st.rows("v_a"), feats(10, 1))
+    assert synced == []
+
+
 def _damage(path: Path, store_rel: str) -> None:
     chunk = path / store_rel / "c" / "1" / "0"
     chunk.write_bytes(chunk.read_bytes()[:20])
@@ -169,6 +184,48 @@ def test_hdf5_verify_and_repair(tmp_path):
     assert cli("store", "verify", path).exit_code == 3
     assert cli("store", "verify", path, "--repair").exit_code == 0
     assert cli("store", "verify", path).exit_code == 0
+
+
+def _projection(seed: int, source_dim: int = 10):
+    from extract_features.pca import IncrementalPCA
+
+    fitter = IncrementalPCA(source_dim)
+    fitter.partial_fit(np.random.default_rng(seed).standard_normal((40, source_dim)))
+    return fitter.finish(DIM)
+
+
+@pytest.mark.parametrize("name", ["s.zarr", "s.h5"])
+def test_verify_checks_each_video_against_the_stores_projection(tmp_path, name):
+    """A video projected by another PCA (or by none) in a store with a projection is bad; --repair makes
+    it not done; `store info` shows the projection's checksum, dimensions and sample count."""
+    path = str(tmp_path / name)
+    ours, other = _projection(0), _projection(1)
+    raw = np.random.default_rng(2).standard_normal((10, 10))
+    with open_store(path, "w", META) as st:
+        st.write_aux("pca", ours.arrays())
+        st.write_video("v_ours", *ours.project(raw, VMETA))
+        st.write_video("v_other", *other.project(raw, VMETA))
+        st.write_video("v_none", feats(10), VMETA)
+    result = cli("store", "verify", path)
+    assert result.exit_code == 3, result.output
+    assert f"bad video v_other: projected by another PCA ({other.checksum()[:12]}" in result.output
+    assert "bad video v_none: records no PCA projection" in result.output
+    assert "3 complete videos checked: 1 good, 2 bad" in result.output
+    assert cli("store", "verify", path, "--repair").exit_code == 0
+    with open_store(path, "r") as st:
+        assert st.complete_ids() == ["v_ours"]
+    out = cli("store", "info", path).output
+    assert f"sha256 {ours.checksum()}, 10 -> {DIM} dimensions, fitted on 40 rows" in out
+    info = json.loads(cli("store", "info", path, "--json").output)
+    assert info["pca_projection"] == ours.identity()
+
+
+def test_verify_finds_a_pca_video_in_a_store_without_projection(tmp_path):
+    path = str(tmp_path / "s.zarr")
+    with open_store(path, "w", META) as st:
+        st.write_video("v_a", *_projection(0).project(np.ones((3, 10)), VMETA))
+    result = cli("store", "verify", path)
+    assert result.exit_code == 3 and "but the store holds no projection" in result.output
 
 
 def test_info_lists_failed_videos_with_reasons(tmp_path):

@@ -68,6 +68,17 @@ def tiny_cfg(save_dir: Path, **train_kw) -> dict:
     return cfg
 
 
+def assert_resume_equals_straight_run(resumed: Path, tmp_path: Path, store: Path, ann: Path) -> None:
+    """Exact resume: the resumed run's last.pt equals, bit for bit, that of a run that never stopped."""
+    train(tiny_cfg(tmp_path / "straight"), str(store), [str(ann)], progress=False)
+    a = load_checkpoint(resumed / "last.pt")
+    b = load_checkpoint(tmp_path / "straight" / "last.pt")
+    assert a["step"] == b["step"] == 9
+    for name, tensor in b["model"].items():
+        assert torch.equal(a["model"][name], tensor), name
+    assert a["best"] == b["best"]
+
+
 def test_train_learns_validates_and_writes_its_files(tmp_path):
     store, ann = make_corpus(tmp_path, missing=1, failed=1)
     cfg = tiny_cfg(tmp_path / "run", epochs=16, val_meteor=True, valid_interval=8)
@@ -129,13 +140,7 @@ def test_resume_after_sigkill_reaches_the_same_weights(tmp_path):
     resumed = train(tiny_cfg(tmp_path / "elsewhere"), str(store), [str(ann)], resume=str(tmp_path / "killed"),
                     progress=False)
     assert resumed.parent == tmp_path / "killed"  # a resumed run stays in its folder
-    train(tiny_cfg(tmp_path / "straight"), str(store), [str(ann)], progress=False)
-    a = load_checkpoint(tmp_path / "killed" / "last.pt")
-    b = load_checkpoint(tmp_path / "straight" / "last.pt")
-    assert a["step"] == b["step"] == 9
-    for name, tensor in b["model"].items():
-        assert torch.equal(a["model"][name], tensor), name
-    assert a["best"] == b["best"]
+    assert_resume_equals_straight_run(tmp_path / "killed", tmp_path, store, ann)
 
 
 def test_finetune_from_weights_and_dimension_mismatch(tmp_path):
@@ -173,7 +178,7 @@ def test_dataset_reads_rows_lazily_with_the_alignment_rule(tmp_path):
                                                  "dtype": "float32"}) as store:
         store.write_video("v_x", rows, {"fps": 30.0, "duration": 11.0, "clip_len": 16, "stride": 8})
     items = [Item("v_x", 0.0, 11.0, (1, 5, 2)), Item("v_x", 2.0, 2.0, (1, 2)), Item("v_x", 12.0, 12.0, (1, 2)),
-             Item("v_x", 1.0, 2.0, (1, 2))]
+             Item("v_x", 1.0, 2.0, (1, 2)), Item("v_x", 2.0, 1.0, (1, 2))]
     ds = SegmentDataset(str(store_path), items, max_rows=8)
     long, _, _ = ds[0]
     assert long.shape == (8, 4) and long[0, 0] == 0 and long[-1, 0] == rows[-1, 0]  # uniform subsample, ends kept
@@ -183,22 +188,25 @@ def test_dataset_reads_rows_lazily_with_the_alignment_rule(tmp_path):
     assert past.tolist() == [rows[-1].tolist()]
     inside, _, _ = ds[3]  # centres inside [1, 2]: rows 3..6
     assert inside[:, 0].tolist() == rows[3:7, 0].tolist()
+    # reversed: read with start and end swapped, as evaluation and prediction read it (docs/ARCHITECTURE.md)
+    swapped, _, _ = ds[4]
+    assert swapped.tolist() == inside.tolist()
 
 
 def test_resume_keeps_the_run_settings_but_takes_runtime_keys():
     from caption_model.run_folder import resumed_config as _resumed_config
+    from etspipe.config import reference_config
 
     saved = {"model": {"proj_dim": 32}, "data": {"num_workers": 0, "max_rows": 8},
              "train": {"batch_size": 8, "epochs": 3, "device": "cpu", "save_dir": "a"}}
-    given = {"model": {"proj_dim": 512}, "data": {"num_workers": 2, "max_rows": 256},
-             "train": {"batch_size": 64, "epochs": 10, "device": "auto", "save_dir": "b"}}
+    given = reference_config()  # a loaded config is complete: every key of configs/ets.yaml
+    given["model"]["proj_dim"], given["data"]["max_rows"] = 512, 256
+    given["train"].update(batch_size=64, epochs=given["train"]["epochs"] + 7, save_dir="b")
     cfg = _resumed_config(saved, given)
     assert cfg["model"]["proj_dim"] == 32 and cfg["train"]["batch_size"] == 8 and cfg["data"]["max_rows"] == 8
-    assert cfg["train"]["epochs"] == 10  # changed from the reference value: the user asked for it
+    assert cfg["train"]["epochs"] == given["train"]["epochs"]  # changed from the reference: the user asked for it
     # equal to the reference values (what a plain `--resume` passes): the run keeps its own
     assert cfg["train"]["device"] == "cpu" and cfg["data"]["num_workers"] == 0
-    from etspipe.config import reference_config
-
     plain = _resumed_config(saved, reference_config())
     assert plain["train"]["epochs"] == 3 and plain["model"]["proj_dim"] == 32
 
@@ -241,12 +249,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch):
     monkeypatch.setattr(tr.NoamSchedule, "step", original)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
     train(tiny_cfg(tmp_path / "x"), str(store), [str(ann)], resume=str(tmp_path / "interrupted"), progress=False)
-    train(tiny_cfg(tmp_path / "straight"), str(store), [str(ann)], progress=False)
-    a = load_checkpoint(tmp_path / "interrupted" / "last.pt")
-    b = load_checkpoint(tmp_path / "straight" / "last.pt")
-    assert a["step"] == b["step"] == 9
-    for name, tensor in b["model"].items():
-        assert torch.equal(a["model"][name], tensor), name
+    assert_resume_equals_straight_run(tmp_path / "interrupted", tmp_path, store, ann)
 
 
 def test_ctrl_c_before_the_first_checkpoint_says_nothing_was_saved(tmp_path, monkeypatch):

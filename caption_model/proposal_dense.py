@@ -1,0 +1,221 @@
+"""Dense captioning: the proposal model's events, captioned through the same decoding path as given segments.
+
+Two users: `predict` (a file-list line with a video and no times becomes one
+segment per event; `expand_untimed`) and `evaluate --dense` (every video of
+the first annotation file; `run_dense_evaluate`). The events of a video are its
+proposals scoring at least ``proposals.score_threshold``, at most
+``proposals.max_events`` of them (best scores first), sorted by start. A video
+with no proposal above the threshold is captioned whole, and the run says so.
+Each result entry carries its ``proposal_score`` (null for a whole-video fallback).
+
+The proposal model is found in the captioner's run folder (the folder of the
+checkpoint in use): training both into one folder is what ties them together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from caption_model.proposal_infer import Proposer, check_store, find_proposal_checkpoint, video_events
+from etspipe.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+Scores = dict[tuple[int, float, float], Any]  # (file-list line, start, end) -> proposal score
+Targets = list[tuple[Any, str]]  # (file-list entry, store id)
+
+
+def load_proposer(run_dir: Path, device) -> Proposer | None:
+    """The proposal model of a run folder, or None when it has none."""
+    path = find_proposal_checkpoint(run_dir)
+    return None if path is None else Proposer.load(path, device)
+
+
+def video_plan(proposer: Proposer, store, sid: str, pcfg: dict, max_events: int) -> tuple[list[dict], str | None]:
+    """The events of one store video (``{"segment", "score"}``, by start) and the whole-video note, if any."""
+    props = proposer.propose(store, sid, float(pcfg["nms_tiou"]), int(pcfg["max_proposals"]))
+    duration = float(store.video_meta(sid)["duration"])
+    return video_events(props, duration, float(pcfg["score_threshold"]), max_events)
+
+
+def fallback_note(whole: dict[str, str]) -> list[str]:
+    """One line for all videos captioned whole because no proposal passed the threshold."""
+    if not whole:
+        return []
+    vid, why = next(iter(whole.items()))
+    return [f"warning: {len(whole)} video(s) captioned whole: {why} (first: {vid})"]
+
+
+def expand_untimed(cfg: dict, checkpoint: Path, store_path: str, targets: Sequence[tuple[Any, str]], *,
+                   max_events: int | None = None, device: Any = "cpu") -> tuple[Targets, Scores, list[str]]:
+    """Replace each entry without times by one entry per event of its video; entries with times stay.
+
+    Returns (targets, proposal scores by (line, start, end), notes). Without a
+    proposal model beside `checkpoint`, untimed lines stay whole-video and one
+    note says why; a video whose proposals cannot be computed stays whole too.
+    """
+    untimed = [e for e, _ in targets if e.start is None]
+    if not untimed:
+        return list(targets), {}, []
+    proposer = load_proposer(Path(checkpoint).parent, device)
+    if proposer is None:
+        return list(targets), {}, [f"warning: no proposal model in {Path(checkpoint).parent} (train one with "
+                                   f"`etspipe train-proposals`): {len(untimed)} line(s) without times caption "
+                                   "the whole video"]
+    from features_store import open_store
+
+    pcfg = cfg["proposals"]
+    limit = int(max_events if max_events is not None else pcfg["max_events"])
+    out, scores, whole, failed = [], {}, {}, {}
+    with open_store(store_path, "r") as store:
+        check_store(proposer.ckpt, dict(store.meta), store_path)
+        for e, sid in targets:
+            if e.start is not None:
+                out.append((e, sid))
+                continue
+            try:
+                events, why = video_plan(proposer, store, sid, pcfg, limit)
+            except (UserError, OSError, ValueError, KeyError) as exc:
+                failed[sid] = f"{type(exc).__name__}: {exc}"
+                out.append((e, sid))
+                continue
+            if why:
+                whole[sid] = why
+            for ev in events:
+                start, end = ev["segment"]
+                out.append((dataclasses.replace(e, start=start, end=end), sid))
+                scores[(e.line, start, end)] = ev["score"]
+    notes = fallback_note(whole) + [f"warning: proposals of {sid} failed ({why}): captioned whole"
+                                    for sid, why in failed.items()]
+    return out, scores, notes
+
+
+def dense_results(cfg: dict, model, vocab, proposer: Proposer, store, wanted: Sequence[tuple[str, str]],
+                  run_cfg: dict, device, *, batch_size: int, progress: bool) -> tuple[dict, dict, list[str]]:
+    """Captioned events of (video, store id) pairs: (results, all proposals by video, notes)."""
+    from caption_model.captioning import SegmentRows, caption_segments, fallback_lines
+    from caption_model.results import entry
+
+    pcfg = cfg["proposals"]
+    proposals, plans, whole, failed = {}, [], {}, {}
+    for vid, sid in wanted:
+        try:
+            props = proposer.propose(store, sid, float(pcfg["nms_tiou"]), int(pcfg["max_proposals"]))
+        except (UserError, OSError, ValueError, KeyError) as exc:
+            failed[vid] = f"{type(exc).__name__}: {exc}"
+            continue
+        proposals[vid] = props
+        events, why = video_events(props, float(store.video_meta(sid)["duration"]),
+                                   float(pcfg["score_threshold"]), int(pcfg["max_events"]))
+        if why:
+            whole[vid] = why
+        plans += [(vid, sid, ev) for ev in events]
+    reader = SegmentRows(store, run_cfg["data"]["max_rows"])
+    caps = caption_segments(model, vocab, store, [(sid, *ev["segment"]) for _, sid, ev in plans], run_cfg,
+                            device, batch_size=batch_size, progress=progress, reader=reader)
+    results: dict[str, list] = {}
+    for (vid, _sid, ev), cap in zip(plans, caps, strict=True):
+        if cap is not None:
+            item = entry(*ev["segment"], cap["sentence"])
+            item["proposal_score"] = None if ev["score"] is None else round(float(ev["score"]), 4)
+            results.setdefault(vid, []).append(item)
+    notes = fallback_lines(reader.cases) + fallback_note(whole)
+    notes += [f"warning: {len(failed)} video(s) have no proposals ({next(iter(failed.items()))})"] if failed else []
+    return results, proposals, notes
+
+
+def run_dense_evaluate(cfg: dict, weights: str | Path | None, store_path: str, annotation_paths: Sequence[str], *,
+                       out_dir: str | Path | None = None, device: str | None = None, batch_size: int | None = None,
+                       progress: bool = True, echo: Callable[[str], None] | None = print) -> dict[str, Any]:
+    """Caption the model's own events of every stored video of the first file; official scores plus AR@AN.
+
+    Writes ``dense_<stem>_<time>.json`` (results with proposal scores), its
+    ``_scores.json`` (official protocol against ALL annotation files), and the
+    proposal figures and AR-AN PNG beside it (proposals against the same files).
+    """
+    from caption_model import densevid
+    from caption_model.captioning import external_details, pick_device, resolve_weights
+    from caption_model.checkpoint import check_feat_dim, load_model
+    from caption_model.evaluate import score_and_save, scores_path_for
+    from caption_model.results import default_result_path, make_result, write_result
+    from features_store import open_store
+
+    references = densevid.load_references(annotation_paths)
+    ckpt_path = resolve_weights(cfg, weights, echo)
+    dev = pick_device(device or cfg["train"]["device"])
+    model, vocab, ckpt = load_model(ckpt_path, dev)
+    proposer = load_proposer(ckpt_path.parent, dev)
+    if proposer is None:
+        raise UserError(f"evaluate --dense needs a proposal model beside {ckpt_path} (proposals_best.pt); "
+                        "train one with `etspipe train-proposals --save_dir " f"{ckpt_path.parent}`")
+    if not Path(str(store_path)).exists() and "://" not in str(store_path):
+        raise UserError(f"no feature store at {store_path}")
+    with open_store(str(store_path), "r") as store:
+        check_feat_dim(ckpt, store.dim, store_path)
+        check_store(proposer.ckpt, dict(store.meta), str(store_path))
+        wanted, missing = _stored_videos(references[0], store)
+        if not wanted:
+            raise UserError(f"no video of {annotation_paths[0]} is in the store {store_path}")
+        run_cfg = {"decode": cfg["decode"], "data": ckpt["config"]["data"]}
+        results, proposals, notes = dense_results(cfg, model, vocab, proposer, store, wanted, run_cfg, dev,
+                                                  batch_size=batch_size or cfg["decode"]["batch_size"],
+                                                  progress=progress)
+    if missing:
+        notes.append(f"warning: {len(missing)} video(s) of {annotation_paths[0]} are not in the store and score 0 "
+                     f"(first: {missing[0]})")
+    folder = Path(out_dir) if out_dir else Path(cfg["eval"]["results_dir"])
+    result_file = write_result(default_result_path(folder, f"dense_{Path(annotation_paths[0]).stem}"),
+                               make_result(results, external_details(ckpt.get("store_meta"))))
+    for line in notes + [f"wrote {sum(map(len, results.values()))} dense captions of {len(results)} videos to "
+                         f"{result_file}"]:
+        echo(line) if echo else logger.info("%s", line)
+    scores = score_and_save(cfg, {"results": results}, references, annotation_paths, result_file,
+                            scores_path_for(result_file), ckpt_path, echo)
+    figures = _proposal_figures(references, proposals, result_file, echo)
+    return {"results_path": str(result_file), "scores_path": str(scores_path_for(result_file)), "scores": scores,
+            "proposals": figures, "checkpoint": str(ckpt_path), "proposal_checkpoint": proposer.ckpt["path"],
+            "n_events": sum(map(len, results.values())), "notes": notes}
+
+
+def _stored_videos(reference: dict, store) -> tuple[list[tuple[str, str]], list[str]]:
+    from caption_model.dataset import store_id_for
+
+    available = frozenset(store.complete_ids())
+    pairs = [(vid, store_id_for(vid, available)) for vid in reference]
+    return [(v, s) for v, s in pairs if s is not None], [v for v, s in pairs if s is None]
+
+
+def _proposal_figures(references: list, proposals: dict, result_file: Path, echo) -> dict:
+    """AR@AN of the unthresholded proposals against all reference files; PNG and JSON beside the results."""
+    from caption_model.proposal_eval import format_figures
+    from caption_model.proposal_metrics import ar_an, plot_ar_an, summary
+    from caption_model.results import write_json_atomic
+
+    gt: dict[str, list] = {}
+    for ref in references:
+        for vid, ann in ref.items():
+            gt.setdefault(vid, []).extend(ann["timestamps"])
+    figures = summary(gt, proposals)
+    stem = result_file.with_suffix("")
+    figures["plot_path"] = str(plot_ar_an({"learned": ar_an(gt, proposals)}, f"{stem}_ar_an.png"))
+    write_json_atomic(f"{stem}_proposals.json", figures)
+    if echo:
+        echo(format_figures(figures))
+        echo(f"AR-AN curve: {figures['plot_path']}")
+    return figures
+
+
+def write_video_subtitles(results_path: str | Path, fmt: str, echo: Callable[[str], None] | None = print) -> list[str]:
+    """One subtitle file per video of a result JSON, in its folder (``<video>.<fmt>``)."""
+    from caption_model.results import read_result
+    from caption_model.subtitles import write_all
+
+    results_path = Path(results_path)
+    paths = write_all(read_result(results_path)["results"], results_path.parent, fmt)
+    line = f"wrote {len(paths)} {fmt.upper()} subtitle file(s) to {results_path.parent}"
+    echo(line) if echo else logger.info("%s", line)
+    return [str(p) for p in paths]

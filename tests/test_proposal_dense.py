@@ -1,0 +1,132 @@
+"""Dense captioning through the CLI: predict on videos without times, subtitles, evaluate --dense."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import srt
+import webvtt
+from click.testing import CliRunner
+from stage2_store import make_checkpoint
+from test_proposal_train import STORE_META, make_event_corpus, tiny_cfg
+
+from caption_model.proposal_train import train_proposals
+from pipeline import cli
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A store, a (small, untrained) captioner and a trained proposal model in one run folder."""
+    root = tmp_path_factory.mktemp("dense")
+    store, ann = make_event_corpus(root, n_videos=12)
+    folder = root / "run"
+    make_checkpoint(folder / "best.pt", feat_dim=8, store_meta={**STORE_META, "dim": 8})
+    _speaking(folder / "best.pt")
+    train_proposals(tiny_cfg(folder, epochs=4), str(store), [str(ann)], progress=False)
+    return {"root": root, "store": store, "ann": ann, "run": folder}
+
+
+def _speaking(path: Path) -> None:
+    """Bias the untrained captioner towards a word, so that every caption (and every cue) has text."""
+    import torch
+
+    ckpt = torch.load(path, weights_only=True)
+    bias = next(k for k in ckpt["model"] if k.endswith("logits.bias"))
+    ckpt["model"][bias][ckpt["vocab"]["itos"].index("man")] += 20.0
+    torch.save(ckpt, path)
+
+
+def _predict(run: dict, lines: list[str], *extra: str, weights: Path | None = None):
+    out = run["root"] / f"out_{abs(hash((tuple(lines), extra))) % 10**8}"
+    filelist = run["root"] / "list.txt"
+    filelist.write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(cli, ["predict", "--filelist", str(filelist), "--store", str(run["store"]),
+                                      "--weights", str(weights or run["run"] / "best.pt"), "--out", str(out),
+                                      "--device", "cpu", *extra])
+    doc = json.loads(next(out.glob("predict_*.json")).read_text()) if out.exists() else None
+    return result, doc, out
+
+
+def test_video_without_times_gives_sorted_scored_events_and_timed_line_is_unchanged(run):
+    result, doc, out = _predict(run, ["v_ev000", "v_ev001 1.0 2.0"], "--max-events", "3", "--subtitles", "vtt",
+                                "-o", "proposals.score_threshold=0.0")
+    assert result.exit_code == 0, result.output
+    events = doc["results"]["v_ev000"]
+    assert 1 <= len(events) <= 3
+    assert [e["timestamp"][0] for e in events] == sorted(e["timestamp"][0] for e in events)
+    assert all(0 <= e["proposal_score"] <= 1 and isinstance(e["sentence"], str) for e in events)
+    (timed,) = doc["results"]["v_ev001"]
+    assert timed == {"timestamp": [1.0, 2.0], "sentence": timed["sentence"]}  # no proposal_score: as before
+    cues = webvtt.read(str(out / "v_ev000.vtt")).captions
+    assert len(cues) == len(events) and (out / "v_ev001.vtt").is_file()
+    assert "wrote 2 VTT subtitle file(s)" in result.output
+
+
+def test_srt_subtitles_parse(run):
+    result, doc, out = _predict(run, ["v_ev002"], "--subtitles", "srt", "-o", "proposals.score_threshold=0.0")
+    assert result.exit_code == 0, result.output
+    subs = list(srt.parse((out / "v_ev002.srt").read_text()))
+    assert len(subs) == len(doc["results"]["v_ev002"])
+
+
+def test_empty_set_after_threshold_captions_whole_video_and_says_so(run):
+    result, doc, _ = _predict(run, ["v_ev003", "v_ev004"], "-o", "proposals.score_threshold=1.0")
+    assert result.exit_code == 0, result.output
+    for vid in ("v_ev003", "v_ev004"):
+        (only,) = doc["results"][vid]
+        assert only["timestamp"][0] == 0.0 and only["proposal_score"] is None
+    warnings = [line for line in result.output.splitlines() if "captioned whole" in line]
+    assert len(warnings) == 1 and "2 video(s)" in warnings[0] and "score_threshold=1" in warnings[0]
+
+
+def test_without_a_proposal_model_the_whole_video_is_captioned_and_said_once(run):
+    bare = run["root"] / "bare"
+    bare.mkdir(exist_ok=True)
+    shutil.copy(run["run"] / "best.pt", bare / "best.pt")
+    result, doc, _ = _predict(run, ["v_ev005", "v_ev006"], weights=bare / "best.pt")
+    assert result.exit_code == 0, result.output
+    assert all(len(doc["results"][v]) == 1 and "proposal_score" not in doc["results"][v][0]
+               for v in ("v_ev005", "v_ev006"))
+    lines = [line for line in result.output.splitlines() if "no proposal model" in line]
+    assert len(lines) == 1 and "2 line(s) without times" in lines[0] and "train-proposals" in lines[0]
+
+
+def test_proposal_model_of_another_store_is_one_line(run):
+    other_root = run["root"] / "other"
+    other_root.mkdir(exist_ok=True)
+    other, _ = make_event_corpus(other_root, n_videos=3, meta={"layer": "pool5"})
+    filelist = run["root"] / "o.txt"
+    filelist.write_text("v_ev000\n")
+    result = CliRunner().invoke(cli, ["predict", "--filelist", str(filelist), "--store", str(other),
+                                      "--weights", str(run["run"] / "best.pt"), "--out", str(other_root / "o"),
+                                      "--device", "cpu"])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and len(errors) == 1
+    assert str(run["store"]) in errors[0] and str(other) in errors[0] and "pool5" in errors[0]
+
+
+def test_evaluate_dense_scores_own_events_and_reports_ar_an(run):
+    out = run["root"] / "eval"
+    result = CliRunner().invoke(cli, ["evaluate", "--dense", "--store", str(run["store"]), "--annotations",
+                                      str(run["ann"]), "--weights", str(run["run"] / "best.pt"), "--out", str(out),
+                                      "--device", "cpu", "-o", "proposals.score_threshold=0.0"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(next(out.glob("dense_*[0-9].json")).read_text())
+    assert len(doc["results"]) == 12 and all("proposal_score" in e for v in doc["results"].values() for e in v)
+    assert next(out.glob("dense_*_scores.json")).is_file()
+    assert next(out.glob("dense_*_ar_an.png")).read_bytes()[:4] == b"\x89PNG"
+    figures = json.loads(next(out.glob("dense_*_proposals.json")).read_text())
+    assert 0 <= figures["AR@10"] <= 1 and "AR@10" in result.output and "METEOR" in result.output
+
+
+def test_evaluate_dense_without_proposal_model_is_one_line(run, tmp_path):
+    shutil.copy(run["run"] / "best.pt", tmp_path / "best.pt")
+    result = CliRunner().invoke(cli, ["evaluate", "--dense", "--store", str(run["store"]), "--annotations",
+                                      str(run["ann"]), "--weights", str(tmp_path / "best.pt"), "--device", "cpu"])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and len(errors) == 1 and "train-proposals" in errors[0]
