@@ -22,14 +22,13 @@ one. Only json and numpy here (stage 2 calls it; no click, no page code).
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from caption_model.results import write_json_atomic
 
 SIDECAR_FORMAT = "etspipe-attention"
 SIDECAR_VERSION = 1
@@ -75,20 +74,5 @@ class AttentionSidecar:
 
     def write(self, path: str | Path) -> Path:
         """Write atomically (a crash never leaves half a sidecar), compact: it is mostly numbers."""
-        return _write_compact(path, self.document())
+        return write_json_atomic(path, self.document(), compact=True)
 
-
-def _write_compact(path: str | Path, data: Any) -> Path:
-    """Temp file then rename, like `results.write_json_atomic`, but without its indent (x2 size on matrices)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, ensure_ascii=False, separators=(",", ":"))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path

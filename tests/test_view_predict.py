@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from stage2_store import make_checkpoint, make_store
 
 from caption_model.attention_sidecar import sidecar_path_for
+from etspipe.config import load_config
 from extract_features import extract_one
 
 EXTRACT = {"width_mult": 0.0625, "batch_size": 4, "decode_workers": 1}
@@ -22,7 +23,7 @@ def test_predict_html_writes_sidecar_and_page_with_videos_and_attention(tmp_path
 
     (tmp_path / "clips").mkdir()
     video = videos.write_video(tmp_path / "clips" / "v_clip.mp4", n_frames=48, fps=24)
-    rows, _ = extract_one(video, {"extract": EXTRACT})
+    rows, _ = extract_one(video, {**load_config(), "extract": {**load_config()["extract"], **EXTRACT}})
     store = make_store(tmp_path / "store.zarr", {"v_stored": 20.0}, dim=rows.shape[1],
                        meta={"width_mult": 0.0625, "fps": None})
     ckpt = make_checkpoint(tmp_path / "best.pt", feat_dim=rows.shape[1])
