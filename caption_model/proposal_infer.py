@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from caption_model.checkpoint import read_checkpoint_file
 from caption_model.proposal_model import ProposalNet, proposals_from_scores, row_edges
 from etspipe.errors import UserError
 
@@ -43,14 +44,7 @@ def load_proposal_checkpoint(path: str | Path, prefer: Sequence[str] = (BEST, LA
     if found is None:
         raise UserError(f"no proposal model ({' or '.join(prefer)}) in {path}; train one with "
                         "`etspipe train-proposals`")
-    try:
-        ckpt = torch.load(found, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file: say which, no traceback
-        raise UserError(f"{found}: not a readable checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise UserError(f"{found}: not an etspipe proposal-model checkpoint")
-    ckpt["path"] = str(found)
-    return ckpt
+    return read_checkpoint_file(Path(found), FORMAT, "proposal-model")
 
 
 def describe_store(meta: dict) -> str:
