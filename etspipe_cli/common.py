@@ -226,3 +226,12 @@ class CliFormatter(logging.Formatter):
             msg += "\n" + self.formatException(record.exc_info)
         prefix = f"{record.levelname.lower()}: " if record.levelno >= logging.WARNING else ""
         return f"[{record.name}] {prefix}{msg}" if self.debug else prefix + msg
+
+
+def training_inputs(func: Callable) -> Callable:
+    """--store and --train, the inputs every training command (captioner, proposals) reads."""
+    func = click.option("--train", "train_paths", cls=ManyValuesOption, multiple=True, required=True,
+                        type=click.Path(dir_okay=False),
+                        help="Training annotations (ActivityNet Captions JSON), one or more.")(func)
+    return click.option("--store", "store_path", required=True,
+                        help="Feature store made by `extract` or `import-features`.")(func)

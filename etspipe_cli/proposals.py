@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import click
 
-from etspipe_cli.common import DEVICE, OUTPUT_FOLDER, ManyValuesOption, _set, config_default, config_options
+from etspipe_cli.common import (
+    DEVICE,
+    OUTPUT_FOLDER,
+    _set,
+    config_default,
+    config_options,
+    training_inputs,
+)
 
 
 @click.command("train-proposals")
-@click.option("--store", "store_path", required=True, help="Feature store made by `extract` or `import-features`.")
-@click.option("--train", "train_paths", cls=ManyValuesOption, multiple=True, required=True,
-              type=click.Path(dir_okay=False), help="Training annotations (ActivityNet Captions JSON), one or more.")
+@training_inputs
 @click.option("--save-dir", type=OUTPUT_FOLDER, default=None,
               help="Run folder, shared with the captioner.", show_default=config_default("train.save_dir"))
 @click.option("--resume", default=None, help="Continue a proposal run from its folder or proposals_last.pt.")
