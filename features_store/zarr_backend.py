@@ -160,10 +160,11 @@ class ZarrStore(ZarrChecks, FeatureStore):
             self._markers[video_id] = doc
         return doc
 
-    def _open_zarr_store(self, read_only: bool) -> zarr.abc.store.Store:
+    def _open_zarr_store(self, read_only: bool, rel: str = "") -> zarr.abc.store.Store:
         if self._local:
-            return zarr.storage.LocalStore(self._root, read_only=read_only)
-        return zarr.storage.FsspecStore.from_url(self.path, read_only=read_only)
+            return zarr.storage.LocalStore(self._key(rel) if rel else self._root, read_only=read_only)
+        url = f"{self.path.rstrip('/')}/{rel}" if rel else self.path
+        return zarr.storage.FsspecStore.from_url(url, read_only=read_only)
 
     # ------------------------------------------------------------------ create / open
     def _read_root_meta(self, path: str) -> dict:
@@ -240,8 +241,11 @@ class ZarrStore(ZarrChecks, FeatureStore):
         """Write the rows as a new array and make it durable; the CRC-32 of each chunk file."""
         n, dim = rows.shape
         cr = self.chunk_rows
+        # The array is the root of a store opened at its own folder: zarr then writes nothing above it (it
+        # would re-create the parent groups' zarr.json through temporary files, and a writer killed there
+        # leaves a file outside the token folder that no rerun removes).
         array = zarr.create_array(
-            self._zstore, name=rel, shape=(n, dim), chunks=(cr, dim), dtype=self.dtype,
+            self._open_zarr_store(read_only=False, rel=rel), shape=(n, dim), chunks=(cr, dim), dtype=self.dtype,
             compressors=BloscCodec(cname=CODEC["cname"], clevel=CODEC["clevel"], shuffle=CODEC["shuffle"]),
             fill_value=0, attributes={"etspipe_video": vmeta},
             config={"write_empty_chunks": True},  # every chunk exists: a missing one is damage, not zeros

@@ -53,7 +53,9 @@ class ZarrChecks:
             if key == "zarr.json":
                 continue
             if video_id is None:
-                out.append((f"videos/{key}", "not the folder of any video id"))
+                why = ("temporary file of a zarr write killed by an older etspipe" if key.endswith(".partial")
+                       else "not the folder of any video id")
+                out.append((f"videos/{key}", why))
                 continue
             out += [(f"videos/{key}/{t}", "rows of an interrupted or superseded write")
                     for t in self._stale_arrays(video_id) if not writer_alive(t)]

@@ -116,6 +116,29 @@ def test_sigkill_inside_commits_then_verify_and_rerun_equal_uninterrupted(ctx, t
             assert st.video_meta(vid) == ref.video_meta(vid)
 
 
+def test_zarr_writes_only_inside_the_new_arrays_folder(tmp_path, monkeypatch):
+    """zarr writes through temporary files; a kill leaves one behind. Inside the write's own token folder
+    the next write removes it; anywhere else (zarr re-creating parent groups' zarr.json) it stayed for good
+    (the CI failure of the kill test above: `videos/zarr.<uuid>.partial` after the rerun)."""
+    import zarr.storage
+
+    written: list[Path] = []
+    for name in ("set", "set_if_not_exists"):
+        original = getattr(zarr.storage.LocalStore, name)
+
+        async def record(self, key, value, _original=original):
+            written.append(Path(self.root) / key)
+            return await _original(self, key, value)
+        monkeypatch.setattr(zarr.storage.LocalStore, name, record)
+    path = tmp_path / "s.zarr"
+    with open_store(str(path), "w", META) as st:
+        st.write_video("v_a", version("v_a", 0), VMETA)
+        array_folder = path / st.array_path("v_a")
+    assert written, "the writes did not go through zarr's LocalStore: this test checks nothing"
+    outside = [str(p.relative_to(path)) for p in written if array_folder not in p.parents]
+    assert outside == []
+
+
 def _write_under_file_size_limit(path: str, limit: int, out: str) -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
