@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections import Counter
 from typing import Any
@@ -26,6 +27,25 @@ from features_store.ids import validate_video_id
 from features_store.projection import projection_identity
 
 log = logging.getLogger(__name__)
+
+def as_float32(rows: np.ndarray) -> np.ndarray:
+    """Rows as float32 (equal to ``astype(np.float32)``, NaN stays NaN); float16 through torch's cast.
+
+    NumPy's float16 -> float32 cast does not use the CPU's F16C instructions in these wheels: it took
+    about 200 us of every ~500 us random segment read (131 x 500 rows, 2-core EPYC); torch's takes about
+    25 us (docs/PERFORMANCE.md, benchmarks/bench_store.py). torch is imported on the first float16 read
+    only, so listing and `store info` start without it.
+    """
+    if rows.dtype != np.float16:
+        return rows.astype(np.float32, copy=False)
+    if not rows.size:
+        return rows.astype(np.float32)
+    import torch
+
+    with warnings.catch_warnings():  # decoded chunks are read-only; the cast only reads them
+        warnings.simplefilter("ignore", UserWarning)
+        half = torch.from_numpy(np.ascontiguousarray(rows))
+    return half.float().numpy()
 
 FORMAT_NAME = "etspipe-features"
 FORMAT_VERSION = 2  # 2: Zarr videos under per-write tokens named by a checksummed marker
@@ -227,7 +247,7 @@ class FeatureStore(ABC):
     def rows(self, video_id: str) -> np.ndarray:
         """All rows of a complete video as float32 `(n_rows, dim)`."""
         n = self.video_meta(video_id)["n_rows"]
-        return self._read_rows(video_id, 0, n).astype(np.float32, copy=False)
+        return as_float32(self._read_rows(video_id, 0, n))
 
     def row_times(self, video_id: str) -> np.ndarray:
         """Centre time in seconds of each row of a video."""
@@ -247,7 +267,7 @@ class FeatureStore(ABC):
         except UserError as exc:
             raise type(exc)(f"video {video_id!r}: {exc}") from None
         rows = self._read_rows(video_id, sel.start, sel.stop)
-        return rows.astype(np.float32, copy=False), times[sel]
+        return as_float32(rows), times[sel]
 
     def info(self) -> dict:
         """Summary for `etspipe store info`: counts, rows, failures with reasons, size, extractor metadata.

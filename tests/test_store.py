@@ -244,3 +244,20 @@ def test_zarr_over_fsspec_url():
 def test_hdf5_rejects_remote_urls():
     with pytest.raises(UserError, match="local"):
         open_store("s3://bucket/x.h5", "r")
+
+
+def test_float16_rows_read_back_bit_identical_to_numpys_cast():
+    """The reader's fast float16 -> float32 cast must equal NumPy's for every half value (subnormals, signed
+    zeros, infinities; NaN stays NaN), on strided and read-only rows, and keep the shape."""
+    from features_store.base import as_float32
+
+    every_half = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).reshape(256, 256)
+    read_only = np.frombuffer(every_half.tobytes(), dtype=np.float16).reshape(256, 256)
+    for rows in (every_half, every_half[3:200:2, 7:90], read_only[10:20], every_half[:0]):
+        out = as_float32(rows)
+        assert out.dtype == np.float32 and out.shape == rows.shape
+        ref = rows.astype(np.float32)
+        np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
+        number = ~np.isnan(ref)
+        np.testing.assert_array_equal(out.view(np.uint32)[number], ref.view(np.uint32)[number])
+    assert as_float32(np.ones((2, 3), np.float32)).dtype == np.float32
