@@ -25,6 +25,19 @@ TMP_PREFIX = ".tmp-"
 INDEX = "_etspipe"  # the store's own folder: commit markers and failure records
 
 
+def _read_local(path: str) -> bytes:
+    """A whole local file with one open and (usually) one read: the reader opens one or two small files
+    per random segment, and Python's buffered `open` costs about 15 us more per file than this."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        parts = [os.read(fd, max(os.fstat(fd).st_size, 1))]  # a folder raises IsADirectoryError here
+        while parts[-1]:  # the file grew, or a short read: read to the end
+            parts.append(os.read(fd, 1 << 20))
+        return b"".join(parts)
+    finally:
+        os.close(fd)
+
+
 class Files:
     """The folder tree under a store root, addressed by absolute keys of the file system."""
 
@@ -38,8 +51,7 @@ class Files:
         """The file's bytes, or None if it does not exist."""
         try:
             if self.local:
-                with open(key, "rb") as f:
-                    return f.read()
+                return _read_local(key)
             return self.fs.cat_file(key)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None

@@ -1,0 +1,126 @@
+"""One training step of the ETS captioner without data loading: the levers of issue 15, A/B in one process.
+
+A synthetic batch at the reference sizes (configs/ets.yaml's model; batch 64, row counts drawn like
+ActivityNet's caption segments, mean ~134, captions of 16 tokens, vocabulary 5,180, 500-d rows) goes
+through the real `ETS.loss`, backward and Adam. Each variant runs `--steps` timed steps after warm-up;
+variants are interleaved over `--rounds` rounds (the machine's load drifts) and the best round is kept.
+Prints one JSON line per variant: ms per step, GFLOP/s of the step (bench_train.step_flops) and its ratio
+to a 2048^2 fp32 product measured in this process.
+
+Variants (``--variants``, comma-separated):
+
+* ``base``: the model as configured (dropout 0.5);
+* ``no_dropout``: dropout 0 (what the dropout masks cost: ``aten::bernoulli_`` was 21 % of a bf16 step);
+* ``compile``: the step's loss under ``torch.compile`` (inductor; needs a C++ compiler; the first call
+  compiles, which is reported separately and not timed);
+* ``threads1``: one intra-op thread instead of the default;
+
+Example: ``python benchmarks/bench_step.py --variants base,no_dropout,compile --steps 8 --rounds 3``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench_train import step_flops  # noqa: E402
+from machine import cpu_model, matmul_peak_gflops  # noqa: E402
+
+from caption_model.model import ETS  # noqa: E402
+from etspipe.config import reference_config  # noqa: E402
+
+VOCAB, DIM = 5180, 500
+
+
+def batch(rng: np.random.Generator, size: int, words: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows per segment ~ ActivityNet's (3.75 rows/s over segments of mean ~36 s), padded to the longest."""
+    n_rows = np.clip(rng.gamma(1.6, 84, size).astype(int), 2, 600)
+    feats = torch.randn(size, int(n_rows.max()), DIM)
+    mask = torch.arange(int(n_rows.max()))[None, :] < torch.as_tensor(n_rows)[:, None]
+    lengths = np.clip(rng.normal(words - 3, 3, size).astype(int), 4, words)
+    tokens = torch.zeros(size, words + 1, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        tokens[i, 0] = 2  # <s>
+        tokens[i, 1:n] = torch.as_tensor(rng.integers(4, VOCAB, n - 1))
+        tokens[i, n] = 3  # <e>
+    return feats * mask.unsqueeze(-1), mask, tokens
+
+
+def run_variant(name: str, batches: list, steps: int, base_threads: int) -> dict:
+    model_cfg = dict(reference_config()["model"])
+    if name == "no_dropout":
+        model_cfg["dropout"] = 0.0
+    torch.set_num_threads(1 if name == "threads1" else base_threads)
+    torch.manual_seed(0)
+    model = ETS(model_cfg, DIM, VOCAB)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    loss_fn = model.loss
+    compile_s = None
+    if name == "compile":
+        loss_fn = torch.compile(model.loss, dynamic=True)
+        t0 = time.perf_counter()
+        loss_fn(*batches[0])[0].backward()
+        opt.zero_grad(set_to_none=True)
+        compile_s = round(time.perf_counter() - t0, 1)
+
+    def one(b) -> None:
+        loss, _, _ = loss_fn(*b)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    one(batches[0])  # warm-up (allocator, oneDNN primitives)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        one(batches[i % len(batches)])
+    seconds = (time.perf_counter() - t0) / steps
+    timing = {"rows": 0, "segments": 0, "tokens": 0, "token_rows": 0}
+    for i in range(steps):
+        feats, mask, tokens = batches[i % len(batches)]
+        n_tok = int((tokens[:, 1:] != 0).sum())
+        timing["rows"] += feats.shape[0] * feats.shape[1]
+        timing["segments"] += feats.shape[0]
+        timing["tokens"] += n_tok
+        timing["token_rows"] += n_tok * feats.shape[1]
+    gflops = step_flops(model_cfg, DIM, VOCAB, timing) / steps / seconds / 1e9
+    return {"ms_per_step": round(seconds * 1e3, 1), "achieved_gflops": round(gflops, 1), "compile_s": compile_s}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variants", default="base,no_dropout")
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--words", type=int, default=16)
+    args = ap.parse_args()
+    threads = torch.get_num_threads()
+    rng = np.random.default_rng(0)
+    batches = [batch(rng, args.batch_size, args.words) for _ in range(4)]
+    peak = matmul_peak_gflops()
+    best: dict[str, dict] = {}
+    for _ in range(args.rounds):
+        for name in args.variants.split(","):
+            result = run_variant(name, batches, args.steps, threads)
+            if name not in best or result["ms_per_step"] < best[name]["ms_per_step"]:
+                best[name] = result
+    peak = max(peak, matmul_peak_gflops())
+    torch.set_num_threads(threads)
+    for name, result in best.items():
+        print(json.dumps({"bench": "train_step", "variant": name, **result, "matmul_peak_gflops": round(peak, 1),
+                          "ratio": round(result["achieved_gflops"] / peak, 3), "threads": threads,
+                          "epoch_s_at_this_step": round(result["ms_per_step"] * 585 / 1e3),
+                          "cpu": cpu_model(), "load_1m": round(os.getloadavg()[0], 2)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
