@@ -11,6 +11,7 @@ Variants (``--variants``, comma-separated):
 
 * ``base``: the model as configured (dropout 0.5);
 * ``no_dropout``: dropout 0 (what the dropout masks cost: ``aten::bernoulli_`` was 21 % of a bf16 step);
+* ``torch_dropout``: ``nn.Dropout``'s Bernoulli masks instead of the model's own `Dropout`;
 * ``compile``: the step's loss under ``torch.compile`` (inductor; needs a C++ compiler; the first call
   compiles, which is reported separately and not timed);
 * ``threads1``: one intra-op thread instead of the default;
@@ -41,9 +42,17 @@ from etspipe.config import reference_config  # noqa: E402
 VOCAB, DIM = 5180, 500
 
 
-def batch(rng: np.random.Generator, size: int, words: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rows per segment ~ ActivityNet's (3.75 rows/s over segments of mean ~36 s), padded to the longest."""
-    n_rows = np.clip(rng.gamma(1.6, 84, size).astype(int), 2, 600)
+def batches(rng: np.random.Generator, size: int, words: int, count: int = 4) -> list:
+    """Batches as training makes them: rows per segment ~ ActivityNet's (3.75 rows/s, mean ~134 rows),
+    at most data.max_rows (256), bucketed by length (configs/ets.yaml); `count` batches spread over the
+    length range, so the mean over them is about the epoch's."""
+    pool = np.sort(np.clip(rng.gamma(1.6, 84, size * 40).astype(int), 2, 256))
+    picks = np.linspace(2, 37, count).astype(int)
+    return [batch(rng, pool[k * size:(k + 1) * size], words) for k in picks]
+
+
+def batch(rng: np.random.Generator, n_rows: np.ndarray, words: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    size = len(n_rows)
     feats = torch.randn(size, int(n_rows.max()), DIM)
     mask = torch.arange(int(n_rows.max()))[None, :] < torch.as_tensor(n_rows)[:, None]
     lengths = np.clip(rng.normal(words - 3, 3, size).astype(int), 4, words)
@@ -62,6 +71,9 @@ def run_variant(name: str, batches: list, steps: int, base_threads: int) -> dict
     torch.set_num_threads(1 if name == "threads1" else base_threads)
     torch.manual_seed(0)
     model = ETS(model_cfg, DIM, VOCAB)
+    if name == "torch_dropout":  # the masks of nn.Dropout (Bernoulli sampler), as before issue 15
+        for owner in (model, model.encoder):
+            owner.dropout = torch.nn.Dropout(model_cfg["dropout"])
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     loss_fn = model.loss
     compile_s = None
@@ -105,12 +117,13 @@ def main() -> None:
     args = ap.parse_args()
     threads = torch.get_num_threads()
     rng = np.random.default_rng(0)
-    batches = [batch(rng, args.batch_size, args.words) for _ in range(4)]
+    torch.manual_seed(0)
+    data = batches(rng, args.batch_size, args.words)
     peak = matmul_peak_gflops()
     best: dict[str, dict] = {}
     for _ in range(args.rounds):
         for name in args.variants.split(","):
-            result = run_variant(name, batches, args.steps, threads)
+            result = run_variant(name, data, args.steps, threads)
             if name not in best or result["ms_per_step"] < best[name]["ms_per_step"]:
                 best[name] = result
     peak = max(peak, matmul_peak_gflops())

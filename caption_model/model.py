@@ -86,6 +86,60 @@ class State:
         return State(self.h.index_select(0, idx), self.c.index_select(0, idx))
 
 
+class Dropout(nn.Dropout):
+    """Inverted dropout with the mask drawn as uniform numbers compared with p.
+
+    Same distribution as `nn.Dropout` (keep with probability 1 - p, scale by 1 / (1 - p)); on the CPU
+    `nn.Dropout`'s Bernoulli sampler took 8 % of a training step at reference sizes and this mask about
+    half of that (docs/PERFORMANCE.md). The mask is drawn in float32 also under autocast, so p keeps its
+    resolution.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if self.p >= 1.0:
+            return x * 0.0
+        mask = torch.rand(x.shape, device=x.device).ge_(self.p).mul_(1.0 / (1.0 - self.p))
+        return x * mask.to(x.dtype)
+
+
+class _BatchPrefixes(torch.autograd.Function):
+    """``x[:n]`` for several n at once, with one gradient buffer.
+
+    Teacher forcing reads the encoded rows and their attention keys of the first n captions at every
+    word (the batch shrinks as captions end). With plain slicing, autograd makes a zero-filled
+    full-size gradient for every word's slice and adds them up: ~11 % of a training step at reference
+    sizes (docs/PERFORMANCE.md). Here the slices of all words share one buffer that each word's
+    gradient is added into in place, over its own n rows only.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, *sizes: int) -> tuple[Tensor, ...]:
+        ctx.shape, ctx.sizes = x.shape, sizes
+        return tuple(x[:n] for n in sizes)
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
+        total = None
+        for n, grad in zip(ctx.sizes, grads, strict=True):
+            if grad is None:
+                continue
+            if total is None:
+                total = grad.new_zeros(ctx.shape)
+            total[:n] += grad
+        return (total, *([None] * len(ctx.sizes)))
+
+
+def batch_prefixes(x: Tensor, sizes: list[int]) -> dict[int, Tensor]:
+    """``{n: x[:n]}`` for the given sizes, sharing one gradient buffer (see `_BatchPrefixes`)."""
+    if not sizes:
+        return {}
+    if not x.requires_grad:
+        return {n: x[:n] for n in sizes}
+    return dict(zip(sizes, _BatchPrefixes.apply(x, *sizes), strict=True))
+
+
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     """Mean over dim 1 of `x` (B, T, D) counting only the rows where `mask` (B, T) is True."""
     m = mask.to(x.dtype).unsqueeze(-1)
@@ -98,7 +152,7 @@ class Encoder(nn.Module):
     def __init__(self, feat_dim: int, cfg: ETSConfig):
         super().__init__()
         self.proj = nn.Linear(feat_dim, cfg.proj_dim)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.bilstm = None
         if cfg.encoder == "bilstm":
             self.bilstm = nn.LSTM(cfg.proj_dim, cfg.proj_dim // 2, batch_first=True, bidirectional=True)
@@ -161,7 +215,7 @@ class ETS(nn.Module):
         self.lstm = nn.LSTMCell(cfg.embed_dim + cfg.proj_dim, cfg.hidden_dim)
         self.deep_out = nn.Linear(cfg.hidden_dim + cfg.proj_dim + cfg.embed_dim, cfg.embed_dim)
         self.logits = nn.Linear(cfg.embed_dim, vocab_size)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     # ---- the step API (used by greedy and beam search) ----
 
@@ -226,11 +280,13 @@ class ETS(nn.Module):
         steps = int(lengths.max()) if len(lengths) else 0
         active = (lengths[None, :] > torch.arange(steps)[:, None]).sum(1).tolist()  # batch shrinks as captions end
         B, T = feat_mask.shape
+        sizes = sorted({n for n in active if n < B})
+        rows_n, keys_n = batch_prefixes(memory.rows, sizes), batch_prefixes(memory.keys, sizes)
         hs, contexts, embs, attns = [], [], [], []
         for t in range(steps):
             n = active[t]
             h_prev, c_prev = h[:n], c[:n]
-            mem_t = memory if n == B else Memory(memory.rows[:n], memory.keys[:n], memory.mask[:n], memory.mean[:n])
+            mem_t = memory if n == B else Memory(rows_n[n], keys_n[n], memory.mask[:n], memory.mean[:n])
             context, attn = self.attention(h_prev, mem_t)
             gates = torch.addmm(gates_emb_t[t][:n], torch.cat([context, h_prev], dim=-1), w_rec).float()
             i, f, g, o = gates.chunk(4, dim=-1)

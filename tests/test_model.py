@@ -195,3 +195,52 @@ def test_bf16_only_where_the_cpu_has_it(monkeypatch):
     assert not precision.uses_bf16(cpu, "fp32")
     with pytest.raises(Exception, match="train.precision must be"):
         precision.uses_bf16(cpu, "fp16")
+
+
+def test_dropout_keeps_with_probability_one_minus_p_and_rescales():
+    """The model's own Dropout must be nn.Dropout's distribution: kept values scaled by 1/(1-p), dropped
+    ones exactly 0, the kept fraction 1-p; the identity in eval mode and at p=0."""
+    from caption_model.model import Dropout
+
+    torch.manual_seed(0)
+    x = torch.rand(200_000) + 0.5
+    for p in (0.2, 0.5, 0.8):
+        drop = Dropout(p).train()
+        y = drop(x)
+        kept = y != 0
+        assert abs(kept.float().mean().item() - (1 - p)) < 0.005
+        torch.testing.assert_close(y[kept], x[kept] / (1 - p))
+        assert torch.equal(drop.eval()(x), x)
+    assert torch.equal(Dropout(0.0).train()(x), x)
+    assert not Dropout(1.0).train()(x).any()
+
+
+def test_shrinking_batch_gradients_equal_plain_slicing():
+    """Teacher forcing shares one gradient buffer for the per-word batch prefixes of the memory; the
+    gradients must equal those of plain slicing (float64, captions of different lengths)."""
+    from caption_model import model as model_module
+
+    torch.manual_seed(0)
+    cfg = {"encoder": "linear", "attention": "temporal", "proj_dim": 16, "embed_dim": 8, "hidden_dim": 12,
+           "attn_dim": 6, "dropout": 0.0, "doubly_stochastic": 1.0}
+    net = model_module.ETS(cfg, feat_dim=10, vocab_size=30).double()
+    feats = torch.randn(5, 9, 10, dtype=torch.float64)
+    mask = torch.arange(9)[None, :] < torch.tensor([9, 4, 7, 2, 9])[:, None]
+    tokens = torch.zeros(5, 8, dtype=torch.long)
+    for i, n in enumerate([7, 3, 5, 2, 6]):  # ends at different words: the batch shrinks 4 times
+        tokens[i, 0], tokens[i, 1:n], tokens[i, n] = 2, torch.randint(4, 30, (n - 1,)), 3
+
+    def grads() -> list[torch.Tensor]:
+        net.zero_grad()
+        net.loss(feats, mask, tokens)[0].backward()
+        return [p.grad.clone() for p in net.parameters()]
+
+    shared = grads()
+    original = model_module.batch_prefixes
+    model_module.batch_prefixes = lambda x, sizes: {n: x[:n] for n in sizes}
+    try:
+        plain = grads()
+    finally:
+        model_module.batch_prefixes = original
+    for a, b in zip(shared, plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
