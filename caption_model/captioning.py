@@ -117,10 +117,12 @@ def caption_segments(model, vocab, store, segments: Sequence[tuple[str, float, f
     segment of an unreadable video. Pass `reader` to see its fallback cases and
     unreadable videos afterwards.
     """
+    from caption_model import compiled_attention
     from caption_model.decode import decode_segments
 
     dcfg = cfg["decode"]
     reader = reader or SegmentRows(store, cfg["data"]["max_rows"])
+    compiled_attention.enable(model, str(dcfg.get("compile", "auto")), len(segments))
     out: list[dict[str, Any] | None] = []
     for c in range(0, len(segments), CHUNK_SEGMENTS):
         got = [reader(sid, start, end) for sid, start, end in segments[c : c + CHUNK_SEGMENTS]]

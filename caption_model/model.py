@@ -175,13 +175,17 @@ class TemporalAttention(nn.Module):
         self.W = nn.Linear(cfg.hidden_dim, cfg.attn_dim, bias=False)
         self.U = nn.Linear(cfg.proj_dim, cfg.attn_dim)  # its bias is b
         self.w = nn.Linear(cfg.attn_dim, 1, bias=False)
+        self.fused_scores = None  # set by caption_model.compiled_attention for long decoding runs
 
     def keys(self, rows: Tensor) -> Tensor:
         """U v_i + b for all rows, once per video (it does not depend on the step)."""
         return self.U(rows)
 
     def forward(self, h_prev: Tensor, memory: Memory) -> tuple[Tensor, Tensor]:
-        attn_scores = self.w(torch.tanh(self.W(h_prev).unsqueeze(1) + memory.keys)).squeeze(-1)  # (B, T)
+        if self.fused_scores is not None and not torch.is_grad_enabled():
+            attn_scores = self.fused_scores(self.W(h_prev), memory.keys, self.w.weight[0])  # (B, T)
+        else:  # tanh in place on the sum's fresh (B, T, A) buffer: the largest tensor of a word, one pass less
+            attn_scores = self.w(torch.tanh_(self.W(h_prev).unsqueeze(1) + memory.keys)).squeeze(-1)
         attn_scores = attn_scores.float().masked_fill(~memory.mask, float("-inf"))
         attn = torch.softmax(attn_scores, dim=-1).to(memory.rows.dtype)  # padding rows: exactly 0
         context = torch.bmm(attn.unsqueeze(1), memory.rows).squeeze(1)  # phi_t (B, P)

@@ -1,0 +1,76 @@
+"""decode.compile: the attention scores through torch.compile give the same captions, only where asked,
+and a compiler that fails costs a warning, not the run."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from caption_model import compiled_attention
+from caption_model.decode import decode_segments
+from caption_model.model import ETS
+
+
+def _model() -> ETS:
+    torch.manual_seed(0)
+    cfg = {"encoder": "linear", "attention": "temporal", "proj_dim": 16, "embed_dim": 8, "hidden_dim": 12,
+           "attn_dim": 6, "dropout": 0.0, "doubly_stochastic": 0.0}
+    return ETS(cfg, feat_dim=10, vocab_size=25).eval()
+
+
+def _rows(n: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(1)
+    return [rng.normal(size=(int(rng.integers(1, 30)), 10)).astype(np.float32) for _ in range(n)]
+
+
+def _decode(model: ETS, rows: list[np.ndarray]) -> list:
+    return decode_segments(model, rows, beam_size=3, max_len=8, length_norm=1.0, batch_size=4, return_attn=True)
+
+
+def test_auto_compiles_only_long_runs_and_never_never():
+    model = _model()
+    assert not compiled_attention.enable(model, "auto", compiled_attention.MIN_SEGMENTS - 1)
+    assert model.attention.fused_scores is None
+    assert not compiled_attention.enable(model, "never", 10**6)
+    assert model.attention.fused_scores is None
+    with pytest.raises(ValueError, match="decode.compile"):
+        compiled_attention.enable(model, "yes", 1)
+
+
+def test_a_failing_compiler_falls_back_to_eager_with_one_warning(monkeypatch, caplog):
+    model, rows = _model(), _rows(7)
+    eager = _decode(model, rows)
+
+    def broken(*_args):
+        raise RuntimeError("C++ compile error: no such header")
+    monkeypatch.setattr(compiled_attention, "_compiled", broken)
+    monkeypatch.setattr(compiled_attention.shutil, "which", lambda _name: "/usr/bin/g++")
+    assert compiled_attention.enable(model, "always", len(rows))
+    with caplog.at_level(logging.WARNING, logger="caption_model.compiled_attention"):
+        fallen = _decode(model, rows)
+    assert [d.tokens for d in fallen] == [d.tokens for d in eager]
+    assert model.attention.fused_scores is None
+    assert sum("decoding eagerly" in r.message for r in caplog.records) == 1
+
+
+@pytest.mark.skipif(not shutil.which("g++"), reason="inductor's CPU kernels need a C++ compiler")
+def test_compiled_scores_give_the_eager_captions_and_attention():
+    model, rows = _model(), _rows(9)
+    eager = _decode(model, rows)
+    assert compiled_attention.enable(model, "always", len(rows))
+    compiled = _decode(model, rows)
+    assert model.attention.fused_scores is not None  # it did not fall back
+    for a, b in zip(eager, compiled, strict=True):
+        assert a.tokens == b.tokens
+        assert a.score == pytest.approx(b.score, abs=1e-4)
+        np.testing.assert_allclose(a.attn, b.attn, atol=1e-5)
+    with torch.enable_grad():  # training (gradients on) never takes the compiled path
+        model.train()
+        feats = torch.randn(2, 5, 10)
+        loss = model.loss(feats, torch.ones(2, 5, dtype=torch.bool), torch.tensor([[2, 5, 6, 3], [2, 7, 3, 0]]))[0]
+        loss.backward()
+    assert model.attention.W.weight.grad is not None
