@@ -28,6 +28,7 @@ from features_store.projection import projection_identity
 
 log = logging.getLogger(__name__)
 
+
 def as_float32(rows: np.ndarray) -> np.ndarray:
     """Rows as float32 (equal to ``astype(np.float32)``, NaN stays NaN); float16 through torch's cast.
 
@@ -46,6 +47,7 @@ def as_float32(rows: np.ndarray) -> np.ndarray:
         warnings.simplefilter("ignore", UserWarning)
         half = torch.from_numpy(np.ascontiguousarray(rows))
     return half.float().numpy()
+
 
 FORMAT_NAME = "etspipe-features"
 FORMAT_VERSION = 2  # 2: Zarr videos under per-write tokens named by a checksummed marker
