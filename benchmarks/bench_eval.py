@@ -174,7 +174,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     ap.add_argument("--decode-and-score", action="store_true", help="decode all val_1 segments and score them")
     ap.add_argument("--compile", default="auto", choices=["auto", "always", "never"],
-                    help="decode.compile: the attention scores through torch.compile (auto: 2,000+ segments)")
+                    help="decode.compile: the attention scores through torch.compile (auto: 4,000+ segments)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -5,10 +5,10 @@ hypotheses x rows x attention units. Eager PyTorch makes three passes over a
 tensor larger than the cache (the add, the tanh, the product with w): with the
 reference sizes that was ~45 % of a beam-3 decode on the 2-core CPU. Inductor
 fuses them into one loop: 2x faster at 134 rows, 4.4x at 256 rows
-(docs/PERFORMANCE.md). Compiling costs ~11 s once per process (inductor keeps
-the result on disk for the next process), so ``decode.compile: auto`` compiles
-only for runs of at least `MIN_SEGMENTS` segments; training never uses it (the
-scores need their gradient there).
+(docs/PERFORMANCE.md). Compiling costs ~22 s the first time and ~3 s in a
+later process (inductor keeps its kernels on disk), so ``decode.compile: auto``
+compiles only for runs of at least `MIN_SEGMENTS` segments; training never uses
+it (the scores need their gradient there).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torch import Tensor
 logger = logging.getLogger(__name__)
 
 SETTINGS = ("auto", "always", "never")
-MIN_SEGMENTS = 2000  # below this the ~11 s compile costs more than it saves (beam 3, 2-core CPU)
+MIN_SEGMENTS = 4000  # break-even of a cold ~22 s compile at ~6 ms saved per segment (beam 3, 2-core CPU)
 _compiled: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
 
 
