@@ -75,8 +75,10 @@ if [ $DRY = 1 ]; then
   done
   for b in 4 8; do
     step "decode_batch$b" 300 "$PY" benchmarks/bench_eval.py --annotations "$ANN/val_1.json" --skip-score \
-      --decode-segments 8 --beams 1 --max-len 4 --batch-size $b --device cpu
+      --decode-segments 8 --beams 1 --max-len 4 --batch-size $b --device cpu --compile never
   done
+  step decode_compiled 300 "$PY" benchmarks/bench_eval.py --annotations "$ANN/val_1.json" --skip-score \
+    --decode-segments 8 --beams 3 --max-len 4 --batch-size 8 --device cpu --compile always
 else
   # bare C3D, full size: CUDA events, batch 64/128/256, fp32 vs channels-last and bf16; agreement on 256 clips
   step c3d 100 "$PY" benchmarks/bench_c3d.py --device cuda --width 1.0 --batches 64 128 256 --clips 256 \
@@ -91,8 +93,11 @@ else
   done
   for b in 64 512; do
     step "decode_batch$b" 40 "$PY" benchmarks/bench_eval.py --annotations "$ANN/val_1.json" --skip-score \
-      --decode-segments 4096 --beams 1 3 --max-len 20 --batch-size $b --device cuda
+      --decode-segments 4096 --beams 1 3 --max-len 20 --batch-size $b --device cuda --compile never
   done
+  # decode.compile on CUDA (inductor + triton; never run on a GPU yet): compile time and the beam-3 gain
+  step decode_compiled 60 "$PY" benchmarks/bench_eval.py --annotations "$ANN/val_1.json" --skip-score \
+    --decode-segments 4096 --beams 3 --max-len 20 --batch-size 512 --device cuda --compile always
 fi
 rm -rf "$WORK"
 echo '{"step": "done"}'
