@@ -158,17 +158,17 @@ def import_features(kind: str, source: str, store_path: str, annotations: tuple[
     """
     from features_store import importers
 
-    dtype = cfg["store"]["dtype"]
+    dtype, durable = cfg["store"]["dtype"], bool(cfg["store"]["durable"])
     if kind == "activitynet-c3d":
         if not annotations:
             raise UserError("activitynet-c3d needs --annotations FILE (the durations give the row times)")
-        importers.import_activitynet_c3d(source, store_path, list(annotations), dtype=dtype)
+        importers.import_activitynet_c3d(source, store_path, list(annotations), dtype=dtype, durable=durable)
     else:
         if fps is None:
             raise UserError(f"{kind} needs --fps (rows per second of the source features)")
         if kind == "hdf5":
             importers.import_hdf5_per_video(source, store_path, fps=fps, stride=stride, clip_len=clip_len,
-                                            dtype=dtype)
+                                            dtype=dtype, durable=durable)
         else:
             importers.import_npy_folder(source, store_path, fps=fps, stride=stride, clip_len=clip_len,
-                                        dtype=dtype)
+                                        dtype=dtype, durable=durable)

@@ -98,9 +98,9 @@ def _open_h5(path: str | Path) -> h5py.File:
         raise UserError(f"{path}: not a readable HDF5 file ({exc})") from None
 
 
-def _open_for_import(store_path: str | Path, meta: dict) -> FeatureStore:
+def _open_for_import(store_path: str | Path, meta: dict, durable: bool) -> FeatureStore:
     """The store opened to append, refused with one line when its rows come from another source setting."""
-    store = open_store(store_path, "a", meta)
+    store = open_store(store_path, "a", meta, durable=durable)
     for key in SOURCE_KEYS:
         old, new = store.meta.get(key), meta.get(key)
         if old is not None and new is not None and old != new and not (
@@ -142,7 +142,8 @@ def _import(items: Iterator[tuple[str, object]], total: int, store: FeatureStore
 
 
 def import_activitynet_c3d(h5_path: str | Path, store_path: str | Path,
-                           annotation_paths: Iterable[str | Path], dtype: str = "float16") -> dict:
+                           annotation_paths: Iterable[str | Path], dtype: str = "float16",
+                           durable: bool = True) -> dict:
     """Import the official ActivityNet Captions C3D file (groups ``v_*`` with ``c3d_features``).
 
     Row times come from the durations in `annotation_paths` (each row covers
@@ -165,7 +166,7 @@ def import_activitynet_c3d(h5_path: str | Path, store_path: str | Path,
         meta = {"extractor": "c3d-activitynet-official", "layer": "fc7+pca", "dim": dim, "clip_len": 16,
                 "stride": 8, "pca": {"dim": dim, "source": "official release"}, "weights": "official",
                 "imported_from": str(h5_path), "dtype": dtype}
-        with _open_for_import(store_path, meta) as store:
+        with _open_for_import(store_path, meta, durable) as store:
             _import(((n, src[n][ACTIVITYNET_DATASET]) for n in names), len(names), store, summary,
                     load=lambda ds: ds[()],
                     video_meta=lambda vid, ds, rows: {"duration": durations[vid], "source": f"{h5_path}:{vid}"},
@@ -185,7 +186,8 @@ def _check_rate(fps: float, stride: int, clip_len: int) -> None:
 
 
 def import_hdf5_per_video(h5_path: str | Path, store_path: str | Path, fps: float, stride: int = 1,
-                          clip_len: int = 1, extractor: str = "imported", dtype: str = "float16") -> dict:
+                          clip_len: int = 1, extractor: str = "imported", dtype: str = "float16",
+                          durable: bool = True) -> dict:
     """Import an HDF5 file with one 2-D dataset per video (top-level, or the only dataset of a group).
 
     `fps` is the frame rate the rows were taken at; row ``i`` covers frames
@@ -207,7 +209,7 @@ def import_hdf5_per_video(h5_path: str | Path, store_path: str | Path, fps: floa
             raise UserError(f"{h5_path}: no 2-D per-video datasets found")
         meta = {"extractor": extractor, "layer": "imported", "dim": int(two_d[0].shape[1]), "clip_len": clip_len,
                 "stride": stride, "fps": float(fps), "imported_from": str(h5_path), "dtype": dtype}
-        with _open_for_import(store_path, meta) as store:
+        with _open_for_import(store_path, meta, durable) as store:
             _import(iter(found), len(found), store, summary, load=lambda ds: ds[()],
                     video_meta=lambda vid, ds, rows: _clip_meta(f"{h5_path}:{vid}", len(rows), fps, stride, clip_len),
                     desc="import hdf5")
@@ -227,7 +229,8 @@ def _first_dim(files: list[Path]) -> int:
 
 
 def import_npy_folder(folder: str | Path, store_path: str | Path, fps: float, stride: int,
-                      clip_len: int = 1, extractor: str = "imported", dtype: str = "float16") -> dict:
+                      clip_len: int = 1, extractor: str = "imported", dtype: str = "float16",
+                      durable: bool = True) -> dict:
     """Import a folder of ``<video_id>.npy`` files of shape (n, dim) taken at `fps` every `stride` frames.
 
     The dimension is that of the first readable file (in name order); files of another width are skipped.
@@ -242,7 +245,7 @@ def import_npy_folder(folder: str | Path, store_path: str | Path, fps: float, st
     meta = {"extractor": extractor, "layer": "imported", "dim": _first_dim(files), "clip_len": clip_len,
             "stride": stride, "fps": float(fps), "imported_from": str(folder), "dtype": dtype}
     summary = _Summary(str(store_path))
-    with _open_for_import(store_path, meta) as store:
+    with _open_for_import(store_path, meta, durable) as store:
         _import(((f.stem, f) for f in files), len(files), store, summary,
                 load=lambda f: np.load(f),
                 video_meta=lambda vid, f, rows: _clip_meta(str(f), len(rows), fps, stride, clip_len),

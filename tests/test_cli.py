@@ -198,3 +198,27 @@ def test_underscore_spellings_work_for_every_option_and_help_shows_dashes():
                 unknown.append(f"{name} {args[0]}: {exc}")
     assert unknown == []
     assert shown == [], "help should show the dashed spellings only"
+
+
+def test_import_features_follows_store_durable(tmp_path, monkeypatch):
+    """`-o store.durable=false` skips the fsyncs on import as it does on extract; the default keeps them."""
+    import os
+
+    import numpy as np
+
+    src = tmp_path / "npy"
+    src.mkdir()
+    for i in range(2):
+        np.save(src / f"v_a{i}.npy", np.zeros((4, 8), dtype=np.float32))
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    def import_into(name: str, *extra: str) -> None:
+        args = ["import-features", "npy", str(src), str(tmp_path / name), "--fps", "30", "--stride", "8", *extra]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+
+    import_into("fast.zarr", "-o", "store.durable=false")
+    assert synced == []
+    import_into("durable.zarr")
+    assert synced, "the default (store.durable: true) must fsync the commits"
