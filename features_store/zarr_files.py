@@ -26,14 +26,19 @@ INDEX = "_etspipe"  # the store's own folder: commit markers and failure records
 
 
 def _read_local(path: str) -> bytes:
-    """A whole local file with one open and (usually) one read: the reader opens one or two small files
-    per random segment, and Python's buffered `open` costs about 15 us more per file than this."""
+    """A whole local file with one open and one read: the reader opens one or two files per random
+    segment, and Python's buffered `open` costs about 15 us more per file than this. The store's files
+    are written whole and renamed into place, so the size at open is the file's size."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        parts = [os.read(fd, max(os.fstat(fd).st_size, 1))]  # a folder raises IsADirectoryError here
-        while parts[-1]:  # the file grew, or a short read: read to the end
-            parts.append(os.read(fd, 1 << 20))
-        return b"".join(parts)
+        size = os.fstat(fd).st_size
+        data = os.read(fd, max(size, 1))  # a folder raises IsADirectoryError here
+        if len(data) < size:  # a short read (large files, some file systems): read on to the end
+            parts = [data]
+            while more := os.read(fd, 1 << 20):
+                parts.append(more)
+            data = b"".join(parts)
+        return data
     finally:
         os.close(fd)
 

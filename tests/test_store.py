@@ -261,3 +261,19 @@ def test_float16_rows_read_back_bit_identical_to_numpys_cast():
         number = ~np.isnan(ref)
         np.testing.assert_array_equal(out.view(np.uint32)[number], ref.view(np.uint32)[number])
     assert as_float32(np.ones((2, 3), np.float32)).dtype == np.float32
+
+
+def test_local_reads_survive_short_reads(tmp_path, monkeypatch):
+    """A read(2) may return fewer bytes than asked: the store's file reader must read on to the end."""
+    import os
+
+    from features_store import zarr_files
+
+    data = bytes(range(256)) * 40
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    real_read = os.read
+    monkeypatch.setattr(zarr_files.os, "read", lambda fd, n: real_read(fd, min(n, 7)))
+    assert zarr_files._read_local(str(path)) == data
+    (tmp_path / "empty").write_bytes(b"")
+    assert zarr_files._read_local(str(tmp_path / "empty")) == b""
