@@ -38,7 +38,7 @@ def emit(**kw) -> None:
 
 
 def _lengths(sentences) -> dict:
-    from caption_model.text import tokenize
+    from caption_model.formats.text import tokenize
 
     n = np.array([len(tokenize(s)) for s in sentences], dtype=np.float64)
     q = np.percentile(n, [25, 50, 75]) if len(n) else [0, 0, 0]
@@ -49,9 +49,9 @@ def _lengths(sentences) -> dict:
 def bench_settings(cfg: dict, weights: str, store_path: str, annotations: list[str], label: str) -> None:
     """Caption every distinct segment of the first file with each setting; score against all files."""
     from caption_model.captioning import SegmentRows, caption_segments
-    from caption_model.checkpoint import load_model
-    from caption_model.densevid import evaluate_results, load_references
     from caption_model.evaluate import distinct_segments
+    from caption_model.model import load_model
+    from caption_model.scoring.densevid import evaluate_results, load_references
     from features_store import open_store
 
     refs = load_references(annotations)
@@ -154,7 +154,7 @@ def main() -> None:
 
     torch.set_num_threads(2)
     if args.mode == "eval":
-        from caption_model.checkpoint import find_best
+        from caption_model.runs.checkpoint import find_best
 
         weights = str(find_best(args.weights)) if Path(args.weights).is_dir() else args.weights
         bench_settings(cfg, weights, args.store, args.annotations, args.label)

@@ -50,7 +50,7 @@ def emit(**kw) -> None:
 
 
 def bench_scoring(annotations: list[str], ground_truth: bool) -> None:
-    from caption_model.densevid import evaluate_results, load_references
+    from caption_model.scoring.densevid import evaluate_results, load_references
 
     refs = load_references(annotations)
     results = {vid: [{"timestamp": ts, "sentence": s if ground_truth else "a man is standing in a room"}
@@ -67,7 +67,7 @@ def bench_scoring(annotations: list[str], ground_truth: bool) -> None:
 
 def val_segments(annotations: list[str], n_segments: int) -> tuple[list[tuple[str, list[float]]], list[np.ndarray]]:
     """(video, timestamp) of val_1's segments (all when n_segments is 0) and random rows of their lengths."""
-    from caption_model.densevid import load_references
+    from caption_model.scoring.densevid import load_references
 
     segs = [(vid, ts) for vid, ann in load_references(annotations[:1])[0].items() for ts in ann["timestamps"]]
     rng = np.random.default_rng(0)
@@ -93,8 +93,8 @@ def sample_flops(model, rows: list[np.ndarray], beam: int, max_len: int, device:
 
 def untrained_model(vocab_size: int, device: str):
     """The reference-size ETS, untrained, whose captions always run to max_len (see the module docstring)."""
+    from caption_model.formats.text import EOS
     from caption_model.model import ETS
-    from caption_model.text import EOS
 
     torch.manual_seed(0)
     model = ETS(MODEL, feat_dim=DIM, vocab_size=vocab_size)
@@ -138,8 +138,8 @@ def bench_decoding(annotations: list[str], n_segments: int, batch_size: int, max
 def bench_decode_and_score(annotations: list[str], batch_size: int, max_len: int, device: str) -> None:
     """Decode all val_1 segments (beam 3) and score them: what `evaluate` costs beyond reading features."""
     from caption_model.decode import decode_segments
-    from caption_model.densevid import evaluate_results, load_references
-    from caption_model.text import Vocab, tokenize
+    from caption_model.formats.text import Vocab, tokenize
+    from caption_model.scoring.densevid import evaluate_results, load_references
 
     refs = load_references(annotations)
     segs, rows = val_segments(annotations, 0)

@@ -35,11 +35,11 @@ import numpy as np
 import torch
 from machine import cpu_model  # benchmarks/machine.py (the script folder is on sys.path)
 
-from caption_model.proposal_baselines import random_segments, sliding_windows
-from caption_model.proposal_eval import ground_truth, propose_for
-from caption_model.proposal_infer import Proposer
-from caption_model.proposal_metrics import ar_an, plot_ar_an, summary
-from caption_model.proposal_train import train_proposals
+from caption_model.proposals.baselines import random_segments, sliding_windows
+from caption_model.proposals.evaluate import ground_truth, propose_for
+from caption_model.proposals.infer import Proposer
+from caption_model.proposals.train import train_proposals
+from caption_model.scoring.proposal_metrics import ar_an, plot_ar_an, summary
 from etspipe.config import load_config
 
 FPS, CLIP_LEN, STRIDE, DIM = 30.0, 16, 8, 500

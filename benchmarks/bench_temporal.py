@@ -57,7 +57,7 @@ def subset_results(results: dict[str, list[dict]], reference: dict[str, dict],
 
 def score_subsets(results: dict[str, list[dict]], meta: dict[str, dict]) -> dict[str, dict[str, Any]]:
     """METEOR, CIDEr, BLEU-4 (official protocol) and correct fraction on each subset."""
-    from caption_model.densevid import evaluate_results
+    from caption_model.scoring.densevid import evaluate_results
     from etspipe_demo.scoring import score_captions, split_annotations_by_order
 
     correct = score_captions(results, meta)
@@ -88,7 +88,7 @@ def prepare(args: argparse.Namespace, cfg: dict) -> tuple[dict, Path]:
 def run_one(cfg: dict, data: dict, store: Path, attention: str, seed: int, out: Path) -> dict[str, Any]:
     """Train one model from scratch, caption the test split, score the subsets."""
     from caption_model.evaluate import run_evaluate
-    from caption_model.results import read_result
+    from caption_model.formats.results import read_result
     from caption_model.train import fit
     from etspipe_demo.dataset import load_meta
 

@@ -35,7 +35,7 @@ import psutil
 import torch
 from machine import cpu_model, load, matmul_peak_gflops  # benchmarks/machine.py (the script folder is on sys.path)
 
-from caption_model.annotations import load_annotations
+from caption_model.formats.annotations import load_annotations
 from caption_model.train import fit
 from etspipe.config import load_config
 
@@ -170,8 +170,8 @@ def main() -> None:
     cfg = load_config(None, overrides)
     cfg["train"]["max_steps"] = args.steps
     cfg["train"]["precision"] = args.precision
-    from caption_model.distributed import DistInfo, resolve_device
-    from caption_model.precision import uses_bf16
+    from caption_model.runs.distributed import DistInfo, resolve_device
+    from caption_model.runs.precision import uses_bf16
 
     device_name = resolve_device(args.device, DistInfo())
     bf16 = uses_bf16(device_name, args.precision)

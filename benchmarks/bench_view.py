@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from machine import machine  # benchmarks/machine.py (the script folder is on sys.path)
 
-from caption_model.attention_sidecar import AttentionSidecar
-from caption_model.subtitles import to_vtt
+from caption_model.formats.attention_sidecar import AttentionSidecar
+from caption_model.formats.subtitles import to_vtt
 from etspipe_view import build_page
 from etspipe_view.browser import browser_missing, chromium
 

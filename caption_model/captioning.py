@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from etspipe.devices import resolve_device
 from etspipe.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -29,7 +28,7 @@ CHUNK_SEGMENTS = 1024  # segments whose rows are in memory at once
 
 def resolve_weights(cfg: dict, weights: str | Path | None, echo: Callable[[str], None] | None = print) -> Path:
     """The checkpoint to use: `weights`, else the best one under `train.save_dir` (said aloud)."""
-    from caption_model.checkpoint import find_best
+    from caption_model.runs.checkpoint import find_best
 
     if weights:
         path = Path(weights)
@@ -46,11 +45,6 @@ def resolve_weights(cfg: dict, weights: str | Path | None, echo: Callable[[str],
     else:
         logger.info("using checkpoint %s", best)
     return best
-
-
-def pick_device(name: str | None) -> torch.device:
-    """`auto` takes CUDA when present; asking for CUDA without a GPU is the user's mistake."""
-    return resolve_device(name)
 
 
 def row_indices(n_rows: int, max_rows: int) -> np.ndarray:

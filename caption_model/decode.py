@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from caption_model.text import BOS, EOS, PAD, UNK
+from caption_model.formats.text import BOS, EOS, PAD, UNK
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ Only a problem that affects every video (no checkpoint, no such store, no
 video of the file in the store, another feature dimension) stops the run.
 
 The result JSON is scored against ALL annotation files together
-(`caption_model.densevid`). With `results_path`, an existing result file from
+(`caption_model.scoring.densevid`). With `results_path`, an existing result file from
 any model is scored, no checkpoint needed. The printed table and the JSON of
 scores beside the result file hold the same numbers.
 """
@@ -26,16 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from caption_model import densevid
 from caption_model.captioning import (
     SegmentRows,
     caption_segments,
     external_details,
     fallback_lines,
-    pick_device,
     resolve_weights,
 )
-from caption_model.results import default_result_path, make_result, read_result, write_json_atomic, write_result
+from caption_model.formats.results import default_result_path, make_result, read_result, write_json_atomic, write_result
+from caption_model.scoring import densevid
+from etspipe.devices import resolve_device
 from etspipe.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -140,11 +140,12 @@ def caption_reference(cfg: dict, weights: str | Path | None, store_path: str | P
                       source: str, *, device: str | None, batch_size: int, progress: bool,
                       echo: Callable[[str], None] | None) -> Captioned:
     """Caption every distinct segment of `reference` whose video is in the store."""
-    from caption_model.checkpoint import check_feat_dim, load_model
     from caption_model.dataset import open_store
+    from caption_model.model import load_model
+    from caption_model.runs.checkpoint import check_feat_dim
 
     ckpt_path = resolve_weights(cfg, weights, echo)
-    dev = pick_device(device)
+    dev = resolve_device(device)
     model, vocab, ckpt = load_model(ckpt_path, dev)
     if not Path(str(store_path)).exists() and "://" not in str(store_path):
         raise UserError(f"no feature store at {store_path}")
@@ -178,7 +179,7 @@ def caption_reference(cfg: dict, weights: str | Path | None, store_path: str | P
 
 def _match_videos(reference: dict, store) -> tuple[list[tuple[str, str, float, float]], dict[str, str]]:
     """(video, store id, start, end) of the segments whose video is stored; the others' videos with a reason."""
-    from caption_model.dataset import store_id_for
+    from caption_model.formats.annotations import store_id_for
 
     available = frozenset(store.complete_ids())
     failed = store.failed()

@@ -23,12 +23,13 @@ tokens after the loop (they do not feed back).
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from caption_model.text import PAD
+from caption_model.formats.text import PAD
 
 
 @dataclass
@@ -344,3 +345,18 @@ class ETS(nn.Module):
             coverage = attn.float().sum(1)  # sum_t a_ti (B, T)
             loss = loss + lam * (((1.0 - coverage) ** 2) * mask).sum(1).mean()
         return loss, nll.detach(), int(targets.numel())
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """Rebuild (model in eval mode, vocab, checkpoint dict) from a checkpoint, for decoding.
+
+    It lives beside the model (not in `runs/`) because only here is the checkpoint known to hold an ETS.
+    """
+    from caption_model.formats.text import Vocab
+    from caption_model.runs.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    vocab = Vocab.from_dict(ckpt["vocab"])
+    model = ETS(ckpt["config"]["model"], int(ckpt["feat_dim"]), len(vocab))
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), vocab, ckpt

@@ -6,7 +6,7 @@ before this module captions store ids. The steps here: `load_predictor`
 (checkpoint, model, the store, created from the checkpoint's store settings
 if missing), `locate` (which entries are store ids, which are files), and
 `run_predict` (times checked per line, captions, result JSON, plots, and the
-attention sidecar that the HTML viewer draws: `caption_model.attention_sidecar`). Every
+attention sidecar that the HTML viewer draws: `caption_model.formats.attention_sidecar`). Every
 line is checked on its own; a bad one is reported with its number and the
 others are still captioned, so the CLI can exit with `PartialFailure`.
 """
@@ -21,18 +21,18 @@ from typing import Any
 
 import torch
 
-from caption_model.attention_sidecar import AttentionSidecar, sidecar_path_for
 from caption_model.captioning import (
     SegmentRows,
     caption_segments,
     external_details,
     fallback_lines,
-    pick_device,
     resolve_weights,
 )
-from caption_model.dataset import store_id_for
-from caption_model.filelist import FileListEntry
-from caption_model.results import default_result_path, entry, make_result, write_result
+from caption_model.formats.annotations import store_id_for
+from caption_model.formats.attention_sidecar import AttentionSidecar, sidecar_path_for
+from caption_model.formats.filelist import FileListEntry
+from caption_model.formats.results import default_result_path, entry, make_result, write_result
+from etspipe.devices import resolve_device
 from etspipe.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -58,11 +58,12 @@ class Predictor:
 def load_predictor(cfg: dict, weights: str | Path | None, store_path: str | Path | None, *,
                    device: str | None, echo: Callable[[str], None] | None = print) -> Predictor:
     """Load the checkpoint; open the store (default ``<predict.results_dir>/features.zarr``, made if missing)."""
-    from caption_model.checkpoint import check_feat_dim, load_model
+    from caption_model.model import load_model
+    from caption_model.runs.checkpoint import check_feat_dim
     from features_store import open_store
 
     ckpt_path = resolve_weights(cfg, weights, echo)
-    dev = pick_device(device)
+    dev = resolve_device(device)
     model, vocab, ckpt = load_model(ckpt_path, dev)
     path = str(store_path) if store_path else str(Path(cfg["predict"]["results_dir"]) / "features.zarr")
     if Path(path).exists() or "://" in path:
@@ -202,7 +203,7 @@ def _attn_words(cap: dict) -> list[str]:
 def _plot(plot_dir: str | Path | None, e: FileListEntry, sid: str, start: float, end: float, cap: dict) -> str | None:
     if plot_dir is None or cap.get("attn") is None:
         return None
-    from caption_model.plots import plot_attention, safe_name
+    from caption_model.formats.plots import plot_attention, safe_name
 
     png = Path(plot_dir) / f"{e.line:04d}_{safe_name(sid)}_{start:.1f}-{end:.1f}.png"
     return str(plot_attention(_attn_words(cap), cap["attn"], cap["times"], png,

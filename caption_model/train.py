@@ -8,7 +8,7 @@
     -> last.pt always, best.pt when the validation METEOR improves
 
 :func:`fit` reads as the steps of a run: where it starts from
-(:func:`caption_model.run_folder.starting_point`), the data (:mod:`caption_model.train_data`),
+(:func:`caption_model.runs.run_folder.starting_point`), the data (:mod:`caption_model.train_data`),
 model and optimiser (:func:`_build`), then per epoch :func:`_train_epoch` and
 :func:`_validate_and_save`.
 
@@ -50,20 +50,20 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from caption_model import distributed
-from caption_model.annotations import summary_line
-from caption_model.checkpoint import BEST, FORMAT, LAST, VERSION, save_checkpoint
 from caption_model.dataset import BucketBatchSampler
 from caption_model.decode import greedy
+from caption_model.formats.annotations import summary_line
+from caption_model.formats.text import Vocab
 from caption_model.model import ETS
-from caption_model.precision import autocast, check_precision
-from caption_model.rng_state import rng_state, seed_all, set_rng_state
-from caption_model.run_folder import Start, plain, starting_point
-from caption_model.schedule import NoamSchedule
-from caption_model.stop_request import StopRequest
-from caption_model.text import Vocab
+from caption_model.runs import distributed
+from caption_model.runs.checkpoint import BEST, FORMAT, LAST, VERSION, save_checkpoint
+from caption_model.runs.precision import autocast, check_precision
+from caption_model.runs.rng_state import rng_state, seed_all, set_rng_state
+from caption_model.runs.run_folder import Start, plain, starting_point
+from caption_model.runs.schedule import NoamSchedule
+from caption_model.runs.stop_request import StopRequest
+from caption_model.runs.train_log import IntervalStats, MeteorScorer, MetricsLog
 from caption_model.train_data import RunData, loaders, prepare_data
-from caption_model.train_log import IntervalStats, MeteorScorer, MetricsLog
 from etspipe.devices import device_kind
 from etspipe.progress import progress_bar
 

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader
 
-from caption_model import distributed
-from caption_model.annotations import Segment, load_annotations, split_by_video
-from caption_model.checkpoint import check_feat_dim
-from caption_model.dataset import BucketBatchSampler, Item, SegmentDataset, collate, match_store, open_store
-from caption_model.run_folder import Start, claim_folder, plain, write_run_files
-from caption_model.stop_request import ignore_sigint
-from caption_model.text import Vocab, tokenize
+from caption_model.dataset import BucketBatchSampler, Item, SegmentDataset, collate, open_store
+from caption_model.formats.annotations import Segment, load_annotations, match_store, split_by_video
+from caption_model.formats.text import Vocab, tokenize
+from caption_model.runs import distributed
+from caption_model.runs.checkpoint import check_feat_dim
+from caption_model.runs.run_folder import Start, claim_folder, plain, write_run_files
+from caption_model.runs.stop_request import ignore_sigint
 from etspipe.errors import UserError
 
 logger = logging.getLogger(__name__)

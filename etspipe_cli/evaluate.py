@@ -53,7 +53,7 @@ def evaluate(weights: str | None, save_dir: str | None, store_path: str | None, 
     if results_path is None and store_path is None:
         raise UserError("give --store STORE to caption segments, or --results FILE to score a result file")
     if dense:
-        from caption_model.proposal_dense import run_dense_evaluate
+        from caption_model.proposals.dense import run_dense_evaluate
 
         if results_path is not None or store_path is None:
             raise UserError("--dense captions the model's own events: give --store, not --results")

@@ -1,87 +1,16 @@
 """`etspipe predict`: caption listed videos or segments, raw files included.
 
-This command is where the two stages meet for prediction: raw video files are
-extracted into the store with the store's own recorded settings
-(`extract_features.extract_like_store`), then the caption model captions store
-ids only (`caption_model.predict`), which never decodes video.
+The options are parsed here; `etspipe_flows.predict.predict_videos` does the work
+(extracting raw files with the store's recipe, then captioning store ids).
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
 
 import click
 
 from etspipe.errors import PartialFailure, UserError
 from etspipe_cli.common import DEVICE, OUTPUT_FOLDER, _set, config_default, config_options
-
-
-def predict_videos(cfg: dict, weights: str | Path | None, filelist: str | Path | None = None,
-                   videos: Sequence[str] = (), store_path: str | Path | None = None,
-                   out_path: str | Path | None = None, plot_dir: str | Path | None = None, *,
-                   html: bool = False, c3d_weights: str | None = None, device: str | None = None,
-                   max_events: int | None = None, subtitles: str | None = None,
-                   echo: Callable[[str], None] | None = print) -> dict[str, Any]:
-    """Caption the entries of `filelist` and/or the video files `videos`; the summary of `run_predict`.
-
-    Entries without times become the video's events when the run folder holds a
-    proposal model (`caption_model.proposal_dense`); `subtitles` ("srt"/"vtt")
-    writes one subtitle file per video next to the result JSON. With `html`, the
-    page of the results (`<results stem>.html`, see `etspipe view`) is written
-    too, with the attention of every caption and the captioned files as its
-    videos; its path is the summary's `html_path`.
-    """
-    from caption_model.filelist import FileListEntry, read_filelist
-    from caption_model.predict import load_predictor, locate, run_predict
-    from caption_model.proposal_dense import expand_untimed, write_video_subtitles
-    from extract_features import extract_like_store
-
-    entries, errors = read_filelist(filelist) if filelist else ([], [])
-    first = max([e.line for e in entries] + [e.line for e in errors] + [0]) + 1
-    entries += [FileListEntry(first + i, v, None, None) for i, v in enumerate(videos)]
-    if not entries and not errors:
-        raise UserError(f"nothing to caption: {filelist} lists no video" if filelist else "no video given")
-    failed = [{"line": e.line, "error": str(e)} for e in errors]
-    device = device or cfg["train"]["device"]
-    predictor = load_predictor(cfg, weights, store_path, device=device, echo=echo)
-    known, files, bad = locate(entries, predictor.store_ids, Path(filelist).parent if filelist else None)
-    failed += bad
-    sources: dict[str, str] = {}
-    if files:
-        got = extract_like_store([p for _, p in files], predictor.store_path, cfg=cfg, weights=c3d_weights,
-                                 device=device)
-        for e, path in files:
-            outcome = got[path]
-            if outcome.ok:
-                known.append((e, outcome.video_id))
-                sources[outcome.video_id] = str(path)
-            else:
-                failed.append({"line": e.line, "error": f"line {e.line}: {outcome.error}"})
-    known.sort(key=lambda k: k[0].line)
-    known, scores, notes = expand_untimed(cfg, predictor.checkpoint, predictor.store_path, known,
-                                          max_events=max_events, device=predictor.device)
-    name = Path(filelist).stem if filelist else "videos"
-    summary = run_predict(cfg, predictor, known, failed, name=name, out_path=out_path, plot_dir=plot_dir,
-                          attention=html, echo=echo, proposal_scores=scores, notes=notes)
-    if subtitles:
-        summary["subtitles"] = write_video_subtitles(summary["results_path"], subtitles, echo)
-    summary["html_path"] = _page(summary, predictor.store_path, sources, echo) if html else None
-    return summary
-
-
-def _page(summary: dict[str, Any], store_path: str, sources: dict[str, str],
-          echo: Callable[[str], None] | None) -> str:
-    """The HTML page beside the results: videos from the files just captioned, else the store's record."""
-    from etspipe_cli.view import write_page
-
-    results = Path(summary["results_path"])
-    page = write_page(results, results.with_suffix(".html"), store_path=store_path, sources=sources,
-                      attention_path=summary["attention_path"])
-    if echo:
-        echo(f"wrote the page {page['page']} (open it in a browser)")
-    return page["page"]
+from etspipe_flows.predict import predict_videos
 
 
 @click.command()

@@ -39,7 +39,7 @@ def train_proposals(store_path: str, train_paths: tuple[str, ...], save_dir: str
     Example:
       etspipe train-proposals --store data/c3d.zarr --train train.json --save-dir data/checkpoints
     """
-    from caption_model.proposal_train import train_proposals as run
+    from caption_model.proposals.train import train_proposals as run
 
     _set(cfg, "proposals.epochs", epochs)
     _set(cfg, "proposals.device", device)

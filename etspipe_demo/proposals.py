@@ -21,7 +21,7 @@ from etspipe_demo.stages import fingerprint, section, stage, write_stages
 
 def _finished(run_dir: Path, epochs: int) -> bool | None:
     """True when the run folder's proposal model finished `epochs`, False when interrupted, None when absent."""
-    from caption_model.proposal_infer import LAST, load_proposal_checkpoint
+    from caption_model.proposals.infer import LAST, load_proposal_checkpoint
 
     if not (run_dir / LAST).is_file():
         return None
@@ -30,8 +30,8 @@ def _finished(run_dir: Path, epochs: int) -> bool | None:
 
 def proposals_stage(run: Any, data: dict, fp_extract: str, label: str) -> Path:
     """Train (or reuse, or resume) the proposal model; returns its best checkpoint."""
-    from caption_model.proposal_infer import BEST, LAST
-    from caption_model.proposal_train import train_proposals
+    from caption_model.proposals.infer import BEST, LAST
+    from caption_model.proposals.train import train_proposals
 
     cfg = run.cfg
     fp = fingerprint(fp_extract, section(cfg, "proposals"), cfg["data"]["val_fraction"], cfg["data"]["split_seed"])
@@ -54,7 +54,7 @@ def proposals_stage(run: Any, data: dict, fp_extract: str, label: str) -> Path:
 
 def dense_stage(run: Any, data: dict, best: Path, label: str) -> dict:
     """evaluate --dense on the test split, then one WebVTT file per captioned test video."""
-    from caption_model.proposal_dense import run_dense_evaluate, write_video_subtitles
+    from caption_model.proposals.dense import run_dense_evaluate, write_video_subtitles
 
     with stage(f"{label} dense (captions of the model's own events, AR@AN)", run.timings):
         dense = run_dense_evaluate(run.cfg, str(best), str(run.store_path), [str(data["test"])],

@@ -147,7 +147,7 @@ def _extract_stage(run: _Run, data: dict, note: str) -> str:
 
 def _train_stage(run: _Run, data: dict, fp_extract: str) -> Path:
     """Train, resume an interrupted run, or reuse a finished one; returns the best checkpoint."""
-    from caption_model.checkpoint import find_best
+    from caption_model.runs.checkpoint import find_best
     from caption_model.train import train
 
     cfg = run.cfg
@@ -183,8 +183,8 @@ def _evaluate_stage(run: _Run, data: dict, best: Path) -> dict:
 
 
 def _predict_stage(run: _Run, data: dict, best: Path) -> dict:
-    from etspipe_cli.predict import predict_videos
     from etspipe_demo.report import write_filelist
+    from etspipe_flows.predict import predict_videos
 
     with stage("7/7 predict (raw test videos, attention plots)", run.timings):
         filelist = run.results_dir / "demo_filelist.txt"
@@ -198,7 +198,7 @@ def _predict_stage(run: _Run, data: dict, best: Path) -> dict:
 def _report(run: _Run, data: dict, best: Path, evaluation: dict, prediction: dict, dense: dict, note: str,
             n_videos: int) -> dict:
     """Score the captions, print the report and write report.txt / report.json."""
-    from caption_model.results import read_result
+    from caption_model.formats.results import read_result
     from etspipe_demo.dataset import load_meta
     from etspipe_demo.proposals import report_lines
     from etspipe_demo.report import examples, format_report
@@ -230,7 +230,7 @@ def _report(run: _Run, data: dict, best: Path, evaluation: dict, prediction: dic
 
 def _page(run: _Run, data: dict, evaluation: dict, prediction: dict) -> str:
     """report.html: the predicted test videos playing with their captions, references, attention and scores."""
-    from etspipe_cli.view import write_page
+    from etspipe_flows.page import write_page
 
     page = write_page(prediction["results_path"], run.out_dir / "report.html", store_path=str(run.store_path),
                       video_dirs=[data["videos_dir"]], annotation_paths=[data["test"]],

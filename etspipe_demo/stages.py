@@ -80,7 +80,7 @@ def remove_store(store_path: Path) -> None:
 
 def training_state(save_dir: Path) -> tuple[int, int] | None:
     """(epochs done, epochs planned) of the run in `save_dir`, or None when there is none."""
-    from caption_model.checkpoint import LAST, load_checkpoint
+    from caption_model.runs.checkpoint import LAST, load_checkpoint
 
     if not (save_dir / LAST).is_file():
         return None

@@ -90,8 +90,8 @@ def build_page(
     """Write the page for `results_path` to `out_path`; return a summary (counts, what was found).
 
     `cues` turns a video's result entries into WebVTT text: the project's one
-    subtitle writer, `caption_model.subtitles.to_vtt`, handed in by the caller
-    since this package imports no stage (`etspipe_cli.view.write_page` does it).
+    subtitle writer, `caption_model.formats.subtitles.to_vtt`, handed in by the caller
+    since this package imports no stage (`etspipe_flows.page.write_page` does it).
     `durations`/`sources` (video id -> seconds / file path) come from a feature
     store when the caller has one. `scores_path` and `attention_path` default to
     evaluate's `<stem>_scores.json` and predict's `<stem>_attention.json` beside

@@ -23,7 +23,7 @@ from etspipe.files import read_json
 
 logger = logging.getLogger(__name__)
 
-SIDECAR_FORMAT = "etspipe-attention"  # caption_model.attention_sidecar writes it; this package may not import it
+SIDECAR_FORMAT = "etspipe-attention"  # caption_model.formats.attention_sidecar writes it (not importable here)
 
 
 @dataclass

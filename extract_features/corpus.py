@@ -37,7 +37,7 @@ from extract_features.clips import PAD_RULES
 from extract_features.inputs import assign_ids, collect_videos, input_problem
 from extract_features.options import ExtractOptions
 from extract_features.pca import STORE_AUX, IncrementalPCA, raw_store_path_for, store_pca_meta, stored_projection
-from extract_features.runner import make_extractor, run_pipeline
+from extract_features.runner import make_extractor, record_failure, run_pipeline
 from extract_features.weights import UNTRAINED, file_sha256, warn_untrained
 
 log = logging.getLogger(__name__)
@@ -135,15 +135,6 @@ def _plan(store, videos: list[tuple[str, Path]], retry_failed: bool) -> tuple[li
                 store.clear_failed(vid)
             todo.append((vid, path))
     return todo, skipped
-
-
-def record_failure(store, video_id: str, reason: str, detail: str, source: str) -> None:
-    """Record one video's failure; a store that cannot even take that stops the run with one line."""
-    try:
-        store.mark_failed(video_id, reason, detail, source=source)
-    except OSError as exc:
-        raise UserError(f"cannot write to the feature store {store.path} ({exc.strerror or exc}); "
-                        f"stopped at video {video_id}") from None
 
 
 def _summary(store, videos, done: int, skipped: int) -> dict:

@@ -24,10 +24,9 @@ import torch
 
 from etspipe.errors import UserError
 from etspipe.progress import progress_bar
-from extract_features.corpus import record_failure
 from extract_features.options import ExtractOptions
 from extract_features.pca import IncrementalPCA
-from extract_features.runner import Extractor, make_extractor, one_line, run_pipeline
+from extract_features.runner import Extractor, make_extractor, one_line, record_failure, run_pipeline
 
 log = logging.getLogger(__name__)
 

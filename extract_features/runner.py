@@ -482,3 +482,12 @@ def extract_one(path: str | Path, cfg: dict | ExtractOptions, model: Extractor |
     if pca is not None:
         rows = pca.transform(rows)
     return rows, result["meta"]
+
+
+def record_failure(store, video_id: str, reason: str, detail: str, source: str) -> None:
+    """Record one video's failure; a store that cannot even take that stops the run with one line."""
+    try:
+        store.mark_failed(video_id, reason, detail, source=source)
+    except OSError as exc:
+        raise UserError(f"cannot write to the feature store {store.path} ({exc.strerror or exc}); "
+                        f"stopped at video {video_id}") from None

@@ -1,7 +1,7 @@
 """A line-by-line re-statement of the official ActivityNet Captions script: the oracle of test_densevid.
 
 Slow by design (pycocoevalcap's own scorer classes, one call per video and
-threshold); `caption_model.densevid.evaluate_results` must give the same numbers.
+threshold); `caption_model.scoring.densevid.evaluate_results` must give the same numbers.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from caption_model.densevid import TIOUS, Reference, random_string, remove_nonascii, tiou
-from caption_model.ngram_scores import BLEU_KEYS
+from caption_model.scoring.densevid import TIOUS, Reference, random_string, remove_nonascii, tiou
+from caption_model.scoring.ngram_scores import BLEU_KEYS
 
 
 def evaluate_results_slow(

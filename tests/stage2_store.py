@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from caption_model.checkpoint import FORMAT, VERSION, save_checkpoint
+from caption_model.formats.text import Vocab
 from caption_model.model import ETS
-from caption_model.text import Vocab
+from caption_model.runs.checkpoint import FORMAT, VERSION, save_checkpoint
 from etspipe.config import load_config
 from features_store import open_store
 

@@ -4,8 +4,14 @@ import json
 
 import pytest
 
-from caption_model.annotations import QUIRKS, load_annotations, split_by_video, summary_line
-from caption_model.dataset import match_store, store_id_for
+from caption_model.formats.annotations import (
+    QUIRKS,
+    load_annotations,
+    match_store,
+    split_by_video,
+    store_id_for,
+    summary_line,
+)
 from etspipe.errors import UserError
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from caption_model.decode import beam_search, decode_segments, greedy, pad_rows
+from caption_model.formats.text import BOS, EOS, UNK
 from caption_model.model import ETS
-from caption_model.text import BOS, EOS, UNK
 
 
 class TableModel:

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from densevid_oracle import evaluate_results_slow
 
-from caption_model import java_scorers
-from caption_model.densevid import evaluate_results, format_table, random_string, tiou
+from caption_model.scoring import java_scorers
+from caption_model.scoring.densevid import evaluate_results, format_table, random_string, tiou
 from etspipe.errors import UserError
 
 needs_java = pytest.mark.skipif(not java_scorers.java_available(), reason="Java not installed")

@@ -31,18 +31,17 @@ def test_mistakes_name_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_every_stage_uses_the_one_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     """The stages' device entry points all answer as etspipe.devices does (no second copy of the rule)."""
-    from caption_model.captioning import pick_device
-    from caption_model.distributed import DistInfo
-    from caption_model.distributed import resolve_device as dist_device
+    from caption_model.runs.distributed import DistInfo
+    from caption_model.runs.distributed import resolve_device as dist_device
     from extract_features.options import ExtractOptions
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert pick_device("auto") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cpu")
     assert dist_device("auto", DistInfo()) == torch.device("cpu")
     with pytest.raises(UserError, match="extract.device is cuda"):
         ExtractOptions.from_config(load_config(), device="cuda").torch_device()
     with pytest.raises(UserError, match="device must be auto, cpu or cuda"):
-        pick_device("tpu")
+        resolve_device("tpu")
 
 
 def test_importing_the_ground_does_not_import_torch() -> None:

@@ -13,7 +13,7 @@ import pytest
 from stage2_store import DIM, make_checkpoint, make_store, write_json
 
 from caption_model import evaluate as ev
-from caption_model.results import make_result, read_result, validate_result, write_result
+from caption_model.formats.results import make_result, read_result, validate_result, write_result
 from etspipe.config import load_config
 from etspipe.errors import UserError
 
@@ -117,7 +117,7 @@ def test_result_round_trip(tmp_path):
 
 
 def test_atomic_json_is_indented_or_compact_and_leaves_no_temp_file(tmp_path):
-    from caption_model.results import write_json_atomic
+    from caption_model.formats.results import write_json_atomic
 
     data = {"attention": [[0.25, 0.75], [1.0, 0.0]], "word": "piñata"}
     indented = write_json_atomic(tmp_path / "a.json", data).read_text(encoding="utf-8")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from caption_model.filelist import FileListEntry, LineError, parse_filelist_text, read_filelist
+from caption_model.formats.filelist import FileListEntry, LineError, parse_filelist_text, read_filelist
 from etspipe.errors import UserError
 
 

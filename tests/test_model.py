@@ -6,9 +6,9 @@ import torch
 
 from caption_model.dataset import BucketBatchSampler, collate, subsample_rows
 from caption_model.decode import greedy
+from caption_model.formats.text import BOS, EOS, PAD
 from caption_model.model import ETS, Memory, State
-from caption_model.schedule import NoamSchedule, noam_lr
-from caption_model.text import BOS, EOS, PAD
+from caption_model.runs.schedule import NoamSchedule, noam_lr
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -185,7 +185,7 @@ def test_teacher_forcing_reads_nothing_back_per_word(monkeypatch):
 
 
 def test_bf16_only_where_the_cpu_has_it(monkeypatch):
-    import caption_model.precision as precision
+    import caption_model.runs.precision as precision
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)

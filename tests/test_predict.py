@@ -10,10 +10,10 @@ import videos
 from click.testing import CliRunner
 from stage2_store import make_checkpoint, make_store
 
-from caption_model.plots import plot_attention
+from caption_model.formats.plots import plot_attention
 from etspipe.config import load_config
 from etspipe.errors import UserError
-from etspipe_cli.predict import predict_videos
+from etspipe_flows.predict import predict_videos
 from extract_features import extract_one
 from extract_features.like_store import options_of_store
 

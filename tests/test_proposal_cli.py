@@ -13,8 +13,8 @@ import torch
 from click.testing import CliRunner
 from test_proposal_train import make_event_corpus, tiny_cfg
 
-from caption_model.proposal_eval import evaluate_proposals, format_figures
-from caption_model.proposal_infer import BEST, LAST
+from caption_model.proposals.evaluate import evaluate_proposals, format_figures
+from caption_model.proposals.infer import BEST, LAST
 from pipeline import cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -49,7 +49,7 @@ def test_train_proposals_user_errors_are_one_line(tmp_path):
 def test_evaluate_proposals_writes_file_png_and_counts_a_missing_video_as_missed(tmp_path):
     store, ann = make_event_corpus(tmp_path, n_videos=8)
     cfg = tiny_cfg(tmp_path / "run", epochs=2)
-    from caption_model.proposal_train import train_proposals
+    from caption_model.proposals.train import train_proposals
 
     run = train_proposals(cfg, str(store), [str(ann)], progress=False)
     data = json.loads(ann.read_text())
@@ -66,7 +66,7 @@ DRIVER = """
 import json, sys
 import torch
 torch.set_num_threads(1)
-from caption_model.proposal_train import train_proposals
+from caption_model.proposals.train import train_proposals
 cfg, store, ann, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 run = train_proposals(cfg, store, [ann], progress=False)
 torch.save({"model": run.net.state_dict(), "loss": [h["loss"] for h in run.history]}, out)

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from stage2_store import make_checkpoint
 from test_proposal_train import STORE_META, make_event_corpus, tiny_cfg
 
-from caption_model.proposal_train import train_proposals
+from caption_model.proposals.train import train_proposals
 from pipeline import cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from caption_model.proposal_baselines import random_segments, sliding_windows
-from caption_model.proposal_data import anchors_fit, segment_rows, video_times, window_start
-from caption_model.proposal_model import (
+from caption_model.proposals.baselines import random_segments, sliding_windows
+from caption_model.proposals.data import anchors_fit, segment_rows, video_times, window_start
+from caption_model.proposals.model import (
     ProposalNet,
     anchor_labels,
     anchor_segments,
@@ -102,7 +102,7 @@ def test_network_shapes_and_padding_do_not_leak():
 
 
 def test_boundary_targets_move_an_anchor_onto_its_event():
-    from caption_model.proposal_model import anchor_targets, refine
+    from caption_model.proposals.model import anchor_targets, refine
 
     edges = np.linspace(0.0, 5.0, 11)  # 10 rows of 0.5 s
     anchors = np.array([4])
@@ -118,7 +118,7 @@ def test_boundary_targets_move_an_anchor_onto_its_event():
 def test_segment_rows_and_coarse_store_refused():
     edges = np.arange(11, dtype=float)
     assert segment_rows(edges, 2.0, 6.0) == 4 and segment_rows(edges, 2.1, 2.2) == 1
-    from caption_model.proposal_data import VideoTimes
+    from caption_model.proposals.data import VideoTimes
 
     fine = [VideoTimes("v", edges, np.array([[1.0, 5.0], [2.0, 9.0]]))]
     assert anchors_fit(fine, "s").tolist() == [4.0, 7.0]
@@ -156,7 +156,7 @@ def test_video_times_from_store_metadata(tmp_path):
 
 
 def test_events_follow_threshold_and_limit_sorted_by_start():
-    from caption_model.proposal_infer import video_events
+    from caption_model.proposals.infer import video_events
 
     props = [{"segment": [5.0, 9.0], "score": 0.9}, {"segment": [1.0, 3.0], "score": 0.8},
              {"segment": [0.0, 9.0], "score": 0.6}, {"segment": [2.0, 4.0], "score": 0.3}]
@@ -167,7 +167,7 @@ def test_events_follow_threshold_and_limit_sorted_by_start():
 
 
 def test_empty_set_after_threshold_captions_the_whole_video_and_says_so():
-    from caption_model.proposal_infer import video_events
+    from caption_model.proposals.infer import video_events
 
     events, note = video_events([{"segment": [1.0, 2.0], "score": 0.2}], 7.5, 0.5, 10)
     assert events == [{"segment": [0.0, 7.5], "score": None}]

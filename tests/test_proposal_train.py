@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from caption_model.proposal_infer import BEST, LAST, Proposer, load_proposal_checkpoint
-from caption_model.proposal_metrics import ar_an
-from caption_model.proposal_train import train_proposals
+from caption_model.proposals.infer import BEST, LAST, Proposer, load_proposal_checkpoint
+from caption_model.proposals.train import train_proposals
+from caption_model.scoring.proposal_metrics import ar_an
 from etspipe.config import load_config
 from etspipe.errors import UserError
 
@@ -141,7 +141,7 @@ def test_ar_an_of_trained_model_is_well_formed(tmp_path):
 
 
 def test_one_unreadable_video_does_not_stop_the_corpus(tmp_path, monkeypatch):
-    from caption_model.proposal_infer import propose_corpus
+    from caption_model.proposals.infer import propose_corpus
     from features_store import open_store
 
     store, ann = make_event_corpus(tmp_path, n_videos=8)

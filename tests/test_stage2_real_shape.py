@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 from stage2_store import make_store, write_json
 
-from caption_model.results import read_result
+from caption_model.formats.results import read_result
 from pipeline import cli
 
 WORDS = ["a", "man", "woman", "dog", "runs", "jumps", "plays", "the", "ball", "guitar"]
@@ -45,7 +45,7 @@ def _annotations(vids: list[str], seed: int, missing: str | None = None) -> dict
 @pytest.fixture()
 def real_shaped(tmp_path, monkeypatch):
     # Java's METEOR start-up is the slowest part and is not what this test is about.
-    monkeypatch.setattr("caption_model.java_scorers.java_available", lambda: False)
+    monkeypatch.setattr("caption_model.scoring.java_scorers.java_available", lambda: False)
     store = make_store(tmp_path / "c3d.zarr", STORED)
     vids = sorted(STORED)
     train = write_json(tmp_path / "train.json", _annotations(vids[:4], 0))

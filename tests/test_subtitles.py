@@ -7,7 +7,7 @@ import pytest
 import srt
 import webvtt
 
-from caption_model.subtitles import to_srt, to_vtt, write_all, write_subtitles
+from caption_model.formats.subtitles import to_srt, to_vtt, write_all, write_subtitles
 
 ENTRIES = [
     {"timestamp": [12.5, 14.25], "sentence": "a red circle moves up.", "proposal_score": 0.4},

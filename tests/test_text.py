@@ -1,6 +1,6 @@
 """Tokenizer (the metrics' PTB rules) and vocabulary."""
 
-from caption_model.text import BOS, EOS, PAD, SPECIALS, UNK, Vocab, tokenize
+from caption_model.formats.text import BOS, EOS, PAD, SPECIALS, UNK, Vocab, tokenize
 
 
 def test_tokenize_lowercases_and_drops_punctuation():

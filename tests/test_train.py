@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from caption_model.checkpoint import load_checkpoint, load_model
 from caption_model.dataset import Item, SegmentDataset
+from caption_model.model import load_model
+from caption_model.runs.checkpoint import load_checkpoint
 from caption_model.train import fit, train
 from etspipe.config import load_config
 from etspipe.errors import UserError
@@ -81,7 +82,7 @@ def assert_resume_equals_straight_run(resumed: Path, tmp_path: Path, store: Path
 
 def test_train_learns_validates_and_writes_its_files(tmp_path):
     store, ann = make_corpus(tmp_path, missing=1, failed=1)
-    cfg = tiny_cfg(tmp_path / "run", epochs=16, val_meteor=True, valid_interval=8)
+    cfg = tiny_cfg(tmp_path / "run", epochs=24, val_meteor=True, valid_interval=12)
     result = fit(cfg, str(store), [str(ann)], progress=False)
     run = tmp_path / "run"
     assert result.best_path == run / "best.pt"
@@ -194,7 +195,7 @@ def test_dataset_reads_rows_lazily_with_the_alignment_rule(tmp_path):
 
 
 def test_resume_keeps_the_run_settings_but_takes_runtime_keys():
-    from caption_model.run_folder import resumed_config as _resumed_config
+    from caption_model.runs.run_folder import resumed_config as _resumed_config
     from etspipe.config import reference_config
 
     saved = {"model": {"proj_dim": 32}, "data": {"num_workers": 0, "max_rows": 8},

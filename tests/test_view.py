@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from caption_model.attention_sidecar import AttentionSidecar, sidecar_path_for
-from caption_model.subtitles import to_vtt
+from caption_model.formats.attention_sidecar import AttentionSidecar, sidecar_path_for
+from caption_model.formats.subtitles import to_vtt
 from etspipe.errors import UserError
 from etspipe_view import build_page as _build_page
 from etspipe_view import build_views, find_video
@@ -37,7 +37,7 @@ def write_json(path: Path, data) -> Path:
 
 
 def build_page(results, out, **options):
-    """The viewer with the project's cue writer, as `etspipe_cli.view.write_page` calls it."""
+    """The viewer with the project's cue writer, as `etspipe_flows.page.write_page` calls it."""
     return _build_page(results, out, cues=to_vtt, **options)
 
 

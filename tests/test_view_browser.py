@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from videos import write_video
 
-from caption_model.attention_sidecar import AttentionSidecar, sidecar_path_for
-from etspipe_cli.view import write_page
+from caption_model.formats.attention_sidecar import AttentionSidecar, sidecar_path_for
+from etspipe_flows.page import write_page
 from etspipe_view.browser import browser_missing, chromium
 
 EVIL = "a man <script>window.pwned = 1</script> plays <b>loud</b>"

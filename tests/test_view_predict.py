@@ -11,7 +11,7 @@ import videos
 from click.testing import CliRunner
 from stage2_store import make_checkpoint, make_store
 
-from caption_model.attention_sidecar import sidecar_path_for
+from caption_model.formats.attention_sidecar import sidecar_path_for
 from etspipe.config import load_config
 from extract_features import extract_one
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from caption_model.checkpoint import read_checkpoint_file
-from caption_model.proposal_model import ProposalNet, proposals_from_scores, row_edges
+from caption_model.proposals.model import ProposalNet, proposals_from_scores, row_edges
+from caption_model.runs.checkpoint import read_checkpoint_file
 from etspipe.errors import UserError
 
 logger = logging.getLogger(__name__)

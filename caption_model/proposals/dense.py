@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from caption_model.proposal_infer import Proposer, check_store, find_proposal_checkpoint, video_events
+from caption_model.proposals.infer import Proposer, check_store, find_proposal_checkpoint, video_events
 from etspipe.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def dense_results(cfg: dict, model, vocab, proposer: Proposer, store, wanted: Se
                   run_cfg: dict, device, *, batch_size: int, progress: bool) -> tuple[dict, dict, list[str]]:
     """Captioned events of (video, store id) pairs: (results, all proposals by video, notes)."""
     from caption_model.captioning import SegmentRows, caption_segments, fallback_lines
-    from caption_model.results import entry
+    from caption_model.formats.results import entry
 
     pcfg = cfg["proposals"]
     proposals, plans, whole, failed = {}, [], {}, {}
@@ -137,16 +137,18 @@ def run_dense_evaluate(cfg: dict, weights: str | Path | None, store_path: str, a
     ``_scores.json`` (official protocol against ALL annotation files), and the
     proposal figures and AR-AN PNG beside it (proposals against the same files).
     """
-    from caption_model import densevid
-    from caption_model.captioning import external_details, pick_device, resolve_weights
-    from caption_model.checkpoint import check_feat_dim, load_model
+    from caption_model.captioning import external_details, resolve_weights
     from caption_model.evaluate import score_and_save, scores_path_for
-    from caption_model.results import default_result_path, make_result, write_result
+    from caption_model.formats.results import default_result_path, make_result, write_result
+    from caption_model.model import load_model
+    from caption_model.runs.checkpoint import check_feat_dim
+    from caption_model.scoring import densevid
+    from etspipe.devices import resolve_device
     from features_store import open_store
 
     references = densevid.load_references(annotation_paths)
     ckpt_path = resolve_weights(cfg, weights, echo)
-    dev = pick_device(device or cfg["train"]["device"])
+    dev = resolve_device(device or cfg["train"]["device"])
     model, vocab, ckpt = load_model(ckpt_path, dev)
     proposer = load_proposer(ckpt_path.parent, dev)
     if proposer is None:
@@ -182,7 +184,7 @@ def run_dense_evaluate(cfg: dict, weights: str | Path | None, store_path: str, a
 
 
 def _stored_videos(reference: dict, store) -> tuple[list[tuple[str, str]], list[str]]:
-    from caption_model.dataset import store_id_for
+    from caption_model.formats.annotations import store_id_for
 
     available = frozenset(store.complete_ids())
     pairs = [(vid, store_id_for(vid, available)) for vid in reference]
@@ -191,9 +193,9 @@ def _stored_videos(reference: dict, store) -> tuple[list[tuple[str, str]], list[
 
 def _proposal_figures(references: list, proposals: dict, result_file: Path, echo) -> dict:
     """AR@AN of the unthresholded proposals against all reference files; PNG and JSON beside the results."""
-    from caption_model.proposal_eval import format_figures
-    from caption_model.proposal_metrics import ar_an, plot_ar_an, summary
-    from caption_model.results import write_json_atomic
+    from caption_model.formats.results import write_json_atomic
+    from caption_model.proposals.evaluate import format_figures
+    from caption_model.scoring.proposal_metrics import ar_an, plot_ar_an, summary
 
     gt: dict[str, list] = {}
     for ref in references:
@@ -211,8 +213,8 @@ def _proposal_figures(references: list, proposals: dict, result_file: Path, echo
 
 def write_video_subtitles(results_path: str | Path, fmt: str, echo: Callable[[str], None] | None = print) -> list[str]:
     """One subtitle file per video of a result JSON, in its folder (``<video>.<fmt>``)."""
-    from caption_model.results import read_result
-    from caption_model.subtitles import write_all
+    from caption_model.formats.results import read_result
+    from caption_model.formats.subtitles import write_all
 
     results_path = Path(results_path)
     paths = write_all(read_result(results_path)["results"], results_path.parent, fmt)

@@ -51,7 +51,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from caption_model.text import tokenize
+from caption_model.formats.text import tokenize
 from etspipe.errors import UserError
 from etspipe.files import read_json
 
@@ -222,3 +222,32 @@ def split_by_video(segments: Iterable[Segment], val_fraction: float, seed: int) 
 
     val_ids = set(sorted(videos, key=rank)[:n_val])
     return [s for s in segments if s.video_id not in val_ids], [s for s in segments if s.video_id in val_ids]
+
+
+def store_id_for(video_id: str, available: set[str] | frozenset[str]) -> str | None:
+    """The store id of an annotation id: exact, else with the ``v_`` prefix toggled, else None."""
+    if video_id in available:
+        return video_id
+    other = video_id[2:] if video_id.startswith("v_") else f"v_{video_id}"
+    return other if other in available else None
+
+
+def match_store(segments: Sequence[Segment], complete_ids: Sequence[str],
+                failed: dict[str, dict]) -> tuple[list[tuple[Segment, str]], dict[str, str]]:
+    """Pair segments with the store ids that hold their video; the others' videos are skipped with a reason."""
+    available = frozenset(complete_ids)
+    failed_ids = frozenset(failed)
+    kept: list[tuple[Segment, str]] = []
+    skipped: dict[str, str] = {}
+    for seg in segments:
+        sid = store_id_for(seg.video_id, available)
+        if sid is not None:
+            kept.append((seg, sid))
+            continue
+        fid = store_id_for(seg.video_id, failed_ids)
+        if fid is not None:
+            info = failed.get(fid) or {}
+            skipped[seg.video_id] = f"failed in store: {info.get('reason', '?')}"
+        else:
+            skipped[seg.video_id] = "missing from store"
+    return kept, skipped

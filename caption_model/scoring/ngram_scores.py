@@ -1,6 +1,6 @@
 """BLEU, ROUGE-L and CIDEr of single-reference pairs, re-stated from pycocoevalcap's arithmetic.
 
-`caption_model.densevid` scores every distinct (hypothesis, reference) pair
+`caption_model.scoring.densevid` scores every distinct (hypothesis, reference) pair
 once and groups pairs per video, as the official script calls pycocoevalcap's
 scorers per video. Re-stating the scorers on pre-counted n-grams is what makes
 that fast; the test suite checks that they agree with pycocoevalcap's own

@@ -12,7 +12,7 @@ pure function of (seed, epoch), and the checkpoint holds the optimiser and the
 torch RNG (dropout). A resumed run takes only the runtime keys (epochs,
 device, valid_interval) from the given config. Several processes: run under
 torchrun; each rank trains on its own share of the batches and DDP averages
-the gradients (caption_model.distributed, as the captioner).
+the gradients (caption_model.runs.distributed, as the captioner).
 
 Files in the run folder: proposals_last.pt, proposals_best.pt, proposals_metrics.csv.
 """
@@ -32,10 +32,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from caption_model import distributed
-from caption_model.checkpoint import save_checkpoint
-from caption_model.proposal_data import ProposalDataset, VideoTimes, anchors_fit, collate, positive_share
-from caption_model.proposal_infer import (
+from caption_model.proposals.data import ProposalDataset, VideoTimes, anchors_fit, collate, positive_share
+from caption_model.proposals.infer import (
     BEST,
     FORMAT,
     LAST,
@@ -45,8 +43,10 @@ from caption_model.proposal_infer import (
     load_proposal_checkpoint,
     propose_corpus,
 )
-from caption_model.proposal_metrics import ar_an, recall_at
-from caption_model.proposal_model import ProposalNet, boundary_loss, kmeans_anchors, weighted_bce
+from caption_model.proposals.model import ProposalNet, boundary_loss, kmeans_anchors, weighted_bce
+from caption_model.runs import distributed
+from caption_model.runs.checkpoint import save_checkpoint
+from caption_model.scoring.proposal_metrics import ar_an, recall_at
 from etspipe.devices import device_kind
 from etspipe.errors import UserError
 from etspipe.progress import progress_bar
@@ -86,8 +86,8 @@ def _plain(obj: object) -> object:
 
 def _videos(store, segments) -> list[VideoTimes]:
     """Group segments by store video; one video whose metadata is unreadable is skipped, not fatal."""
-    from caption_model.dataset import match_store
-    from caption_model.proposal_data import video_times
+    from caption_model.formats.annotations import match_store
+    from caption_model.proposals.data import video_times
 
     kept, skipped = match_store(segments, store.complete_ids(), store.failed())
     if skipped:
@@ -107,7 +107,7 @@ def _videos(store, segments) -> list[VideoTimes]:
 
 def prepare(cfg: dict, store_path: str, train_paths: list[str], ckpt: dict | None = None) -> Prepared:
     """Annotations + store -> training and held-out videos, anchors and loss weights."""
-    from caption_model.annotations import load_annotations, split_by_video
+    from caption_model.formats.annotations import load_annotations, split_by_video
     from features_store import open_store
 
     segments, _ = load_annotations(train_paths)

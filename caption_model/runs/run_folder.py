@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from caption_model.checkpoint import BEST, LAST, find_last, load_checkpoint
+from caption_model.runs.checkpoint import BEST, LAST, find_last, load_checkpoint
 from etspipe.errors import UserError
 
 logger = logging.getLogger(__name__)

@@ -13,15 +13,15 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from caption_model.proposal_infer import Proposer, check_store, propose_corpus
-from caption_model.proposal_metrics import ar_an, plot_ar_an, summary
+from caption_model.proposals.infer import Proposer, check_store, propose_corpus
+from caption_model.scoring.proposal_metrics import ar_an, plot_ar_an, summary
 
 logger = logging.getLogger(__name__)
 
 
 def ground_truth(annotation_paths: Sequence[str | Path]) -> dict[str, list[list[float]]]:
     """Video id -> its ground-truth segments, from annotation files (quirk rules applied)."""
-    from caption_model.annotations import load_annotations
+    from caption_model.formats.annotations import load_annotations
 
     segments, _ = load_annotations(list(annotation_paths))
     gt: dict[str, list[list[float]]] = {}
@@ -33,7 +33,7 @@ def ground_truth(annotation_paths: Sequence[str | Path]) -> dict[str, list[list[
 def propose_for(proposer: Proposer, store, video_ids: Sequence[str], pcfg: dict,
                 progress: bool = False) -> tuple[dict[str, list[dict]], dict[str, str]]:
     """Proposals keyed by annotation id; missing and failed videos are returned with the reason."""
-    from caption_model.dataset import store_id_for
+    from caption_model.formats.annotations import store_id_for
 
     available = frozenset(store.complete_ids())
     sid_of = {vid: store_id_for(vid, available) for vid in video_ids}
@@ -53,12 +53,12 @@ def evaluate_proposals(cfg: dict, proposal_path: str | Path, store_path: str, an
     Returns the figures of `proposal_metrics.summary` plus ``proposals_path``,
     ``plot_path``, ``n_videos`` and ``missing`` (video -> reason).
     """
-    from caption_model.captioning import pick_device
-    from caption_model.results import write_json_atomic
+    from caption_model.formats.results import write_json_atomic
+    from etspipe.devices import resolve_device
     from features_store import open_store
 
     pcfg = cfg["proposals"]
-    proposer = Proposer.load(proposal_path, pick_device(str(pcfg["device"])))
+    proposer = Proposer.load(proposal_path, resolve_device(str(pcfg["device"])))
     gt = ground_truth(annotation_paths)
     with open_store(store_path, "r") as store:
         check_store(proposer.ckpt, dict(store.meta), store_path)

@@ -94,18 +94,6 @@ def read_checkpoint_file(path: Path, fmt: str, what: str, map_location: str | to
     return ckpt
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu"):
-    """Rebuild (model in eval mode, vocab, checkpoint dict) from a checkpoint, for decoding."""
-    from caption_model.model import ETS
-    from caption_model.text import Vocab
-
-    ckpt = load_checkpoint(path)
-    vocab = Vocab.from_dict(ckpt["vocab"])
-    model = ETS(ckpt["config"]["model"], int(ckpt["feat_dim"]), len(vocab))
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), vocab, ckpt
-
-
 def check_feat_dim(ckpt: dict, feat_dim: int, store_path: str | Path) -> None:
     """A store whose feature dimension differs from the checkpoint's cannot feed its model."""
     if int(ckpt["feat_dim"]) != int(feat_dim):

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from caption_model.annotations import Segment
-from caption_model.proposal_model import anchor_bounds, anchor_labels, anchor_targets, row_edges
+from caption_model.formats.annotations import Segment
+from caption_model.proposals.model import anchor_bounds, anchor_labels, anchor_targets, row_edges
 from etspipe.errors import UserError
 
 logger = logging.getLogger(__name__)

@@ -56,9 +56,16 @@ from typing import Any
 
 import numpy as np
 
-from caption_model import java_scorers
-from caption_model.ngram_scores import BLEU_KEYS, bleu_from_stats, bleu_pair_stats, cider_group, ngram_counts, rouge_l
-from caption_model.results import validate_result
+from caption_model.formats.results import validate_result
+from caption_model.scoring import java_scorers
+from caption_model.scoring.ngram_scores import (
+    BLEU_KEYS,
+    bleu_from_stats,
+    bleu_pair_stats,
+    cider_group,
+    ngram_counts,
+    rouge_l,
+)
 from etspipe.errors import UserError
 from etspipe.files import read_json
 

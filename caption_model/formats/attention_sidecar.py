@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from caption_model.results import write_json_atomic
+from caption_model.formats.results import write_json_atomic
 
 SIDECAR_FORMAT = "etspipe-attention"
 SIDECAR_VERSION = 1
