@@ -1,4 +1,5 @@
-"""The viewer's page in a real headless Chromium: cues, seeking, heatmap rows, escaping, lazy drawing.
+"""The viewer's page in a real headless Chromium: cues, seeking, heatmap rows, escaping, lazy drawing,
+odd file names.
 
 The page is built from a small generated result set with a real 4-second
 video. Without a browser the tests are skipped with the way to install one,
@@ -156,3 +157,24 @@ def test_large_pages_draw_only_what_is_near_the_viewport(browser, tmp_path: Path
     assert 1 <= drawn < 40
     assert pg.evaluate("document.querySelectorAll('#index-table tbody tr').length") == 200
     pg.close()
+
+
+def test_a_video_whose_name_has_url_characters_loads(browser, site: Path, tmp_path: Path):
+    vid = "a#b ?%c"
+    videos = tmp_path / "clips #1"
+    videos.mkdir()
+    (videos / f"{vid}.mp4").write_bytes((site / "videos" / "v_clip.mp4").read_bytes())
+    path = tmp_path / "odd.json"
+    path.write_text(json.dumps({"version": "VERSION 1.0", "external_data": {},
+                                "results": {vid: [{"timestamp": [0.0, 2.0], "sentence": "an odd name"}]}}))
+    write_page(path, tmp_path / "page" / "odd.html", video_dirs=[videos])
+    pg = browser.new_page(viewport={"width": 1000, "height": 800})
+    pg.goto((tmp_path / "page" / "odd.html").as_uri())
+    pg.wait_for_function("() => { const v = document.querySelector('#v-0 video');"
+                         " return v && (v.readyState >= 1 || v.error); }", timeout=10_000)
+    state = pg.evaluate("(v => [v.readyState, v.error && v.error.code, v.duration])"
+                        "(document.querySelector('#v-0 video'))")
+    assert state[1] is None and state[0] >= 1 and abs(state[2] - 4.0) < 0.2, state
+    assert pg.text_content("#v-0 h2").startswith(vid)
+    pg.close()
+
