@@ -1,6 +1,6 @@
 """`build_page`: result file (+ references, scores, attention, videos) -> one HTML file.
 
-Video files are referenced by a path relative to the page, so the page and its
+Video files are referenced by a URL relative to the page, so the page and its
 videos can move together; a video that cannot be found gets a placeholder that
 says how to add it. Scores and attention written by `evaluate`/`predict` beside
 the result file are picked up without flags.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,26 @@ def find_video(video_id: str, folders: Sequence[Path]) -> Path | None:
     return None
 
 
+def video_url(path: Path, page_dir: Path) -> str:
+    """The URL a page in `page_dir` uses for `path`: relative to the page, each segment percent-encoded.
+
+    A file name is not a URL: `#` would start a fragment, `?` a query and `%` an
+    escape, so the name is quoted here (the one place; the page's script puts the
+    URL into `video.src` as it is). Across Windows drives there is no relative
+    path (`os.path.relpath` raises ValueError), so the page gets the absolute
+    `file://` URL, which `Path.as_uri` quotes itself.
+    """
+    target = path.resolve()
+    try:
+        rel = os.path.relpath(target, page_dir.resolve())
+    except ValueError:
+        return target.as_uri()
+    return urllib.parse.quote(Path(rel).as_posix(), safe="/")
+
+
 def _video_ref(video_id: str, folders: Sequence[Path], sources: Mapping[str, str], page_dir: Path
                ) -> tuple[str | None, str | None]:
-    """(src relative to the page, None) or (None, why there is no video)."""
+    """(URL relative to the page, None) or (None, why there is no video)."""
     path = find_video(video_id, folders)
     if path is None and sources.get(video_id) and Path(sources[video_id]).is_file():
         path = Path(sources[video_id])
@@ -46,8 +64,7 @@ def _video_ref(video_id: str, folders: Sequence[Path], sources: Mapping[str, str
         if folders:
             return None, f"no file for {video_id} in {', '.join(str(f) for f in folders)}"
         return None, "no --videos folder was given"
-    rel = os.path.relpath(path.resolve(), page_dir.resolve())
-    return Path(rel).as_posix(), None
+    return video_url(path, page_dir), None
 
 
 def build_views(results_path: str | Path, annotation_paths: Sequence[str | Path] = (),

@@ -155,6 +155,38 @@ def test_videos_are_linked_relative_to_the_page_or_get_a_placeholder(results_fil
     assert v_b["src"] is None and "v_b" in v_b["missing"]
 
 
+def test_video_file_names_become_percent_encoded_urls(tmp_path: Path):
+    """`#`, `?`, `%` and spaces in a folder or file name would cut or garble the URL in `video.src`."""
+    vid = "a#b ?%c"
+    videos = tmp_path / "clips #1"
+    videos.mkdir()
+    (videos / f"{vid}.mp4").write_bytes(b"x")
+    results = write_json(tmp_path / "run.json", result_doc({vid: [{"timestamp": [0, 1], "sentence": "x"}]}))
+    out = tmp_path / "site" / "page.html"
+    build_page(results, out, video_dirs=[videos])
+    (video,) = page_data(out.read_text(encoding="utf-8"))["videos"]
+    assert video["src"] == "../clips%20%231/a%23b%20%3F%25c.mp4"
+    assert video["id"] == vid  # what the page shows stays readable
+
+
+def test_video_on_another_drive_gets_an_absolute_file_url(results_file: Path, tmp_path: Path, monkeypatch):
+    """On Windows `os.path.relpath` raises ValueError when the page and the video are on different drives."""
+    import os
+
+    videos = tmp_path / "clips"
+    videos.mkdir()
+    (videos / "a.webm").write_bytes(b"x")
+
+    def other_drive(path, start=os.curdir):
+        raise ValueError(f"path is on mount 'D:', start on mount 'C:' ({path}, {start})")
+
+    monkeypatch.setattr(os.path, "relpath", other_drive)
+    out = tmp_path / "site" / "page.html"
+    build_page(results_file, out, video_dirs=[videos])
+    v_a = page_data(out.read_text(encoding="utf-8"))["videos"][0]
+    assert v_a["src"] == (videos / "a.webm").resolve().as_uri() and v_a["src"].startswith("file:///")
+
+
 @pytest.mark.parametrize("content, match", [
     ("{not json", "not valid JSON"),
     ('{"results": []}', "not an ActivityNet result file"),

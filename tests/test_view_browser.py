@@ -1,4 +1,5 @@
-"""The viewer's page in a real headless Chromium: cues, seeking, heatmap rows, escaping, lazy drawing.
+"""The viewer's page in a real headless Chromium: cues, seeking, heatmap rows, escaping, lazy drawing,
+odd file names, and players released far off screen.
 
 The page is built from a small generated result set with a real 4-second
 video. Without a browser the tests are skipped with the way to install one,
@@ -155,4 +156,62 @@ def test_large_pages_draw_only_what_is_near_the_viewport(browser, tmp_path: Path
     drawn = pg.evaluate("document.querySelectorAll('section.video:not(.pending)').length")
     assert 1 <= drawn < 40
     assert pg.evaluate("document.querySelectorAll('#index-table tbody tr').length") == 200
+    pg.close()
+
+
+def test_a_video_whose_name_has_url_characters_loads(browser, site: Path, tmp_path: Path):
+    vid = "a#b ?%c"
+    videos = tmp_path / "clips #1"
+    videos.mkdir()
+    (videos / f"{vid}.mp4").write_bytes((site / "videos" / "v_clip.mp4").read_bytes())
+    path = tmp_path / "odd.json"
+    path.write_text(json.dumps({"version": "VERSION 1.0", "external_data": {},
+                                "results": {vid: [{"timestamp": [0.0, 2.0], "sentence": "an odd name"}]}}))
+    write_page(path, tmp_path / "page" / "odd.html", video_dirs=[videos])
+    pg = browser.new_page(viewport={"width": 1000, "height": 800})
+    pg.goto((tmp_path / "page" / "odd.html").as_uri())
+    pg.wait_for_function("() => { const v = document.querySelector('#v-0 video');"
+                         " return v && (v.readyState >= 1 || v.error); }", timeout=10_000)
+    state = pg.evaluate("(v => [v.readyState, v.error && v.error.code, v.duration])"
+                        "(document.querySelector('#v-0 video'))")
+    assert state[1] is None and state[0] >= 1 and abs(state[2] - 4.0) < 0.2, state
+    assert pg.text_content("#v-0 h2").startswith(vid)
+    pg.close()
+
+
+SCROLL_THROUGH = """async () => {
+  const frame = () => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+  let most = 0;
+  for (let y = 0; y < document.documentElement.scrollHeight; y += innerHeight) {
+    window.scrollTo(0, y);
+    await frame();
+    most = Math.max(most, document.querySelectorAll('video[src]').length);
+  }
+  return most;
+}"""
+
+
+def test_far_off_videos_release_their_players_and_get_them_back(browser, site: Path, tmp_path: Path):
+    """Browsers cap live media players: scrolling a long page must not leave one alive per video passed."""
+    n = 150
+    clip = str(site / "videos" / "v_clip.mp4")
+    results = {f"v_{i:04d}": [{"timestamp": [0.0, 2.0], "sentence": f"caption {i}"}] for i in range(n)}
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps({"version": "VERSION 1.0", "results": results, "external_data": {}}))
+    write_page(path, tmp_path / "long.html", sources={vid: clip for vid in results})
+    pg = browser.new_page(viewport={"width": 1000, "height": 800})
+    pg.goto((tmp_path / "long.html").as_uri())
+    pg.wait_for_function("document.querySelector('#v-0 video') && document.querySelector('#v-0 video')"
+                         ".readyState >= 1", timeout=10_000)
+    pg.evaluate("document.querySelector('#v-0 video').currentTime = 1.5")
+    pg.wait_for_function("!document.querySelector('#v-0 video').seeking")
+    most = pg.evaluate(SCROLL_THROUGH)
+    drawn = pg.evaluate("document.querySelectorAll('section.video video').length")
+    assert drawn > n * 0.9  # the scroll went through the page and drew its videos...
+    assert most <= 40, most  # ...but only those near the viewport held a player at any time
+    assert pg.evaluate("document.querySelector('#v-0 video').hasAttribute('src')") is False
+    pg.evaluate("document.getElementById('v-0').scrollIntoView()")
+    pg.wait_for_function("() => { const v = document.querySelector('#v-0 video');"
+                         " return v.readyState >= 1 && !v.seeking && v.currentTime > 1.4; }", timeout=10_000)
+    assert abs(pg.evaluate("document.querySelector('#v-0 video').currentTime") - 1.5) < 0.05
     pg.close()

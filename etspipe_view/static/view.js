@@ -1,6 +1,7 @@
 // etspipe view: draws the page from the JSON data embedded above it.
 // Every string from results and annotations goes into the page through textContent or a DOM property,
-// never as markup. Videos are drawn when they come near the viewport, so a 5,000-video page opens at once.
+// never as markup. Videos are drawn when they come near the viewport, so a 5,000-video page opens at once,
+// and give their media player back when they are far from it (see media()).
 (function () {
   "use strict";
   performance.mark("etspipe-start");
@@ -11,7 +12,8 @@
   const ROW_PX = 14;        // height of one heatmap row (one generated word)
   const VIRIDIS = [[68, 1, 84], [72, 40, 120], [62, 73, 137], [49, 104, 142], [38, 130, 142], [31, 158, 137],
     [53, 183, 121], [110, 206, 88], [181, 222, 43], [253, 231, 37]];
-  const rendered = new Map();  // video index -> {section, update(t), redraw()}
+  const NEAR = "300% 0px";  // a drawn video further than three viewport heights away releases its player
+  const rendered = new Map();  // video index -> {section, update(t), redraw(), media}
   let filtered = VIDEOS.map((_, i) => i);
   let indexShown = 0;
   let haystacks = null;
@@ -235,6 +237,35 @@
     return {node: outer, draw: draw};
   }
 
+  // A browser keeps only so many live media players (each holds a decoder and buffers), so a user who scrolls
+  // through thousands of videos must not leave one alive per video passed. The <video> element stays (with
+  // its caption track and listeners); only its src goes, and load() makes the browser free what it held.
+  // The same video gets it back, at the time it was at, when it comes near again.
+  function media(video, src) {
+    let heldAt = null;  // playback time kept while released; null while the player is live
+    return {
+      get released() { return heldAt !== null; },
+      release() {
+        if (heldAt !== null) return;
+        heldAt = video.currentTime || 0;
+        video.pause();
+        video.removeAttribute("src");
+        video.load();
+      },
+      restore() {
+        if (heldAt === null) return;
+        const t = heldAt;
+        heldAt = null;
+        if (t > 0) video.addEventListener("loadedmetadata", () => { video.currentTime = t; }, {once: true});
+        video.src = src;
+      },
+    };
+  }
+  const near = new IntersectionObserver(entries => entries.forEach(e => {
+    const r = rendered.get(Number(e.target.dataset.i));
+    if (r && r.media) { if (e.isIntersecting) r.media.restore(); else r.media.release(); }
+  }), {rootMargin: NEAR});
+
   function player(v) {
     if (!v.src) {
       const ph = el("div", "placeholder");
@@ -242,12 +273,12 @@
       ph.appendChild(document.createTextNode(v.missing || "video file not available"));
       ph.appendChild(el("div", null, "Put " + v.id + ".mp4 (or .webm ...) in a folder given with --videos DIR " +
         "and rebuild the page to play it here."));
-      return {node: ph, video: null};
+      return {node: ph, video: null, media: null};
     }
     const video = el("video");
     video.controls = true;
     video.preload = "metadata";
-    video.src = v.src;
+    video.src = v.src;  // already a URL (percent-encoded where the page was built)
     const track = el("track");
     track.kind = "captions";
     track.srclang = "en";
@@ -257,7 +288,7 @@
     video.appendChild(track);
     const box = el("div", "player");
     box.appendChild(video);
-    return {node: box, video: video};
+    return {node: box, video: video, media: media(video, v.src)};
   }
 
   function renderVideo(i) {
@@ -320,14 +351,16 @@
       });
     }
     if (p.video) {
-      p.video.addEventListener("timeupdate", () => update(p.video.currentTime));
-      p.video.addEventListener("seeked", () => update(p.video.currentTime));
+      const follow = () => { if (!p.media.released) update(p.video.currentTime); };  // released: time reads 0
+      p.video.addEventListener("timeupdate", follow);
+      p.video.addEventListener("seeked", follow);
     }
     const widthOf = section.querySelector(".heat .track");
-    const state = {section: section, update: update,
+    const state = {section: section, update: update, media: p.media,
       redraw: () => { if (draws.length) { const w = widthOf.clientWidth; draws.forEach(d => d(w)); } }};
     if (!rendered.size) performance.mark("etspipe-first-video");
     rendered.set(i, state);
+    if (p.media) near.observe(section);
     state.redraw();
     return state;
   }
