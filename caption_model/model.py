@@ -353,10 +353,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     It lives beside the model (not in `runs/`) because only here is the checkpoint known to hold an ETS.
     """
     from caption_model.formats.text import Vocab
-    from caption_model.runs.checkpoint import load_checkpoint
+    from caption_model.runs.checkpoint import load_checkpoint, load_weights
 
     ckpt = load_checkpoint(path)
     vocab = Vocab.from_dict(ckpt["vocab"])
     model = ETS(ckpt["config"]["model"], int(ckpt["feat_dim"]), len(vocab))
-    model.load_state_dict(ckpt["model"])
+    load_weights(model, ckpt["model"], ckpt.get("path", path), "captioner")
     return model.to(device).eval(), vocab, ckpt

@@ -1,10 +1,10 @@
 """`etspipe predict`: captions for videos (or parts of them) whose features are in a store.
 
 The caption model never decodes video: raw files are extracted into the store
-by the command (`etspipe_cli.predict`, with `extract_features.extract_like_store`)
+by `etspipe_flows.predict` (with `extract_features.extract_like_store`)
 before this module captions store ids. The steps here: `load_predictor`
-(checkpoint, model, the store, created from the checkpoint's store settings
-if missing), `locate` (which entries are store ids, which are files), and
+(checkpoint, model, the store's ids; a missing store is made only when a raw
+file is extracted into it: `create_cache_store`), `locate` (which entries are store ids, which are files), and
 `run_predict` (times checked per line, captions, result JSON, plots, and the
 attention sidecar that the HTML viewer draws: `caption_model.formats.attention_sidecar`). Every
 line is checked on its own; a bad one is reported with its number and the
@@ -37,8 +37,6 @@ from etspipe.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-END_TOLERANCE_S = 1e-3  # START/END may exceed the stored duration by rounding only
-
 Failure = dict[str, Any]  # {"line": int, "error": "line N: ..."}
 
 
@@ -57,7 +55,12 @@ class Predictor:
 
 def load_predictor(cfg: dict, weights: str | Path | None, store_path: str | Path | None, *,
                    device: str | None, echo: Callable[[str], None] | None = print) -> Predictor:
-    """Load the checkpoint; open the store (default ``<predict.results_dir>/features.zarr``, made if missing)."""
+    """Load the checkpoint and read the store's ids (default store ``<predict.results_dir>/features.zarr``).
+
+    A store that does not exist yet is not created here: ids that are in no store
+    must not leave an empty store behind (`create_cache_store` makes it when a raw
+    file is about to be extracted into it).
+    """
     from caption_model.model import load_model
     from caption_model.runs.checkpoint import check_feat_dim
     from features_store import open_store
@@ -66,16 +69,48 @@ def load_predictor(cfg: dict, weights: str | Path | None, store_path: str | Path
     dev = resolve_device(device)
     model, vocab, ckpt = load_model(ckpt_path, dev)
     path = str(store_path) if store_path else str(Path(cfg["predict"]["results_dir"]) / "features.zarr")
-    if Path(path).exists() or "://" in path:
+    ids: frozenset[str] = frozenset()
+    if store_exists(path):
         store = open_store(path, "r")
-    else:  # a cache for raw videos, with the settings of the features the model was trained on
-        store = open_store(path, "a", {**(ckpt.get("store_meta") or {}), "dim": int(ckpt["feat_dim"])})
-    try:
-        check_feat_dim(ckpt, store.dim, path)
-        ids = frozenset(store.complete_ids())
-    finally:
-        store.close()
+        try:
+            check_feat_dim(ckpt, store.dim, path)
+            ids = frozenset(store.complete_ids())
+        finally:
+            store.close()
     return Predictor(ckpt_path, model, vocab, ckpt, dev, path, ids)
+
+
+def store_exists(path: str) -> bool:
+    """Whether `path` names a store already (a URL is taken to: the backend says otherwise when opened)."""
+    return "://" in path or Path(path).exists()
+
+
+def create_cache_store(predictor: Predictor) -> bool:
+    """Make the predictor's store, with the settings of the features its model was trained on, if missing.
+
+    Returns True when this call created it, so a caller whose extraction then
+    wrote nothing can remove it again (`remove_empty_store`).
+    """
+    from features_store import open_store
+
+    if store_exists(predictor.store_path):
+        return False
+    meta = {**(predictor.ckpt.get("store_meta") or {}), "dim": int(predictor.ckpt["feat_dim"])}
+    open_store(predictor.store_path, "a", meta).close()
+    return True
+
+
+def remove_empty_store(path: str) -> None:
+    """Remove a local store this run created and wrote no video into (no stray files after a failed run)."""
+    import shutil
+
+    from features_store import open_store
+
+    with open_store(path, "r") as store:
+        if store.complete_ids():
+            return
+    target = Path(path)
+    shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
 
 
 def _failure(line: int, message: str) -> Failure:
@@ -110,16 +145,11 @@ def locate(entries: Sequence[FileListEntry], store_ids: frozenset[str], base_dir
 
 
 def _segment_times(e: FileListEntry, duration: float | None) -> tuple[float, float]:
-    """The entry's (start, end): its times, or the whole video; times past the stored end are the line's fault."""
+    """The entry's (start, end): its own times (the alignment rule gives any of them rows), or the whole video."""
     if e.start is None:
         if duration is None:
             raise UserError("the store does not know this video's duration; give START END")
         return 0.0, float(duration)
-    if duration is not None:
-        if e.start > duration + END_TOLERANCE_S:
-            raise UserError(f"START {e.start:g} is past the end of the video ({duration:g} s)")
-        if e.end > duration + END_TOLERANCE_S:
-            raise UserError(f"END {e.end:g} is past the end of the video ({duration:g} s)")
     return float(e.start), float(e.end)
 
 
@@ -132,7 +162,8 @@ def run_predict(cfg: dict, predictor: Predictor, targets: Sequence[tuple[FileLis
 
     Summary: `{"results_path", "attention_path", "captions": [{"line", "video",
     "start", "end", "sentence", "plot"}], "failed": [{"line", "error"}], "n_ok",
-    "n_failed", "checkpoint", "notes"}`. `failed` holds lines that failed earlier
+    "n_failed", "checkpoint", "notes"}`; when nothing was captioned no file is
+    written and `results_path` is None. `failed` holds lines that failed earlier
     (parsing, extraction); `name` names the default result file
     (``predict_<name>_<time>.json``). With `plot_dir` or `attention` the attention
     of every caption is also saved beside it (``<stem>_attention.json``, None otherwise).
@@ -142,6 +173,8 @@ def run_predict(cfg: dict, predictor: Predictor, targets: Sequence[tuple[FileLis
     from features_store import open_store
 
     failed = list(failed)
+    if not targets:
+        return _nothing_captioned(echo, failed, predictor, notes)
     store = open_store(predictor.store_path, "r")
     try:
         todo, durations = [], {}
@@ -175,13 +208,27 @@ def run_predict(cfg: dict, predictor: Predictor, targets: Sequence[tuple[FileLis
             out_caps[-1]["proposal_score"] = proposal_scores[(e.line, start, end)]
         per_video[sid] = per_video.get(sid, 0) + 1
     failed.sort(key=lambda f: f["line"])
+    notes = list(notes) + fallback_lines(reader.cases)
+    if not out_caps:
+        return _nothing_captioned(echo, failed, predictor, notes)
     target = Path(out_path) if out_path else default_result_path(cfg["predict"]["results_dir"], f"predict_{name}")
     _write(target, out_caps, predictor.ckpt)
     attention_path = str(sidecar.write(sidecar_path_for(target))) if sidecar is not None else None
-    notes = list(notes) + fallback_lines(reader.cases)
     _report(echo, out_caps, failed, notes, target)
     return {"results_path": str(target), "attention_path": attention_path, "captions": out_caps, "failed": failed,
             "n_ok": len(out_caps), "n_failed": len(failed), "checkpoint": str(predictor.checkpoint), "notes": notes}
+
+
+def _nothing_captioned(echo: Callable[[str], None] | None, failed: list[Failure], predictor: Predictor,
+                       notes: Sequence[str]) -> dict[str, Any]:
+    """The summary of a run that captioned nothing: no result file is written (an empty one would look done)."""
+    failed = sorted(failed, key=lambda f: f["line"])
+    lines = [f"error: {f['error']}" for f in failed] + list(notes)
+    lines.append(f"nothing was captioned ({len(failed)} line(s) failed); no result file written")
+    for line in lines:
+        echo(line) if echo else logger.info("%s", line)
+    return {"results_path": None, "attention_path": None, "captions": [], "failed": failed, "n_ok": 0,
+            "n_failed": len(failed), "checkpoint": str(predictor.checkpoint), "notes": list(notes)}
 
 
 def _write(target: Path, captions: list[dict], ckpt: dict) -> None:

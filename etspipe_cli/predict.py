@@ -72,6 +72,6 @@ def predict(videos: tuple[str, ...], filelist: str | None, weights: str | None, 
     _set(cfg, "train.device", device)
     summary = predict_videos(cfg, weights, filelist, videos, store_path=store_path, plot_dir=plot_dir, html=html,
                              c3d_weights=c3d_weights, max_events=max_events, subtitles=subtitles, echo=click.echo)
-    if summary["n_failed"]:
+    if summary["n_failed"] or not summary["n_ok"]:
         source = filelist or "the videos given"
         raise PartialFailure(f"{summary['n_failed']} line(s) of {source} could not be captioned")

@@ -32,7 +32,7 @@ def predict_videos(cfg: dict, weights: str | Path | None, filelist: str | Path |
     videos; its path is the summary's `html_path`.
     """
     from caption_model.formats.filelist import FileListEntry, read_filelist
-    from caption_model.predict import load_predictor, locate, run_predict
+    from caption_model.predict import create_cache_store, load_predictor, locate, remove_empty_store, run_predict
     from caption_model.proposals.dense import expand_untimed, write_video_subtitles
     from extract_features import extract_like_store
 
@@ -48,8 +48,11 @@ def predict_videos(cfg: dict, weights: str | Path | None, filelist: str | Path |
     failed += bad
     sources: dict[str, str] = {}
     if files:
+        created = create_cache_store(predictor)
         got = extract_like_store([p for _, p in files], predictor.store_path, cfg=cfg, weights=c3d_weights,
                                  device=device)
+        if created and not any(o.ok for o in got.values()):
+            remove_empty_store(predictor.store_path)
         for e, path in files:
             outcome = got[path]
             if outcome.ok:
@@ -63,9 +66,10 @@ def predict_videos(cfg: dict, weights: str | Path | None, filelist: str | Path |
     name = Path(filelist).stem if filelist else "videos"
     summary = run_predict(cfg, predictor, known, failed, name=name, out_path=out_path, plot_dir=plot_dir,
                           attention=html, echo=echo, proposal_scores=scores, notes=notes)
-    if subtitles:
+    written = summary["results_path"] is not None
+    if subtitles and written:
         summary["subtitles"] = write_video_subtitles(summary["results_path"], subtitles, echo)
-    summary["html_path"] = _page(summary, predictor.store_path, sources, echo) if html else None
+    summary["html_path"] = _page(summary, predictor.store_path, sources, echo) if html and written else None
     return summary
 
 

@@ -14,7 +14,7 @@ import base64
 import html
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -94,7 +94,7 @@ def render_html(videos: list[dict[str, Any]], title: str, source: str, metrics: 
         "format": PAGE_FORMAT,
         "title": title,
         "source": source,
-        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "version": __version__,
         "metrics": metrics,
         "has_refs": has_refs,

@@ -32,10 +32,15 @@ def test_both_layouts_comments_and_whole_videos(tmp_path):
     ]
 
 
+@pytest.mark.parametrize("line, start, end", [("v_a 5 3", 5.0, 3.0), ("v_a 3 3", 3.0, 3.0), ("v_a -1 3", -1.0, 3.0),
+                                             ("v_a\t120.5\t130", 120.5, 130.0)])
+def test_reversed_zero_length_and_outside_times_are_entries_not_errors(line, start, end):
+    """Only a line naming no video or with times that are not numbers fails; the alignment rule takes the rest."""
+    entries, errors = parse_filelist_text(line)
+    assert errors == [] and [(e.video, e.start, e.end) for e in entries] == [("v_a", start, end)]
+
+
 @pytest.mark.parametrize("line, message", [
-    ("v_a 5 3", "must be after START"),
-    ("v_a 3 3", "must be after START"),
-    ("v_a -1 3", "negative"),
     ("v_a one two", "cannot read 'one'"),
     ("v_a 1 nan", "cannot read 'nan'"),
     ("v_a 2", "both START and END"),

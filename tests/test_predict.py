@@ -52,7 +52,7 @@ def test_store_ids_raw_videos_plots_and_bad_lines(env, raw_video, capsys):
         f"{video}",
         f"{video} 0.5 1.5",
         "v_stored\t1\t4\ta reference sentence",
-        "v_stored 6 2",                 # END <= START
+        "v_stored 6 2",                 # reversed
         "v_stored 5 25",                # past the end (20 s)
         "v_stored 1 x",                 # unparsable
         f"{tmp / 'missing.mp4'} 0 1",   # missing file
@@ -62,14 +62,16 @@ def test_store_ids_raw_videos_plots_and_bad_lines(env, raw_video, capsys):
     ]))
     out = predict_videos(cfg, ckpt, filelist, store_path=store, plot_dir=tmp / "plots")
     printed = capsys.readouterr().out
-    assert [c["line"] for c in out["captions"]] == [2, 4, 5, 6, 11, 12]
-    assert [f["line"] for f in out["failed"]] == [3, 7, 8, 9, 10, 13]
+    # times outside the stored video, reversed or zero-length get rows by the alignment rule, counted
+    assert [c["line"] for c in out["captions"]] == [2, 4, 5, 6, 7, 8, 11, 12, 13]
+    assert [f["line"] for f in out["failed"]] == [3, 9, 10]
     msgs = " | ".join(f["error"] for f in out["failed"])
-    for expected in ("line 3: unknown video id", "line 7: END 2 must be after START", "line 8: END 25 is past the end",
-                     "line 9: cannot read 'x'", "line 10: video file not found", "line 13: START 21 is past the end"):
+    for expected in ("line 3: unknown video id", "line 9: cannot read 'x'", "line 10: video file not found"):
         assert expected in msgs
-    assert out["n_failed"] == 6 and "6 line(s) failed" in printed
-    assert "1 segments starting past the stored end used the last row" in printed
+    assert out["n_failed"] == 3 and "3 line(s) failed" in printed
+    assert "2 segments starting past the stored end used the last row" in printed
+    assert "1 reversed segments (end before start) were read with start and end swapped" in printed
+    assert "1 segments partly outside the stored video were clipped to it" in printed
     # the raw video was extracted once into the store under its id, and captioned whole
     from features_store import open_store
 
@@ -77,9 +79,9 @@ def test_store_ids_raw_videos_plots_and_bad_lines(env, raw_video, capsys):
         assert s.complete_ids() == ["v_clip", "v_stored"]
     whole = out["captions"][1]
     assert whole["video"] == "v_clip" and whole["start"] == 0 and whole["end"] == pytest.approx(duration)
-    assert out["captions"][4]["end"] == 20.0
+    assert out["captions"][6]["end"] == 20.0  # line 11: the whole stored video
     doc = json.loads(open(out["results_path"]).read())
-    assert set(doc["results"]) == {"v_stored", "v_clip"} and len(doc["results"]["v_stored"]) == 4
+    assert set(doc["results"]) == {"v_stored", "v_clip"} and len(doc["results"]["v_stored"]) == 7
     assert out["results_path"].startswith(str(tmp / "pred"))
     for c in out["captions"]:
         assert c["plot"] and open(c["plot"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
@@ -142,3 +144,58 @@ def test_raw_videos_are_extracted_with_the_stores_settings_not_the_training_conf
     assert (opts.channel_order, tuple(opts.mean), opts.scale) == ("rgb", (1.0, 2.0, 3.0), 2.0)
     with pytest.raises(UserError, match="not made by etspipe's C3D"):
         options_of_store(cfg, {"extractor": "imported", "dim": 500})
+
+
+def test_the_last_seconds_of_downloads_shorter_than_annotated_are_all_captioned(tmp_path):
+    """The reported case: the last 1.5 s of 20 annotated videos whose downloads (and rows) end earlier."""
+    from pipeline import cli
+
+    rng = np.random.default_rng(3)
+    stored = {f"v_{i:02d}AbC": round(float(rng.uniform(30, 200)), 3) for i in range(20)}
+    annotated = {vid: d + float(rng.uniform(0.1, 2.5)) for vid, d in stored.items()}  # downloads end early
+    store = make_store(tmp_path / "anet.zarr", stored, dim=16)
+    ckpt = make_checkpoint(tmp_path / "best.pt", feat_dim=16)
+    lines = [f"{vid} {annotated[vid] - 1.5:.2f} {annotated[vid]:.2f}" for vid in stored]
+    (tmp_path / "last.txt").write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(cli, ["predict", "--filelist", str(tmp_path / "last.txt"), "--weights", str(ckpt),
+                                      "--store", str(store), "--out", str(tmp_path / "pred"),
+                                      "-o", "decode.max_len=4"])
+    assert result.exit_code == 0, result.output
+    assert "wrote 20 caption(s)" in result.output and "error:" not in result.output
+    past = sum(annotated[v] - 1.5 >= d for v, d in stored.items())
+    assert 0 < past < 20  # both kinds are in the list: starts inside the stored video and past its end
+    assert f"{past} segments starting past the stored end used the last row" in result.output
+    assert f"{20 - past} segments partly outside the stored video were clipped to it" in result.output
+    doc = json.loads(next((tmp_path / "pred").glob("predict_last_*.json")).read_text())
+    assert sum(len(v) for v in doc["results"].values()) == 20
+    assert doc["results"]["v_00AbC"][0]["timestamp"] == [round(annotated["v_00AbC"] - 1.5, 2),
+                                                          round(annotated["v_00AbC"], 2)]
+
+
+def test_ids_in_no_store_leave_no_store_and_no_result_file(tmp_path):
+    """A typo in --store: nothing is created, nothing empty is written, and the run fails."""
+    from pipeline import cli
+
+    ckpt = make_checkpoint(tmp_path / "best.pt")
+    (tmp_path / "ids.txt").write_text("v_a 1 2\nv_b\n")
+    out = tmp_path / "pred"
+    result = CliRunner().invoke(cli, ["predict", "--filelist", str(tmp_path / "ids.txt"), "--weights", str(ckpt),
+                                      "--store", str(tmp_path / "typo.zarr"), "--out", str(out)])
+    assert result.exit_code == 3, result.output
+    assert "unknown video id" in result.output and "nothing was captioned" in result.output
+    assert not (tmp_path / "typo.zarr").exists()
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_a_raw_file_that_fails_leaves_no_store_it_created(tmp_path, raw_video):
+    _, dim, _ = raw_video
+    ckpt = make_checkpoint(tmp_path / "best.pt", feat_dim=dim, store_meta={**RAW_META, "dim": dim,
+                                                                           "extractor": "c3d-sports1m"})
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video at all" * 100)
+    cfg = load_config()
+    cfg["extract"].update(EXTRACT)
+    cfg["predict"]["results_dir"] = str(tmp_path / "pred")
+    out = predict_videos(cfg, ckpt, None, [str(bad)], store_path=tmp_path / "cache.zarr", echo=None)
+    assert out["n_ok"] == 0 and out["n_failed"] == 1 and out["results_path"] is None
+    assert not (tmp_path / "cache.zarr").exists() and not (tmp_path / "pred").exists()

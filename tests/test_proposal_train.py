@@ -160,3 +160,37 @@ def test_one_unreadable_video_does_not_stop_the_corpus(tmp_path, monkeypatch):
         props, failed = propose_corpus(Proposer.load(run.best_path), s, ids + ["v_nothere"], cfg["proposals"])
     assert set(failed) == {ids[1], "v_nothere"} and "chunk unreadable" in failed[ids[1]]
     assert set(props) == set(ids) - {ids[1]} and all(props[v] for v in props)
+
+
+def test_a_non_finite_proposal_loss_is_one_line(tmp_path, monkeypatch):
+    from caption_model.proposals import train as proposal_train
+
+    store, ann = make_event_corpus(tmp_path, n_videos=8)
+    real = proposal_train.ProposalNet.forward
+
+    def poisoned(self, feats, lengths):
+        logits, offsets = real(self, feats, lengths)
+        return logits * float("nan"), offsets
+
+    monkeypatch.setattr(proposal_train.ProposalNet, "forward", poisoned)
+    with pytest.raises(UserError) as err:
+        train_proposals(tiny_cfg(tmp_path / "run", epochs=1), str(store), [str(ann)], progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg and "proposal loss is nan" in msg and "proposals.lr" in msg
+
+
+def test_a_proposal_checkpoint_of_another_shape_is_one_line_naming_it(tmp_path):
+    store, ann = make_event_corpus(tmp_path, n_videos=8)
+    run = train_proposals(tiny_cfg(tmp_path / "run", epochs=1), str(store), [str(ann)], progress=False)
+    ckpt = torch.load(run.last_path, weights_only=False)
+    ckpt["config"]["proposals"]["hidden_dim"] = 24  # e.g. sizes overridden since it was trained
+    bad = tmp_path / "bad.pt"
+    torch.save(ckpt, bad)
+    with pytest.raises(UserError) as err:
+        Proposer.load(bad)
+    msg = str(err.value)
+    assert "\n" not in msg and str(bad) in msg and "does not fit" in msg
+    del ckpt["anchors"]
+    torch.save(ckpt, bad)
+    with pytest.raises(UserError, match="cannot build"):
+        Proposer.load(bad)

@@ -24,7 +24,7 @@ def test_srt_parses_sorted_overlapping_and_one_line():
     assert [(s.start.total_seconds(), s.end.total_seconds()) for s in subs] == \
         [(0.0, 6.0), (2.0, 3.5), (12.5, 14.25), (3661.001, 3662.0)]
     assert subs[0].content == "a man opens a door"  # a line break would end the cue early
-    assert subs[1].content == "he waves <hello> & --> smiles"
+    assert subs[1].content == "he waves &lt;hello&gt; &amp; --&gt; smiles"  # players read <...> as tags
     assert subs[1].start < subs[0].end  # overlap kept, not merged or cut
     assert subs[3].start == timedelta(hours=1, minutes=1, seconds=1, milliseconds=1)
 
@@ -61,3 +61,19 @@ def test_write_all_one_file_per_video(tmp_path):
     assert list(srt.parse(srt_path.read_text(encoding="utf-8")))[0].content == "a red circle moves up."
     with pytest.raises(ValueError):
         write_subtitles(ENTRIES, tmp_path / "x.ass", "ass")
+
+
+def test_file_names_use_the_stores_escaping_so_odd_ids_neither_break_nor_collide(tmp_path):
+    from features_store.ids import id_from_key
+
+    ids = ["v_A", "v_a", "clips/2024:one?", "été 1"]
+    paths = write_all({vid: ENTRIES[:1] for vid in ids}, tmp_path, "srt")
+    assert len({p.name.lower() for p in paths}) == 4  # distinct even on a case-insensitive disk
+    assert all(p.parent == tmp_path and p.is_file() for p in paths)  # no id reaches a folder
+    assert [id_from_key(p.name.removesuffix(".srt")) for p in paths] == ids  # reversible
+
+
+def test_srt_escapes_markup_players_would_read_as_tags():
+    text = to_srt([{"timestamp": [0, 1], "sentence": "a <i>b</i> & <font color=red>c"}])
+    cue = list(srt.parse(text))[0].content
+    assert "<" not in cue and ">" not in cue and html.unescape(cue) == "a <i>b</i> & <font color=red>c"

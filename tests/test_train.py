@@ -265,3 +265,14 @@ def test_ctrl_c_before_the_first_checkpoint_says_nothing_was_saved(tmp_path, mon
     with pytest.raises(KeyboardInterrupt, match="before a checkpoint was saved; rerun the same command"):
         train(tiny_cfg(tmp_path / "run"), str(store), [str(ann)], progress=False)
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_a_non_finite_loss_is_one_line_naming_the_step_and_what_to_try(tmp_path):
+    from caption_model.runs.train_log import IntervalStats
+
+    stats = IntervalStats()
+    stats.add(torch.tensor(float("nan")), tokens=10, segments=2)
+    with pytest.raises(UserError) as err:
+        stats.summary(step=42, lr=1e-3)
+    msg = str(err.value)
+    assert "\n" not in msg and "step 42" in msg and "learning rate" in msg and "store verify" in msg

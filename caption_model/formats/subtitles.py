@@ -13,8 +13,13 @@ Rules that keep every file parseable:
   reversed entry would otherwise be dropped or refused by a player);
 * a sentence is one line: white space (line breaks included) is collapsed, since
   a blank line ends a cue in both formats; an empty sentence gives no cue;
-* WebVTT text escapes ``&``, ``<`` and ``>`` (its markup characters), which
-  also keeps ``-->`` out of the cue text.
+* the text escapes ``&``, ``<`` and ``>`` in both formats: they are WebVTT's
+  markup characters, and SRT players read ``<...>`` as tags (``<i>``, ``<font>``),
+  so a sentence holding ``<`` would lose words; it also keeps ``-->`` out of
+  the cue text;
+* a file is named by the video id escaped as the feature store escapes it for
+  file names (`features_store.ids.store_key`): ids holding ``/``, ``:`` or ``?``,
+  or differing only in case, get distinct names that every file system takes.
 """
 
 from __future__ import annotations
@@ -48,20 +53,20 @@ def _cues(entries: Sequence[Mapping]) -> list[tuple[float, float, str]]:
     return sorted(cues, key=lambda c: (c[0], c[1]))
 
 
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def to_srt(entries: Sequence[Mapping]) -> str:
     """SubRip text: numbered cues, ``-->`` between comma-decimal times, a blank line after each."""
-    blocks = [f"{i}\n{_clock(s, ',')} --> {_clock(e, ',')}\n{text}\n"
+    blocks = [f"{i}\n{_clock(s, ',')} --> {_clock(e, ',')}\n{_escape(text)}\n"
               for i, (s, e, text) in enumerate(_cues(entries), start=1)]
     return "\n".join(blocks)
 
 
-def _escape_vtt(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def to_vtt(entries: Sequence[Mapping]) -> str:
     """WebVTT text: the ``WEBVTT`` header, then cues with dot-decimal times."""
-    blocks = [f"{_clock(s, '.')} --> {_clock(e, '.')}\n{_escape_vtt(text)}\n" for s, e, text in _cues(entries)]
+    blocks = [f"{_clock(s, '.')} --> {_clock(e, '.')}\n{_escape(text)}\n" for s, e, text in _cues(entries)]
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
@@ -78,7 +83,14 @@ def write_subtitles(entries: Sequence[Mapping], path: str | Path, fmt: str) -> P
     return path
 
 
+def subtitle_name(video_id: str, fmt: str, stem: str = "") -> str:
+    """``<stem><escaped id>.<fmt>``: the store's reversible, case-safe file-name escaping of the id."""
+    from features_store.ids import store_key
+
+    return f"{stem}{store_key(video_id)}.{fmt}"
+
+
 def write_all(results: Mapping[str, Sequence[Mapping]], out_dir: str | Path, fmt: str, stem: str = "") -> list[Path]:
-    """One subtitle file per video (``<stem><video>.<fmt>`` in `out_dir`), for the videos that have entries."""
-    return [write_subtitles(entries, Path(out_dir) / f"{stem}{vid}.{fmt}", fmt)
+    """One subtitle file per video (`subtitle_name` in `out_dir`), for the videos that have entries."""
+    return [write_subtitles(entries, Path(out_dir) / subtitle_name(vid, fmt, stem), fmt)
             for vid, entries in results.items() if entries]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from caption_model.proposals.model import ProposalNet, proposals_from_scores, row_edges
-from caption_model.runs.checkpoint import read_checkpoint_file
+from caption_model.runs.checkpoint import load_weights, read_checkpoint_file
 from etspipe.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -80,9 +80,13 @@ class Proposer:
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> Proposer:
         ckpt = load_proposal_checkpoint(path)
-        anchors = np.asarray(ckpt["anchors"], dtype=np.int64)
-        net = ProposalNet(ckpt["config"]["proposals"], int(ckpt["feat_dim"]), len(anchors))
-        net.load_state_dict(ckpt["model"])
+        try:
+            anchors = np.asarray(ckpt["anchors"], dtype=np.int64)
+            net = ProposalNet(ckpt["config"]["proposals"], int(ckpt["feat_dim"]), len(anchors))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"{ckpt.get('path', path)}: this proposal checkpoint's config cannot build the "
+                            f"proposal model ({type(exc).__name__}: {exc})") from None
+        load_weights(net, ckpt["model"], ckpt.get("path", path), "proposal-model")
         return cls(net.to(device).eval(), anchors, ckpt, torch.device(device))
 
     @torch.no_grad()

@@ -45,7 +45,8 @@ from caption_model.proposals.infer import (
 )
 from caption_model.proposals.model import ProposalNet, boundary_loss, kmeans_anchors, weighted_bce
 from caption_model.runs import distributed
-from caption_model.runs.checkpoint import save_checkpoint
+from caption_model.runs.checkpoint import load_weights, save_checkpoint
+from caption_model.runs.train_log import NonFiniteLoss
 from caption_model.scoring.proposal_metrics import ar_an, recall_at
 from etspipe.devices import device_kind
 from etspipe.errors import UserError
@@ -181,7 +182,8 @@ def _train_epoch(objective: nn.Module, net: ProposalNet, optimizer, loader: Data
         nn.utils.clip_grad_norm_(net.parameters(), clip)
         optimizer.step()
         if not np.isfinite(float(loss.detach())):
-            raise FloatingPointError(f"proposal loss is {float(loss.detach())}")
+            raise NonFiniteLoss.at(f"the proposal loss is {float(loss.detach())} at batch {n + 1} of {desc}",
+                                   "proposals.lr")
         total, n = total + float(loss.detach()), n + 1
     return total / max(n, 1)
 
@@ -248,7 +250,7 @@ def _fit(cfg: dict, store_path: str, train_paths: list[str], run_dir: Path, ckpt
     optimizer = torch.optim.Adam(net.parameters(), lr=float(pcfg["lr"]), weight_decay=float(pcfg["weight_decay"]))
     epoch, best = 0, {"value": None, "epoch": None}
     if ckpt is not None:
-        net.load_state_dict(ckpt["model"])
+        load_weights(net, ckpt["model"], ckpt.get("path", "the resumed run"), "proposal-model")
         optimizer.load_state_dict(ckpt["optimizer"])
         epoch, best = int(ckpt["epoch"]), dict(ckpt["best"])
         torch.set_rng_state(ckpt["rng"])

@@ -94,6 +94,21 @@ def read_checkpoint_file(path: Path, fmt: str, what: str, map_location: str | to
     return ckpt
 
 
+def load_weights(module: torch.nn.Module, state: dict, path: str | Path, what: str) -> None:
+    """`module.load_state_dict(state)`, with a checkpoint of another shape or config as one line naming the file.
+
+    Such a checkpoint comes from another version's model or from a run whose
+    sizes were overridden (``-o model.hidden_dim=...``); torch's own message is
+    a page of tensor names, cut here to its first line.
+    """
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: this {what} checkpoint does not fit the model its config builds "
+                        f"(another version, or sizes changed since: {first[:200]})") from None
+
+
 def check_feat_dim(ckpt: dict, feat_dim: int, store_path: str | Path) -> None:
     """A store whose feature dimension differs from the checkpoint's cannot feed its model."""
     if int(ckpt["feat_dim"]) != int(feat_dim):

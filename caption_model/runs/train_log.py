@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from etspipe.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 CSV_COLUMNS = ("time", "kind", "epoch", "step", "loss", "lr", "tokens_per_s", "segments_per_s",
@@ -80,9 +82,20 @@ class IntervalStats:
         """The interval's averages; a non-finite loss stops the run (it would never recover)."""
         loss = float(self.loss_sum) / max(self.steps, 1)
         if not math.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss} in the {self.steps} steps up to step {step}")
+            raise NonFiniteLoss.at(f"the captioner's loss is {loss} in the {self.steps} steps up to step {step}",
+                                   "train.noam_factor")
         dt = max(time.perf_counter() - self.t0, 1e-9)
         return {"loss": loss, "lr": lr, "tokens_per_s": self.tokens / dt, "segments_per_s": self.segments / dt}
+
+
+class NonFiniteLoss(UserError):
+    """A loss that became NaN or infinite: the run cannot recover, and the user can act on it."""
+
+    @classmethod
+    def at(cls, what: str, lr_key: str) -> NonFiniteLoss:
+        return cls(f"training stopped: {what}; try a lower learning rate (-o {lr_key}=...) and check the "
+                   f"features with `etspipe store verify STORE` (non-finite or huge rows give this); "
+                   "checkpoints saved before this step are kept")
 
 
 class MeteorScorer:
