@@ -171,6 +171,31 @@ def test_empty_set_after_threshold_captions_the_whole_video_and_says_so():
 
     events, note = video_events([{"segment": [1.0, 2.0], "score": 0.2}], 7.5, 0.5, 10)
     assert events == [{"segment": [0.0, 7.5], "score": None}]
-    assert "score_threshold=0.5" in note and "0.200" in note and "whole video" in note
+    assert "threshold 0.5 (proposals.score_threshold" in note and "0.200" in note and "whole video" in note
     events, note = video_events([], 7.5, 0.5, 10)
     assert events[0]["segment"] == [0.0, 7.5] and "no proposal at all" in note
+
+
+def test_every_anchor_trains_wholly_inside_a_window_at_every_position():
+    """Issue 20: a 256-row window never held a 701-row anchor, and anchors clipped at row 0 were trained in
+    windows that start later (their labels depend on rows the window does not hold)."""
+    from caption_model.proposals.data import ProposalDataset, training_window, usable_anchors
+    from caption_model.proposals.model import anchor_bounds
+
+    anchors = np.array([2, 9, 300, 701])
+    assert training_window(256, anchors) == 1402 and training_window(4096, anchors) == 4096
+    start, _ = anchor_bounds(3000, anchors)
+    a = 1000  # a window starting at row 1000
+    usable = usable_anchors(start[a:a + 1402], a)
+    assert not usable[0, 3] and not usable[699, 3] and usable[700, 3]  # the 701-row anchor ending at row 1700
+    assert usable[1, 0] and not usable[0, 1]
+    # an anchor clipped at the video's first row is a real segment only for a window that starts there
+    assert usable_anchors(start[0:1402], 0)[5, 3]
+    assert not usable_anchors(start[40:1442], 40)[0, 3]  # row 40's 701-row anchor reaches back to row 0
+    # at every end row from the anchor's length on, some window start holds it whole
+    window = training_window(256, anchors)
+    for end in (700, 1500, 2999):
+        a = max(end - window + 1, 0)
+        assert usable_anchors(start[a:a + window], a)[end - a, 3]
+    ds = ProposalDataset("unused.zarr", [], anchors, 0.5, 256, seed=0)
+    assert ds.window == 1402

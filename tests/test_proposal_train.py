@@ -194,3 +194,46 @@ def test_a_proposal_checkpoint_of_another_shape_is_one_line_naming_it(tmp_path):
     torch.save(ckpt, bad)
     with pytest.raises(UserError, match="cannot build"):
         Proposer.load(bad)
+
+
+def test_calibrated_threshold_is_the_best_f1_on_held_out_videos():
+    from caption_model.proposals.calibrate import calibrate_threshold
+
+    gt = {"a": [[0, 10], [20, 30]], "b": [[5, 15]], "c": [[0, 4]]}
+    props = {"a": [{"segment": [0, 10], "score": 0.9}, {"segment": [40, 50], "score": 0.8},
+                   {"segment": [21, 30], "score": 0.3}],
+             "b": [{"segment": [5, 14], "score": 0.7}, {"segment": [0, 2], "score": 0.2}],
+             "c": [{"segment": [9, 12], "score": 0.6}]}
+    # brute force over every threshold: events = proposals >= t (at most 10), pooled P/R at tIoU 0.5
+    best_f1, best_t = -1.0, None
+    for t in sorted({p["score"] for v in props.values() for p in v}, reverse=True):
+        ev = {v: [p for p in ps if p["score"] >= t] for v, ps in props.items()}
+        good = sum(any(_tiou(p["segment"], g) >= 0.5 for g in gt[v]) for v in ev for p in ev[v])
+        met = sum(any(_tiou(p["segment"], g) >= 0.5 for p in ev[v]) for v in gt for g in gt[v])
+        n_ev, n_ref = sum(map(len, ev.values())), sum(map(len, gt.values()))
+        f1 = 2 * (good / n_ev) * (met / n_ref) / ((good / n_ev) + (met / n_ref))
+        if f1 > best_f1:
+            best_f1, best_t = f1, t
+    got = calibrate_threshold(props, gt, max_events=10)
+    assert got["threshold"] == best_t == 0.3 and got["f1"] == pytest.approx(best_f1)
+    assert got["events_per_video"] == pytest.approx(5 / 3) and got["refs_per_video"] == pytest.approx(4 / 3)
+    assert calibrate_threshold(props, gt, max_events=1)["threshold"] == 0.7  # the cap changes the answer
+
+
+def _tiou(a, b):
+    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+    return inter / (max(a[1], b[1]) - min(a[0], b[0]))
+
+
+def test_training_keeps_a_calibrated_threshold_that_dense_captioning_uses(tmp_path):
+    store, ann = make_event_corpus(tmp_path, n_videos=16)
+    run = train_proposals(tiny_cfg(tmp_path / "run", epochs=3), str(store), [str(ann)], progress=False)
+    ckpt = load_proposal_checkpoint(run.best_path)
+    cal = ckpt["calibration"]
+    assert cal["threshold"] is not None and 0.0 < cal["f1"] <= 1.0 and cal["n_videos"] >= 1
+    proposer = Proposer.load(run.best_path)
+    pcfg = tiny_cfg(tmp_path / "x")["proposals"]
+    assert pcfg["score_threshold"] is None  # the default: calibrated
+    assert proposer.event_threshold(pcfg) == cal["threshold"]
+    assert proposer.event_threshold({**pcfg, "score_threshold": 0.25}) == 0.25  # the config overrides it
+    assert "val_events_f1" in (tmp_path / "run" / "proposals_metrics.csv").read_text().splitlines()[0]

@@ -3,10 +3,15 @@
 Everything but the rows comes from the store's metadata (row times, duration)
 and the annotations, so anchors and loss weights are planned without reading a
 feature. Rows are read per video inside the DataLoader (each worker opens its
-own store handle). A video longer than ``proposals.window_rows`` trains on one
-window of that many rows per epoch, at an offset that is a pure function of
-(seed, epoch, video), so a resumed run sees the same data; labels of anchors
-that reach back before the window are masked, as the pass never saw their start.
+own store handle). A video longer than the training window trains on one
+window per epoch, at an offset that is a pure function of (seed, epoch, video),
+so a resumed run sees the same data. At test time the whole video runs and
+every anchor is scored at every row, so training must see every anchor length
+at every position too: the window holds at least twice the longest anchor
+(`training_window`), and an anchor is trained only where it lies wholly inside
+the window (one clipped at the video's first row is a real segment, but only
+a window starting at row 0 holds it); the others are masked, as their labels
+depend on rows the pass never saw.
 """
 
 from __future__ import annotations
@@ -84,6 +89,26 @@ def positive_share(videos: Sequence[VideoTimes], anchors: np.ndarray, pos_tiou: 
     return np.clip(pos / max(total, 1), 1e-3, 1 - 1e-3)
 
 
+def training_window(window_rows: int, anchors: np.ndarray) -> int:
+    """Rows per training window: ``proposals.window_rows``, raised to twice the longest anchor.
+
+    A window shorter than an anchor never holds it whole, so that anchor would
+    learn only its clipped form at a video's start and be scored everywhere
+    else untrained (long events were found late and badly for that reason).
+    """
+    return max(int(window_rows), 2 * int(np.max(anchors)) if len(anchors) else 1)
+
+
+def usable_anchors(anchor_start: np.ndarray, window_first_row: int) -> np.ndarray:
+    """Which (row, anchor) places of a window are trained: the anchor starts inside the window.
+
+    `anchor_start` is the window's rows of `anchor_bounds`' starts (video rows,
+    clipped at 0). An anchor clipped at the video's row 0 is a real segment, and
+    is inside only a window that starts at row 0, which this rule gives as is.
+    """
+    return anchor_start >= int(window_first_row)
+
+
 def window_start(seed: int, epoch: int, index: int, n_rows: int, window: int) -> int:
     """Offset of this epoch's training window in a long video (0 when the video fits)."""
     if n_rows <= window:
@@ -101,7 +126,7 @@ class ProposalDataset(Dataset):
         self.videos = list(videos)
         self.anchors = np.asarray(anchors)
         self.pos_tiou = float(pos_tiou)
-        self.window = int(window_rows)
+        self.window = training_window(window_rows, self.anchors)
         self.seed = int(seed)
         self.epoch = 0
         self._store = None
@@ -123,7 +148,7 @@ class ProposalDataset(Dataset):
         rows = self._store.rows(v.store_id)[a:b]
         labels, offsets = anchor_targets(v.edges, self.anchors, v.gt, self.pos_tiou)
         start, _ = anchor_bounds(v.n_rows, self.anchors)
-        usable = (start[a:b] >= a) | (start[a:b] == 0)  # an anchor clipped at row 0 is a real segment
+        usable = usable_anchors(start[a:b], a)
         return rows, labels[a:b], usable.astype(np.float32), offsets[a:b]
 
 

@@ -3,7 +3,8 @@
 Two users: `predict` (a file-list line with a video and no times becomes one
 segment per event; `expand_untimed`) and `evaluate --dense` (every video of
 the first annotation file; `run_dense_evaluate`). The events of a video are its
-proposals scoring at least ``proposals.score_threshold``, at most
+proposals scoring at least the events threshold (calibrated on held-out videos
+when the model trained, or ``proposals.score_threshold``), at most
 ``proposals.max_events`` of them (best scores first), sorted by start. A video
 with no proposal above the threshold is captioned whole, and the run says so.
 Each result entry carries its ``proposal_score`` (null for a whole-video fallback).
@@ -39,7 +40,7 @@ def video_plan(proposer: Proposer, store, sid: str, pcfg: dict, max_events: int)
     """The events of one store video (``{"segment", "score"}``, by start) and the whole-video note, if any."""
     props = proposer.propose(store, sid, float(pcfg["nms_tiou"]), int(pcfg["max_proposals"]))
     duration = float(store.video_meta(sid)["duration"])
-    return video_events(props, duration, float(pcfg["score_threshold"]), max_events)
+    return video_events(props, duration, proposer.event_threshold(pcfg), max_events)
 
 
 def fallback_note(whole: dict[str, str]) -> list[str]:
@@ -110,7 +111,7 @@ def dense_results(cfg: dict, model, vocab, proposer: Proposer, store, wanted: Se
             continue
         proposals[vid] = props
         events, why = video_events(props, float(store.video_meta(sid)["duration"]),
-                                   float(pcfg["score_threshold"]), int(pcfg["max_events"]))
+                                   proposer.event_threshold(pcfg), int(pcfg["max_events"]))
         if why:
             whole[vid] = why
         plans += [(vid, sid, ev) for ev in events]

@@ -89,6 +89,17 @@ class Proposer:
         load_weights(net, ckpt["model"], ckpt.get("path", path), "proposal-model")
         return cls(net.to(device).eval(), anchors, ckpt, torch.device(device))
 
+    def event_threshold(self, pcfg: dict) -> float:
+        """The score an event needs: ``proposals.score_threshold`` when set, else the checkpoint's calibrated one.
+
+        A checkpoint from before calibration (none recorded) falls back to 0.5,
+        the threshold such checkpoints were used with.
+        """
+        if pcfg.get("score_threshold") is not None:
+            return float(pcfg["score_threshold"])
+        calibrated = (self.ckpt.get("calibration") or {}).get("threshold")
+        return float(calibrated) if calibrated is not None else 0.5
+
     @torch.no_grad()
     def scores(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Anchor probabilities (n_rows, K) of one video's rows and boundary offsets (n_rows, K, 2) or None."""
@@ -139,6 +150,7 @@ def video_events(proposals: Sequence[dict], duration: float, threshold: float,
     if events:
         return events, None
     best = max((p["score"] for p in proposals), default=None)
-    why = (f"no proposal reached proposals.score_threshold={threshold:g} (best {best:.3f})" if best is not None
+    why = (f"no proposal reached the events threshold {threshold:g} (proposals.score_threshold, or calibrated "
+           f"when the model trained; best {best:.3f})" if best is not None
            else "no proposal at all")
     return [{"segment": [0.0, float(duration)], "score": None}], f"{why}: captioning the whole video"

@@ -32,7 +32,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from caption_model.proposals.data import ProposalDataset, VideoTimes, anchors_fit, collate, positive_share
+from caption_model.proposals.calibrate import calibrate_threshold
+from caption_model.proposals.data import (
+    ProposalDataset,
+    VideoTimes,
+    anchors_fit,
+    collate,
+    positive_share,
+    training_window,
+)
 from caption_model.proposals.infer import (
     BEST,
     FORMAT,
@@ -134,8 +142,9 @@ def prepare(cfg: dict, store_path: str, train_paths: list[str], ckpt: dict | Non
     else:
         anchors = kmeans_anchors(anchors_fit(train, store_path), int(pcfg["anchors"]))
         share = positive_share(train, anchors, float(pcfg["pos_tiou"]))
-    logger.info("proposals: %d training / %d held-out videos, %d anchors of %s rows", len(train), len(val),
-                len(anchors), ", ".join(map(str, anchors.tolist())))
+    logger.info("proposals: %d training / %d held-out videos, %d anchors of %s rows, training windows of %d rows",
+                len(train), len(val), len(anchors), ", ".join(map(str, anchors.tolist())),
+                training_window(int(pcfg["window_rows"]), anchors))
     return Prepared(train, val, anchors, share, feat_dim, store_meta, sorted({s.video_id for s in val_segs}))
 
 
@@ -199,13 +208,24 @@ def validate(net: ProposalNet, anchors: np.ndarray, store_path: str, videos: lis
     gt = {v.store_id: v.gt.tolist() for v in videos}
     curve = ar_an(gt, props)
     net.train()
-    return {"val_auc": curve.auc, "val_ar10": curve.ar_at(10), "val_r05_10": recall_at(gt, props, 10, 0.5)}
+    calibration = calibrate_threshold(props, gt, int(pcfg["max_events"]))
+    return {"val_auc": curve.auc, "val_ar10": curve.ar_at(10), "val_r05_10": recall_at(gt, props, 10, 0.5),
+            "val_events_f1": calibration["f1"], "calibration": calibration}
+
+
+def events_line(calibration: dict | None) -> str:
+    """`; events: threshold 0.62 -> 3.4 per video (references 3.6), F1 0.55 at tIoU 0.5` (empty without one)."""
+    if not calibration or calibration.get("threshold") is None:
+        return ""
+    c = calibration
+    return (f"; events: threshold {c['threshold']:.3g} -> {c['events_per_video']:.1f} per video (references "
+            f"{c['refs_per_video']:.1f}), F1 {c['f1']:.2f} at tIoU 0.5")
 
 
 def _log_row(save_dir: Path, row: dict) -> None:
     path = save_dir / CSV_NAME
     new = not path.exists()
-    cols = ("time", "epoch", "loss", "val_auc", "val_ar10", "val_r05_10")
+    cols = ("time", "epoch", "loss", "val_auc", "val_ar10", "val_r05_10", "val_events_f1")
     with path.open("a", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=cols)
         if new:
@@ -306,12 +326,13 @@ def _save(state: dict, epoch: int, best: dict, row: dict) -> dict:
         best = {"value": value, "epoch": epoch}
     logger.info("proposals epoch %d: loss %.4f%s", epoch, row["loss"],
                 f", held-out AUC {value:.2f} AR@10 {row['val_ar10']:.3f}" + (" (best so far)" if improved else "")
-                if value is not None else "")
+                + events_line(row.get("calibration")) if value is not None else "")
     ckpt = {"format": FORMAT, "version": VERSION, "model": state["net"].state_dict(),
             "optimizer": state["optimizer"].state_dict(), "rng": torch.get_rng_state(), "epoch": epoch,
             "anchors": prep.anchors.tolist(), "pos_share": prep.pos_share.tolist(), "feat_dim": prep.feat_dim,
             "config": _plain(state["cfg"]), "store_meta": prep.store_meta, "best": dict(best),
-            "val_videos": prep.val_ids, "metrics": _plain(row)}
+            "val_videos": prep.val_ids, "metrics": _plain({k: v for k, v in row.items() if k != "calibration"}),
+            "calibration": _plain(row.get("calibration"))}
     save_checkpoint(ckpt, run_dir / LAST)
     if improved or not prep.val:
         save_checkpoint(ckpt, run_dir / BEST)

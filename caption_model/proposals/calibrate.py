@@ -1,0 +1,75 @@
+"""How many events a video gets: the score threshold chosen on held-out videos when the model trains.
+
+A fixed threshold such as 0.5 means nothing for a model trained with SST's
+per-anchor weighted loss (the weights move every anchor's scores towards 0.5 at
+its own base rate), and nearly every proposal passed it: each video got
+``max_events`` events. Instead, when the proposal model is validated, the
+threshold that gives the best F1 at tIoU 0.5 on the held-out videos (events
+matched to the references the way densevid_eval matches them) is kept in the
+checkpoint and used for dense captioning, unless ``proposals.score_threshold``
+is set. Pure NumPy: the held-out proposals are already computed for AR@AN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from caption_model.scoring.proposal_metrics import tiou_matrix
+
+MATCH_TIOU = 0.5
+
+
+def _video_hits(proposals: Sequence[Mapping], gt: np.ndarray, max_events: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The top `max_events` proposals (best first) of one video against its references.
+
+    Returns (scores (k,), good (k,): the proposal meets some reference, met (k,):
+    how many references the first i+1 proposals meet together).
+    """
+    top = sorted(proposals, key=lambda p: -p["score"])[:max_events]
+    scores = np.array([p["score"] for p in top], dtype=np.float64)
+    if not top or not len(gt):
+        return scores, np.zeros(len(top), dtype=bool), np.zeros(len(top), dtype=np.int64)
+    hit = tiou_matrix(gt, np.array([p["segment"] for p in top], dtype=np.float64)).T >= MATCH_TIOU  # (k, n_gt)
+    return scores, hit.any(axis=1), np.logical_or.accumulate(hit, axis=0).sum(axis=1)
+
+
+def calibrate_threshold(proposals: Mapping[str, Sequence[Mapping]], ground_truth: Mapping[str, Sequence],
+                        max_events: int) -> dict:
+    """The score threshold with the best F1 at tIoU 0.5 over held-out videos, and what it gives there.
+
+    Events of a video are its proposals (best first) scoring at least the
+    threshold, at most `max_events`. Precision = events meeting some reference
+    / events; recall = references met / references; both pooled over videos.
+    Candidates are the proposals' own scores (every threshold that changes
+    something). Returns ``{"threshold", "f1", "precision", "recall",
+    "events_per_video", "refs_per_video", "n_videos"}``; threshold None when
+    there is nothing to calibrate on.
+    """
+    videos = []
+    for vid, gt in ground_truth.items():
+        ref = np.unique(np.asarray(gt, dtype=np.float64).reshape(-1, 2), axis=0)
+        videos.append((len(ref), *_video_hits(proposals.get(vid, []), ref, int(max_events))))
+    n_ref = sum(v[0] for v in videos)
+    best = {"threshold": None, "f1": 0.0, "precision": 0.0, "recall": 0.0, "events_per_video": 0.0,
+            "refs_per_video": n_ref / max(len(videos), 1), "n_videos": len(videos)}
+    # Lowering the threshold past an event's score adds that event to its video (as its next-best one), so
+    # one pass over all events by falling score updates the pooled counts: O(N log N), not N x videos.
+    scores = np.concatenate([v[1] for v in videos] or [np.zeros(0)])
+    if not n_ref or not len(scores):
+        return best
+    good = np.concatenate([v[2] for v in videos]).astype(np.int64)
+    gain = np.concatenate([np.diff(v[3], prepend=0) for v in videos])  # references newly met by each event
+    order = np.argsort(-scores, kind="stable")
+    n_ev = np.arange(1, len(order) + 1)
+    tp, met = np.cumsum(good[order]), np.cumsum(gain[order])
+    last_of_tie = np.r_[scores[order][1:] != scores[order][:-1], True]  # evaluate once all equal scores are in
+    precision, recall = tp / n_ev, met / n_ref
+    f1 = np.where(last_of_tie, 2 * precision * recall / np.maximum(precision + recall, 1e-12), -1.0)
+    i = int(np.argmax(f1))
+    if f1[i] > 0:
+        best.update(threshold=float(scores[order][i]), f1=float(f1[i]), precision=float(precision[i]),
+                    recall=float(recall[i]), events_per_video=float(n_ev[i] / len(videos)))
+    return best
