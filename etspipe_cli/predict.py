@@ -142,8 +142,8 @@ def predict(videos: tuple[str, ...], filelist: str | None, weights: str | None, 
     that needs --c3d-weights c3d.pickle and --pca-file
     PCA_activitynet_v1-3.hdf5 (once; the store keeps it), and takes
     --mean-cube. Other imported stores cannot extract new videos. A line
-    that cannot be met says so in one line; the others are still captioned
-    (exit status 3 then).
+    whose video cannot be extracted or captioned says why in one line; the
+    others are still captioned (exit status 3 then).
 
     \b
     Examples:

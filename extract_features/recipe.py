@@ -22,6 +22,7 @@ from etspipe.errors import UserError
 from extract_features.c3d import feature_dim
 from extract_features.options import ExtractOptions
 from extract_features.pca import IncrementalPCA, load_projection, stored_projection
+from extract_features.weights import file_sha256
 from features_store.recipes import OFFICIAL_PCA_FILE, OFFICIAL_WEIGHTS, set_projection
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def recipe_refusal(recipe: dict, weights: str | None, pca: IncrementalPCA | None
 def note_mean(opts: ExtractOptions, recipe: dict) -> str:
     """What a video records about its input mean; says once when the recipe's cube is replaced by its averages."""
     if opts.mean_cube:
-        return f"cube {opts.mean_cube}"
+        return f"cube sha256:{file_sha256(opts.mean_cube)}"
     cube = (recipe.get("normalisation") or {}).get("mean_cube")
     if cube:
         log.warning("the store's recipe subtracts the mean cube %s; without --mean-cube its per-channel means "
