@@ -19,7 +19,12 @@ from etspipe_cli.common import DEVICE, _set, config_default, config_options
               help="Reduce features with PCA to this many dims (500 = ActivityNet).",
               show_default=config_default("extract.pca_dim"))
 @click.option("--pca-file", type=click.Path(dir_okay=False), default=None,
-              help="Use a saved PCA (.npz) instead of fitting one.")
+              help="Use a saved projection instead of fitting one: etspipe's .npz, or ActivityNet's "
+                   "PCA_activitynet_v1-3.hdf5 (rows = (fc7 - x_mean) @ U[:, :k], k = --pca or extract.pca_file_dim).")
+@click.option("--mean-cube", type=click.Path(dir_okay=False), default=None,
+              help="Subtract this mean cube (.npy, 16x128x171x3 in the network's channel order, e.g. the Sports-1M "
+                   "cube converted from Caffe) instead of the per-channel extract.mean.",
+              show_default=config_default("extract.mean_cube"))
 @click.option("--device", type=DEVICE, default=None, help="Where the network runs.",
               show_default=config_default("extract.device"))
 @click.option("--batch-size", type=int, default=None,
@@ -31,7 +36,8 @@ from etspipe_cli.common import DEVICE, _set, config_default, config_options
 @click.option("--retry-failed", is_flag=True, help="Retry videos recorded as failed.")
 @config_options(bare_store=True)
 def extract(inputs: tuple[str, ...], store_path: str | None, weights: str | None, layer: str | None,
-            pca_dim: int | None, pca_file: str | None, device: str | None, batch_size: int | None,
+            pca_dim: int | None, pca_file: str | None, mean_cube: str | None, device: str | None,
+            batch_size: int | None,
             workers: int, scheduler: str | None, overwrite: bool, retry_failed: bool,
             cfg: dict, raw_overrides: tuple[str, ...]) -> None:
     """Extract C3D features of videos into a feature store.
@@ -41,8 +47,9 @@ def extract(inputs: tuple[str, ...], store_path: str | None, weights: str | None
     A rerun resumes: complete videos are skipped. Exit status 3 if some failed.
 
     \b
-    Example:
+    Examples:
       etspipe extract videos/ -o data/c3d.zarr --weights c3d.pickle --pca 500
+      etspipe extract videos/ -o data/anet.zarr --weights c3d.pickle --pca-file PCA_activitynet_v1-3.hdf5
     """
     stores = [v for v in raw_overrides if "=" not in v]
     if store_path is None and len(stores) == 1:
@@ -57,6 +64,7 @@ def extract(inputs: tuple[str, ...], store_path: str | None, weights: str | None
     _set(cfg, "extract.pca_dim", pca_dim)
     _set(cfg, "extract.device", device)
     _set(cfg, "extract.batch_size", batch_size)
+    _set(cfg, "extract.mean_cube", mean_cube)
     summary = extract_corpus(list(inputs), store_path, cfg, weights=weights, pca_file=pca_file,
                              overwrite=overwrite, retry_failed=retry_failed, workers=workers,
                              scheduler=scheduler)

@@ -31,7 +31,14 @@ from etspipe_flows.predict import predict_videos
 @click.option("--html", is_flag=True,
               help="Also write <results>.html: the videos with their captions, events and attention (see view).")
 @click.option("--c3d-weights", default=None, type=click.Path(dir_okay=False),
-              help="C3D weights for raw videos, when the store was extracted with trained weights.")
+              help="C3D weights for raw videos, when the store's rows came from trained weights "
+                   "(an imported ActivityNet store: the Sports-1M c3d.pickle).")
+@click.option("--pca-file", default=None, type=click.Path(dir_okay=False),
+              help="Projection for raw videos: ActivityNet's PCA_activitynet_v1-3.hdf5 for an imported "
+                   "ActivityNet store (kept in the store once given), else the store's own .npz.")
+@click.option("--mean-cube", default=None, type=click.Path(dir_okay=False),
+              help="Sports-1M mean cube (.npy, 16x128x171x3) for raw videos; without it an imported ActivityNet "
+                   "store's videos get the cube's per-channel means.")
 @click.option("--beam-size", type=int, default=None, help="Beam width (1 = greedy).",
               show_default=config_default("decode.beam_size"))
 @click.option("--device", type=DEVICE, default=None, help="Where to run.", show_default=config_default("train.device"))
@@ -43,19 +50,26 @@ from etspipe_flows.predict import predict_videos
 @config_options
 def predict(videos: tuple[str, ...], filelist: str | None, weights: str | None, save_dir: str | None,
             store_path: str | None, out_dir: str | None, plot_dir: str | None, html: bool, c3d_weights: str | None,
-            beam_size: int | None, device: str | None, max_events: int | None, subtitles: str | None,
-            cfg: dict, raw_overrides: tuple[str, ...]) -> None:
+            pca_file: str | None, mean_cube: str | None, beam_size: int | None, device: str | None,
+            max_events: int | None, subtitles: str | None, cfg: dict, raw_overrides: tuple[str, ...]) -> None:
     """Caption whole video files (VIDEO...) or the videos or segments listed in a file.
 
     A video id is read from the store. A video without times is described
     event by event (start, end, proposal score, caption; sorted by start) when
     the run folder holds a proposal model (`etspipe train-proposals`), else as
     a whole. A video file not in the store is extracted with the settings (and
-    PCA projection) the store records and cached there; that needs a store
-    etspipe extracted itself (for imported features, run `etspipe extract`
-    into the store first) and, when the store used trained C3D weights,
-    --c3d-weights. Bad lines are reported with their line numbers; the others
-    are still captioned (exit status 3 then).
+    PCA projection) the store records and cached in that store: --store, or
+    by default the working store features.zarr in the results folder, made
+    with the settings of the features the model was trained on. A store
+    etspipe extracted needs --c3d-weights when its rows came from trained
+    weights. An imported ActivityNet C3D store (import-features
+    activitynet-c3d) is extracted by the recipe it records: C3D Sports-1M fc7,
+    clip 16 stride 8, 128x171 frames, crop 112, mean cube, ActivityNet's PCA;
+    that needs --c3d-weights c3d.pickle and --pca-file
+    PCA_activitynet_v1-3.hdf5 (once; the store keeps it), and takes
+    --mean-cube. Other imported stores cannot extract new videos. A line
+    whose video cannot be extracted or captioned says why in one line; the
+    others are still captioned (exit status 3 then).
 
     \b
     Examples:
@@ -63,6 +77,8 @@ def predict(videos: tuple[str, ...], filelist: str | None, weights: str | None, 
       etspipe predict my_video.mp4 --html        # then open data/predict_results/predict_videos_*.html
       etspipe predict --filelist to_caption.txt --store data/c3d.zarr
       etspipe predict --filelist my_videos.txt --subtitles vtt --max-events 5
+      etspipe predict my_video.mp4 --weights data/checkpoints/best.pt \\
+          --c3d-weights c3d.pickle --pca-file PCA_activitynet_v1-3.hdf5     # a model trained on imported features
     """
     if not videos and not filelist:
         raise UserError("give video files (etspipe predict VIDEO...) or --filelist FILE")
@@ -71,7 +87,8 @@ def predict(videos: tuple[str, ...], filelist: str | None, weights: str | None, 
     _set(cfg, "decode.beam_size", beam_size)
     _set(cfg, "train.device", device)
     summary = predict_videos(cfg, weights, filelist, videos, store_path=store_path, plot_dir=plot_dir, html=html,
-                             c3d_weights=c3d_weights, max_events=max_events, subtitles=subtitles, echo=click.echo)
+                             c3d_weights=c3d_weights, max_events=max_events, subtitles=subtitles,
+                             pca_file=pca_file, mean_cube=mean_cube, echo=click.echo)
     if summary["n_failed"] or not summary["n_ok"]:
         source = filelist or "the videos given"
         raise PartialFailure(f"{summary['n_failed']} line(s) of {source} could not be captioned")

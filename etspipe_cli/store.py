@@ -132,6 +132,34 @@ def store_export(path: str, video_id: str, fmt: str, out: str | None) -> None:
     click.echo(f"{video_id}: {rows.shape[0]} rows x {rows.shape[1]} -> {target}")
 
 
+@store.command("set-projection")
+@click.argument("path")
+@click.argument("pca_file", type=click.Path(dir_okay=False))
+@config_options
+def store_set_projection(path: str, pca_file: str, cfg: dict, raw_overrides: tuple[str, ...]) -> None:
+    """Keep the projection an imported store's rows went through (ActivityNet's PCA_activitynet_v1-3.hdf5).
+
+    An imported official ActivityNet C3D store records the recipe of its rows;
+    with its projection kept in the store, `etspipe predict` extracts raw videos
+    by that recipe without --pca-file. The file is checked against the store
+    (dimension, kind, a checksum recorded before); a store holding another
+    projection is refused. A square data/U is read by extract.pca_file_u.
+
+    \b
+    Example:
+      etspipe store set-projection data/anet_c3d.zarr PCA_activitynet_v1-3.hdf5
+    """
+    from features_store import open_store
+    from features_store.anet_pca import read_activitynet_pca
+    from features_store.recipes import set_projection
+
+    with open_store(path, "a", durable=bool(cfg["store"]["durable"])) as fs:
+        arrays = read_activitynet_pca(pca_file, fs.dim, cfg["extract"]["pca_file_u"])
+        identity = set_projection(fs, arrays, pca_file)
+    click.echo(f"{path}: projection {pca_file} (sha256 {identity['sha256'][:12]}, {identity['source_dim']} -> "
+               f"{identity['dim']} dimensions) kept in the store")
+
+
 @click.command("import-features")
 @click.argument("kind", type=click.Choice(["activitynet-c3d", "hdf5", "npy"]))
 @click.argument("source", type=click.Path(exists=True))
@@ -141,9 +169,13 @@ def store_export(path: str, video_id: str, fmt: str, out: str | None) -> None:
 @click.option("--fps", type=float, default=None, help="hdf5/npy: feature rows per second before striding.")
 @click.option("--stride", type=int, default=1, show_default=True, help="hdf5/npy: frames between rows.")
 @click.option("--clip-len", type=int, default=1, show_default=True, help="hdf5/npy: frames each row covers.")
+@click.option("--pca-file", type=click.Path(dir_okay=False), default=None,
+              help="activitynet-c3d: ActivityNet's PCA_activitynet_v1-3.hdf5, kept in the store so raw videos "
+                   "can be extracted by the official recipe (or later: etspipe store set-projection).")
 @config_options
 def import_features(kind: str, source: str, store_path: str, annotations: tuple[str, ...],
-                    fps: float | None, stride: int, clip_len: int, cfg: dict, raw_overrides: tuple[str, ...]) -> None:
+                    fps: float | None, stride: int, clip_len: int, pca_file: str | None, cfg: dict,
+                    raw_overrides: tuple[str, ...]) -> None:
     """Bring published feature files into a store.
 
     \b
@@ -151,10 +183,16 @@ def import_features(kind: str, source: str, store_path: str, annotations: tuple[
       activitynet-c3d  the official ActivityNet Captions C3D file (needs --annotations for durations)
       hdf5             one dataset per video at --fps (e.g. ResNet-152 frame features at 5 fps)
       npy              a folder of <video_id>.npy files at --fps and --stride
+
+    The activitynet-c3d store records the recipe of the official rows (C3D
+    Sports-1M fc7, clip 16 stride 8, 128x171, crop 112, ActivityNet's PCA), so
+    `etspipe predict` can caption raw videos with a model trained on it.
+
     \b
     Example:
       etspipe import-features activitynet-c3d sub_activitynet_v1-3.c3d.hdf5 data/anet_c3d.zarr \\
-          --annotations train.json --annotations val_1.json --annotations val_2.json
+          --annotations train.json --annotations val_1.json --annotations val_2.json \\
+          --pca-file PCA_activitynet_v1-3.hdf5
     """
     from features_store import importers
 
@@ -162,8 +200,11 @@ def import_features(kind: str, source: str, store_path: str, annotations: tuple[
     if kind == "activitynet-c3d":
         if not annotations:
             raise UserError("activitynet-c3d needs --annotations FILE (the durations give the row times)")
-        importers.import_activitynet_c3d(source, store_path, list(annotations), dtype=dtype, durable=durable)
+        importers.import_activitynet_c3d(source, store_path, list(annotations), dtype=dtype, durable=durable,
+                                         pca_file=pca_file, pca_u=cfg["extract"]["pca_file_u"])
     else:
+        if pca_file:
+            raise UserError(f"--pca-file is for activitynet-c3d imports (the official recipe), not {kind}")
         if fps is None:
             raise UserError(f"{kind} needs --fps (rows per second of the source features)")
         if kind == "hdf5":

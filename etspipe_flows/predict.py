@@ -21,6 +21,7 @@ def predict_videos(cfg: dict, weights: str | Path | None, filelist: str | Path |
                    out_path: str | Path | None = None, plot_dir: str | Path | None = None, *,
                    html: bool = False, c3d_weights: str | None = None, device: str | None = None,
                    max_events: int | None = None, subtitles: str | None = None,
+                   pca_file: str | None = None, mean_cube: str | None = None,
                    echo: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Caption the entries of `filelist` and/or the video files `videos`; the summary of `run_predict`.
 
@@ -29,7 +30,9 @@ def predict_videos(cfg: dict, weights: str | Path | None, filelist: str | Path |
     writes one subtitle file per video next to the result JSON. With `html`, the
     page of the results (`<results stem>.html`, see `etspipe view`) is written
     too, with the attention of every caption and the captioned files as its
-    videos; its path is the summary's `html_path`.
+    videos; its path is the summary's `html_path`. `pca_file` and `mean_cube`
+    are the projection and mean cube files raw videos are extracted with
+    (`extract_features.extract_like_store`: a store's recipe or its own record).
     """
     from caption_model.formats.filelist import FileListEntry, read_filelist
     from caption_model.predict import create_cache_store, load_predictor, locate, remove_empty_store, run_predict
@@ -50,7 +53,7 @@ def predict_videos(cfg: dict, weights: str | Path | None, filelist: str | Path |
     if files:
         created = create_cache_store(predictor)
         got = extract_like_store([p for _, p in files], predictor.store_path, cfg=cfg, weights=c3d_weights,
-                                 device=device)
+                                 device=device, pca_file=pca_file, mean_cube=mean_cube)
         if created and not any(o.ok for o in got.values()):
             remove_empty_store(predictor.store_path)
         for e, path in files:

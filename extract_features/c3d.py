@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -112,11 +113,14 @@ class C3DInput:
     the mean, which is wrong). The per-channel means of that mean cube are
     B 90.25, G 97.66, R 101.41; subtracting them instead of the full cube differs
     only by the cube's small spatial variation. These are the defaults
-    (channel_order "bgr", mean in that order, scale 1.0).
+    (channel_order "bgr", mean in that order, scale 1.0). `mean_cube`, a
+    (T, crop, crop, 3) array in the network's channel order (the centre of the
+    cube, `mean_cube.crop_cube`), is subtracted instead of `mean` when given:
+    the Caffe model's own input (`extract.mean_cube`).
     """
 
     def __init__(self, channel_order: str = "bgr", mean: Sequence[float] = (90.25, 97.66, 101.41),
-                 scale: float = 1.0, channels_last: bool = False) -> None:
+                 scale: float = 1.0, channels_last: bool = False, mean_cube: np.ndarray | None = None) -> None:
         if channel_order not in ("bgr", "rgb"):
             raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {channel_order!r}")
         if len(mean) != 3:
@@ -124,6 +128,7 @@ class C3DInput:
         self.channel_order = channel_order
         self.mean = [float(m) for m in mean]
         self.scale = float(scale)
+        self.mean_cube = None if mean_cube is None else torch.from_numpy(np.asarray(mean_cube, dtype=np.float32))
         # The decoded clips are (B, T, H, W, 3): read as (B, 3, T, H, W) they already ARE
         # channels-last-3d, so a channels-last network takes them with no layout copy at all.
         self.channels_last = channels_last
@@ -135,7 +140,12 @@ class C3DInput:
         if self.channel_order == "bgr":
             clips = clips.flip(-1)
         x = clips.float()
-        x.sub_(torch.tensor(self.mean, dtype=x.dtype, device=x.device))
+        if self.mean_cube is not None:
+            if self.mean_cube.device != x.device:
+                self.mean_cube = self.mean_cube.to(x.device)
+            x.sub_(self.mean_cube)  # (T, H, W, 3) against (B, T, H, W, 3)
+        else:
+            x.sub_(torch.tensor(self.mean, dtype=x.dtype, device=x.device))
         if self.scale != 1.0:
             x.mul_(self.scale)
         x = x.permute(0, 4, 1, 2, 3)  # B, 3, T, H, W

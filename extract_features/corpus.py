@@ -35,10 +35,19 @@ from etspipe.errors import UserError
 from extract_features.c3d import feature_dim
 from extract_features.clips import PAD_RULES
 from extract_features.inputs import assign_ids, collect_videos, input_problem
+from extract_features.mean_cube import cube_identity, load_mean_cube
 from extract_features.options import ExtractOptions
-from extract_features.pca import STORE_AUX, IncrementalPCA, raw_store_path_for, store_pca_meta, stored_projection
+from extract_features.pca import (
+    STORE_AUX,
+    IncrementalPCA,
+    load_projection,
+    raw_store_path_for,
+    store_pca_meta,
+    stored_projection,
+)
 from extract_features.runner import make_extractor, record_failure, run_pipeline
 from extract_features.weights import UNTRAINED, file_sha256, warn_untrained
+from features_store import anet_pca
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +63,17 @@ def is_hdf5(path: str) -> bool:
     return backend_for(path) == "hdf5"
 
 
-def store_meta(opts: ExtractOptions, dim: int, weights_id: str, pca: dict | None = None) -> dict:
-    """Store-level metadata of an extraction with `opts` (docs/ARCHITECTURE.md, the store contract)."""
+def store_meta(opts: ExtractOptions, dim: int, weights_id: str, pca: dict | None = None,
+               mean_cube: dict | None = None) -> dict:
+    """Store-level metadata of an extraction with `opts` (docs/ARCHITECTURE.md, the store contract).
+
+    `mean_cube` (`mean_cube.cube_identity`) is recorded in the normalisation only when a cube is
+    used, so stores made without one keep the metadata they always had.
+    """
+    normalisation = {"channel_order": opts.channel_order, "mean": list(opts.mean),
+                     "scale": opts.scale, "pixel_range": [0, 255]}
+    if mean_cube is not None:
+        normalisation["mean_cube"] = mean_cube
     return {
         "extractor": EXTRACTOR_NAME,
         "layer": opts.layer,
@@ -65,8 +83,7 @@ def store_meta(opts: ExtractOptions, dim: int, weights_id: str, pca: dict | None
         "fps": opts.fps,
         "frame_size": list(opts.frame_size),
         "crop": opts.crop,
-        "normalisation": {"channel_order": opts.channel_order, "mean": list(opts.mean),
-                          "scale": opts.scale, "pixel_range": [0, 255]},
+        "normalisation": normalisation,
         "pad_short": {"rule": opts.pad_short, "doc": PAD_RULES_DOC[opts.pad_short]},
         "weights": weights_id,
         "width_mult": opts.width_mult,
@@ -162,12 +179,20 @@ class _Run:
     def weights_id(self) -> str:
         return file_sha256(self.weights) if self.weights else UNTRAINED
 
+    @cached_property
+    def mean_cube_id(self) -> dict | None:
+        """The identity of the mean cube (extract.mean_cube), checked once before any work; None without one."""
+        opts = self.opts
+        if not opts.mean_cube:
+            return None
+        return cube_identity(opts.mean_cube, load_mean_cube(opts.mean_cube, opts.clip_len, opts.frame_size))
+
     @property
     def source_dim(self) -> int:
         return feature_dim(self.opts.layer, self.opts.width_mult)
 
     def meta(self, dim: int, pca: dict | None = None) -> dict:
-        return store_meta(self.opts, dim, self.weights_id, pca)
+        return store_meta(self.opts, dim, self.weights_id, pca, self.mean_cube_id)
 
 
 def _extract_into(store, videos, run: _Run, pca: IncrementalPCA | None) -> dict:
@@ -251,7 +276,7 @@ def check_output_path(path: str) -> None:
 def _check_pca_source(pca: IncrementalPCA, opts: ExtractOptions, where: str) -> None:
     dim = feature_dim(opts.layer, opts.width_mult)
     if pca.dim != dim:
-        raise UserError(f"{where} was fitted on {pca.dim}-d features, layer {opts.layer} gives {dim}")
+        raise UserError(f"{where} projects {pca.dim}-d features, layer {opts.layer} gives {dim}")
     if opts.pca_dim and opts.pca_dim != pca.n_components:
         raise UserError(f"{where} reduces to {pca.n_components} dimensions, extract.pca_dim is {opts.pca_dim}"
                         "; use --overwrite to start the store over")
@@ -268,10 +293,21 @@ def _attach_projection(store, pca: IncrementalPCA) -> IncrementalPCA:
     return stored
 
 
+def given_projection(pca_file: str, opts: ExtractOptions) -> IncrementalPCA:
+    """The projection of `--pca-file` (etspipe's .npz or ActivityNet's HDF5), checked against the layer.
+
+    From an ActivityNet file the first `extract.pca_dim` components are kept, or
+    `extract.pca_file_dim` (500: the published rows) when no --pca is given.
+    """
+    k = opts.pca_dim or (opts.pca_file_dim if anet_pca.is_hdf5(pca_file) else None)
+    pca = load_projection(pca_file, k, opts.pca_file_u)
+    _check_pca_source(pca, opts, pca_file)
+    return pca
+
+
 def _extract_with_given_pca(store_path: str, videos, run: _Run, pca_file: str) -> dict:
-    pca = IncrementalPCA.load(pca_file)
-    _check_pca_source(pca, run.opts, pca_file)
-    meta = run.meta(pca.n_components, store_pca_meta(pca.n_components, pca.dim))
+    pca = given_projection(pca_file, run.opts)
+    meta = run.meta(pca.n_components, store_pca_meta(pca.n_components, pca.dim, pca.kind))
     with open_output_store(store_path, meta, run.overwrite, run.opts.store_durable) as store:
         stored = stored_projection(store)
         if stored is None and store.complete_ids():

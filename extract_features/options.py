@@ -18,6 +18,7 @@ from etspipe.devices import cpu_has_native_bf16, resolve_device
 from etspipe.errors import UserError
 from extract_features.c3d import LAYERS
 from extract_features.clips import PAD_RULES
+from features_store.anet_pca import U_LAYOUTS
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 log = logging.getLogger(__name__)
@@ -40,7 +41,8 @@ _CONFIG_KEYS = {
     "batch_size": ("extract", "batch_size"), "decode_workers": ("extract", "decode_workers"),
     "precision": ("extract", "precision"), "pca_dim": ("extract", "pca_dim"), "device": ("extract", "device"),
     "store_dtype": ("store", "dtype"), "chunk_rows": ("store", "chunk_rows"), "store_durable": ("store", "durable"),
-    "video_backend": ("extract", "video_backend"),
+    "video_backend": ("extract", "video_backend"), "mean_cube": ("extract", "mean_cube"),
+    "pca_file_dim": ("extract", "pca_file_dim"), "pca_file_u": ("extract", "pca_file_u"),
 }
 
 
@@ -68,6 +70,9 @@ class ExtractOptions:
     chunk_rows: int
     store_durable: bool
     video_backend: str
+    mean_cube: str | None
+    pca_file_dim: int
+    pca_file_u: str
 
     @classmethod
     def from_config(cls, cfg: dict, **changes) -> ExtractOptions:
@@ -130,6 +135,12 @@ class ExtractOptions:
             raise bad("pca_dim", f"must be positive or null, got {self.pca_dim}")
         if self.store_dtype not in ("float16", "float32"):
             raise UserError(f"store.dtype: must be float16 or float32, got {self.store_dtype!r}")
+        if self.mean_cube is not None and not str(self.mean_cube).strip():
+            raise bad("mean_cube", "must be a file or null, got an empty name")
+        if self.pca_file_dim < 1:
+            raise bad("pca_file_dim", f"must be at least 1, got {self.pca_file_dim}")
+        if self.pca_file_u not in U_LAYOUTS:
+            raise bad("pca_file_u", f"must be one of {', '.join(U_LAYOUTS)}, got {self.pca_file_u!r}")
         if self.video_backend not in ("auto", "decord", "pyav"):
             raise bad("video_backend", f"must be auto, decord or pyav, got {self.video_backend!r}")
 

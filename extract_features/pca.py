@@ -11,7 +11,9 @@ positive) so that the same rows always give the same projection.
 The projection is stored in the store itself (`FeatureStore.write_aux`, name
 "pca"), written once: a copied store carries it, and its checksum (`identity`)
 is recorded with every video projected by it. A `.npz` file (`save`/`load`)
-is the exchange form for `--pca-file`.
+is the exchange form for `--pca-file`; ActivityNet's published
+``PCA_activitynet_v1-3.hdf5`` is read too (`load_projection`), as a projection
+of kind ``activitynet`` with its own checksum (`features_store.anet_pca`).
 """
 
 from __future__ import annotations
@@ -22,14 +24,16 @@ from pathlib import Path
 import numpy as np
 
 from etspipe.errors import UserError
-from features_store.projection import PCA_AUX, projection_checksum
+from features_store.anet_pca import is_hdf5, read_activitynet_pca
+from features_store.projection import ETSPIPE_KIND, PCA_AUX, kind_of, projection_checksum
 
 
 class IncrementalPCA:
     """Exact streaming PCA: `partial_fit` batches of rows, then `finish(n_components)`."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, kind: str = ETSPIPE_KIND) -> None:
         self.dim = dim
+        self.kind = kind  # etspipe (fitted here) or activitynet (ActivityNet's published file)
         self.n = 0
         self.mean = np.zeros(dim, dtype=np.float64)
         self.scatter = np.zeros((dim, dim), dtype=np.float64)
@@ -85,8 +89,11 @@ class IncrementalPCA:
         return self.transform(rows), {**video_meta, "pca_sha256": self.checksum()}
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"mean": self.mean, "components": self.components,
-                "explained_variance": self.explained_variance, "n_samples": np.int64(self.n)}
+        out = {"mean": self.mean, "components": self.components,
+               "explained_variance": self.explained_variance, "n_samples": np.int64(self.n)}
+        if self.kind != ETSPIPE_KIND:  # etspipe's own stay as they always were
+            out["kind"] = np.array(self.kind)
+        return out
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], where: str) -> IncrementalPCA:
@@ -97,7 +104,7 @@ class IncrementalPCA:
             raise UserError(f"{where}: not a PCA written by etspipe (missing {exc})") from None
         if comps.ndim != 2 or mean.shape != (comps.shape[1],):
             raise UserError(f"{where}: PCA arrays have inconsistent shapes {mean.shape}, {comps.shape}")
-        pca = cls(comps.shape[1])
+        pca = cls(comps.shape[1], kind_of(arrays))
         pca.mean, pca.components, pca.explained_variance, pca.n = mean, comps, var, n
         return pca
 
@@ -106,12 +113,12 @@ class IncrementalPCA:
         key = (id(self.components), self.n)
         if getattr(self, "_checksum", (None, None))[0] == key:
             return self._checksum[1]
-        self._checksum = (key, projection_checksum(self.mean, self.components, self.n))
+        self._checksum = (key, projection_checksum(self.mean, self.components, self.n, self.kind))
         return self._checksum[1]
 
     def identity(self) -> dict:
         """What a video records about the projection it went through."""
-        return {"sha256": self.checksum(), "dim": self.n_components, "source_dim": self.dim,
+        return {"sha256": self.checksum(), "kind": self.kind, "dim": self.n_components, "source_dim": self.dim,
                 "n_samples": int(self.n)}
 
     def save(self, path: str | Path) -> None:
@@ -131,8 +138,29 @@ class IncrementalPCA:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {key: data[key] for key in data.files}
         except (OSError, ValueError, EOFError) as exc:
-            raise UserError(f"{path}: not a PCA file written by etspipe ({exc})") from None
+            raise UserError(f"{path}: not a PCA file (neither etspipe's .npz nor ActivityNet's "
+                            f"PCA_activitynet_v1-3.hdf5: {str(exc).splitlines()[0][:120]})") from None
         return cls.from_arrays(arrays, str(path))
+
+
+def load_projection(path: str | Path, n_components: int | None, u_layout: str = "columns") -> IncrementalPCA:
+    """A saved projection: etspipe's `.npz`, or ActivityNet's HDF5 layout (told apart by the file's signature).
+
+    `n_components` is what the caller needs: the number of U's components kept
+    from an ActivityNet file (required there), and for a `.npz` the number it
+    must reduce to (None: any). `u_layout` is how a square U holds its components.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"PCA file not found: {path}")
+    if is_hdf5(path):
+        if n_components is None:
+            raise ValueError("an ActivityNet PCA file needs the number of components to keep")
+        return IncrementalPCA.from_arrays(read_activitynet_pca(path, n_components, u_layout), str(path))
+    pca = IncrementalPCA.load(path)
+    if n_components is not None and pca.n_components != n_components:
+        raise UserError(f"{path} reduces to {pca.n_components} dimensions, {n_components} are needed")
+    return pca
 
 
 STORE_AUX = PCA_AUX  # the name of the projection among a store's store-level arrays
@@ -144,9 +172,16 @@ def stored_projection(store) -> IncrementalPCA | None:
     return None if arrays is None else IncrementalPCA.from_arrays(arrays, f"{store.path} (its PCA)")
 
 
-def store_pca_meta(dim: int, source_dim: int) -> dict:
-    """The store metadata's "pca" entry: fixed at creation, before the projection is fitted."""
-    return {"dim": int(dim), "source_dim": int(source_dim), "whitened": False, "stored": f"aux:{STORE_AUX}"}
+def store_pca_meta(dim: int, source_dim: int, kind: str = ETSPIPE_KIND) -> dict:
+    """The store metadata's "pca" entry: fixed at creation, before the projection is fitted.
+
+    The kind is named only when it is not etspipe's own, so stores made before kinds existed
+    keep comparing equal on a rerun.
+    """
+    meta = {"dim": int(dim), "source_dim": int(source_dim), "whitened": False, "stored": f"aux:{STORE_AUX}"}
+    if kind != ETSPIPE_KIND:
+        meta["kind"] = kind
+    return meta
 
 
 def raw_store_path_for(store_path: str) -> str:

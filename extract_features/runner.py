@@ -33,6 +33,7 @@ from etspipe.progress import progress_bar
 from extract_features.c3d import C3D, C3DInput, build_c3d
 from extract_features.clips import ClipStream, frame_positions
 from extract_features.inputs import file_fingerprint
+from extract_features.mean_cube import crop_cube, load_mean_cube
 from extract_features.options import ExtractOptions
 from extract_features.pca import IncrementalPCA
 from extract_features.video_reader import DECODE_ERROR, HAVE_DECORD, VideoReadError, open_video
@@ -173,7 +174,10 @@ def prepare_extractor(model: C3D, opts: ExtractOptions, device: torch.device, we
         model = model.to(memory_format=torch.channels_last_3d)
     if cuda:
         torch.backends.cudnn.benchmark = True
-    transform = C3DInput(opts.channel_order, opts.mean, opts.scale, channels_last=channels_last)
+    cube = None
+    if opts.mean_cube:
+        cube = crop_cube(load_mean_cube(opts.mean_cube, opts.clip_len, opts.frame_size), opts.crop)
+    transform = C3DInput(opts.channel_order, opts.mean, opts.scale, channels_last=channels_last, mean_cube=cube)
     return Extractor(model, transform, device, opts, weights_id, lookahead=int(cuda), pad_batches=cuda)
 
 

@@ -51,6 +51,12 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+def _projection_line(pca: dict) -> str:
+    origin = (f"fitted on {pca['n_samples']} rows" if pca.get("kind", "etspipe") == "etspipe"
+              else f"{pca['kind']}'s published projection")
+    return f"sha256 {pca['sha256']}, {pca['source_dim']} -> {pca['dim']} dimensions, {origin}"
+
+
 def format_info(info: dict) -> str:
     """`FeatureStore.info()` as aligned lines for a terminal."""
     meta = info.get("meta", {})
@@ -67,8 +73,7 @@ def format_info(info: dict) -> str:
     ]
     pca = info.get("pca_projection")
     if pca:
-        lines.append(("pca projection", pca.get("error") or f"sha256 {pca['sha256']}, {pca['source_dim']} -> "
-                      f"{pca['dim']} dimensions, fitted on {pca['n_samples']} rows"))
+        lines.append(("pca projection", pca.get("error") or _projection_line(pca)))
     skip = {"dim", "dtype", "chunk_rows", "backend", "zarr_layout", "codec"}
     lines += [(key, str(value)) for key, value in meta.items() if key not in skip]
     width = max(len(k) for k, _ in lines)

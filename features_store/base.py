@@ -70,6 +70,9 @@ FAILURE_REASONS = (
 
 # Store settings that change what the features mean: appending with other values is a mistake.
 IDENTITY_KEYS = ("extractor", "layer", "dim", "clip_len", "stride")
+# What may change after a store is created: how its rows can be remade (a projection learnt later,
+# features_store.recipes), never what they are.
+MUTABLE_META = ("recipe",)
 
 MODES = ("r", "a", "w")
 
@@ -308,6 +311,19 @@ class FeatureStore(ABC):
             return projection_identity(self)
         except UserError as exc:
             return {"error": str(exc)}
+
+    def update_meta(self, changes: dict) -> None:
+        """Change store-level metadata keys of `MUTABLE_META` (a replace of the one metadata record)."""
+        self._check_writable()
+        if set(changes) - set(MUTABLE_META):
+            raise ValueError(f"only {', '.join(MUTABLE_META)} may change in a store's metadata, "
+                             f"not {sorted(set(changes) - set(MUTABLE_META))}")
+        meta = {**self.meta, **_jsonable(changes)}
+        self._write_meta(meta)
+        self.meta = meta
+
+    def _write_meta(self, meta: dict) -> None:
+        raise NotImplementedError(f"{self.backend} stores cannot change their metadata")
 
     # ------------------------------------------------------------------ store-level arrays
     def write_aux(self, name: str, arrays: dict[str, np.ndarray], exclusive: bool = False) -> bool:

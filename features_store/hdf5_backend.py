@@ -237,6 +237,10 @@ class HDF5Store(FeatureStore):
             return None
         return group[name][()].tobytes()
 
+    def _write_meta(self, meta: dict) -> None:
+        self._file.attrs["etspipe_meta"] = json.dumps(meta)
+        self._file.flush()
+
     def _orphans(self) -> list[tuple[str, str]]:
         complete = set(self._file["complete"].keys())
         return [(f"videos/{vid}", "rows of an interrupted or superseded write")

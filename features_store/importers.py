@@ -28,9 +28,11 @@ import numpy as np
 from etspipe.errors import PartialFailure, UserError
 from etspipe.files import read_json
 from etspipe.progress import progress_bar
+from features_store.anet_pca import read_activitynet_pca
 from features_store.api import open_store
 from features_store.base import FeatureStore
 from features_store.ids import _problem
+from features_store.recipes import OFFICIAL_IMPORT_EXTRACTOR, official_recipe, set_projection
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,7 @@ class _Summary:
         self.t0 = time.perf_counter()
         self.counts: dict[str, int] = {"imported": 0, "skipped_existing": 0}
         self.ids: dict[str, list[str]] = {}
+        self.extra: dict = {}  # other keys of the summary (the projection kept, ...)
         self.store_path = store_path
 
     def add(self, outcome: str, video_id: str | None = None) -> None:
@@ -77,6 +80,7 @@ class _Summary:
         """The summary; PartialFailure (exit 3) when not one video of the source went into the store."""
         out: dict = {"store": self.store_path, **self.counts, "seconds": round(time.perf_counter() - self.t0, 2)}
         out.update(self.ids)
+        out.update(self.extra)
         counts = ", ".join(f"{k} {v}" for k, v in self.counts.items())
         log.info("import into %s: %s", self.store_path, counts)
         if self.counts["imported"] == 0 and self.counts["skipped_existing"] == 0:
@@ -143,12 +147,17 @@ def _import(items: Iterator[tuple[str, object]], total: int, store: FeatureStore
 
 def import_activitynet_c3d(h5_path: str | Path, store_path: str | Path,
                            annotation_paths: Iterable[str | Path], dtype: str = "float16",
-                           durable: bool = True) -> dict:
+                           durable: bool = True, pca_file: str | Path | None = None,
+                           pca_u: str = "columns") -> dict:
     """Import the official ActivityNet Captions C3D file (groups ``v_*`` with ``c3d_features``).
 
     Row times come from the durations in `annotation_paths` (each row covers
     ``duration / n_rows`` seconds); videos without a duration are skipped and
-    counted in ``skipped_no_duration``.
+    counted in ``skipped_no_duration``. The store records the recipe that made
+    the rows (`features_store.recipes`), so raw videos can be extracted to rows of
+    the same meaning; `pca_file` (ActivityNet's ``PCA_activitynet_v1-3.hdf5``, its
+    square U read as `pca_u` says) is that recipe's projection, kept in the store
+    (summary key ``pca``).
     """
     durations = load_durations(annotation_paths)
     if not durations:
@@ -163,10 +172,13 @@ def import_activitynet_c3d(h5_path: str | Path, store_path: str | Path,
             raise PartialFailure(f"{h5_path}: none of its {len(names)} videos has a duration in the annotation "
                                  f"files (e.g. {names[0]}); nothing imported into {store_path}")
         dim = int(src[names[0]][ACTIVITYNET_DATASET].shape[1])
-        meta = {"extractor": "c3d-activitynet-official", "layer": "fc7+pca", "dim": dim, "clip_len": 16,
+        projection = read_activitynet_pca(pca_file, dim, pca_u) if pca_file else None
+        meta = {"extractor": OFFICIAL_IMPORT_EXTRACTOR, "layer": "fc7+pca", "dim": dim, "clip_len": 16,
                 "stride": 8, "pca": {"dim": dim, "source": "official release"}, "weights": "official",
-                "imported_from": str(h5_path), "dtype": dtype}
+                "recipe": official_recipe(dim), "imported_from": str(h5_path), "dtype": dtype}
         with _open_for_import(store_path, meta, durable) as store:
+            if projection is not None:
+                summary.extra["pca"] = set_projection(store, projection, str(pca_file))
             _import(((n, src[n][ACTIVITYNET_DATASET]) for n in names), len(names), store, summary,
                     load=lambda ds: ds[()],
                     video_meta=lambda vid, ds, rows: {"duration": durations[vid], "source": f"{h5_path}:{vid}"},

@@ -20,6 +20,7 @@ from etspipe.progress import progress_bar
 from features_store.alignment import row_times
 from features_store.base import FeatureStore
 from features_store.projection import projection_identity
+from features_store.recipes import recipe_of
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,9 @@ class VerifyReport:
 def check_video(store: FeatureStore, video_id: str, pca_sha256: str | None = None) -> list[str]:
     """Problems of one complete video: marker against rows, decoding, values, row times, checksums,
     and the PCA it went through against `pca_sha256`, the projection the store holds (None: none;
-    UNREADABLE: not judged)."""
+    UNREADABLE: not judged). In a store whose recipe says its imported rows went through that
+    projection (an official ActivityNet import, `features_store.recipes`), a video that records
+    none is such an imported video."""
     try:
         vmeta = store.video_meta(video_id)
     except UserError:
@@ -76,8 +79,17 @@ def check_video(store: FeatureStore, video_id: str, pca_sha256: str | None = Non
     elif not np.isfinite(rows).all():
         problems.append("rows contain NaN or infinity")
     problems += _time_problems(store, vmeta)
-    problems += _pca_problems(vmeta.get("pca_sha256"), pca_sha256)
+    recorded = vmeta.get("pca_sha256")
+    if recorded is None and pca_sha256 is not None and _imported_through(store) == pca_sha256:
+        recorded = pca_sha256
+    problems += _pca_problems(recorded, pca_sha256)
     return problems
+
+
+def _imported_through(store: FeatureStore) -> str | None:
+    """The checksum of the projection the store's recipe says its imported rows went through, if known."""
+    projection = (recipe_of(store.meta) or {}).get("projection") or {}
+    return projection.get("sha256")
 
 
 def _pca_problems(recorded: str | None, stored: str | None) -> list[str]:

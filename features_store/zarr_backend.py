@@ -30,7 +30,9 @@ Why this shape:
   chunk of rows is an error, never wrong rows; an empty marker is not listed.
 * Many writers. A video's write touches only its own keys and the store
   metadata is written once, exclusively, so processes creating the same new
-  store at the same moment never remove each other's work.
+  store at the same moment never remove each other's work. (Only its
+  ``recipe``, how new rows can be made, may later be replaced, by one atomic
+  replace of ``zarr.json``: `FeatureStore.update_meta`.)
 * Cheap listing. `complete_ids` is one directory listing of
   ``_etspipe/complete``; a marker also carries the video's metadata, so a
   reader needs one small file per video, not the array metadata.
@@ -408,6 +410,9 @@ class ZarrStore(ZarrChecks, FeatureStore):
 
     def _read_aux(self, name: str) -> bytes | None:
         return self._files.get(self._key(INDEX, "aux", f"{name}.npz"))
+
+    def _write_meta(self, meta: dict) -> None:
+        self._files.put(self._key("zarr.json"), _group_bytes({"etspipe": meta}))  # one atomic replace
 
     # ------------------------------------------------------------------ housekeeping
     def _size_on_disk(self) -> int:

@@ -91,6 +91,15 @@ CASES = [
          forbid="overwrite it"),
     Case("list-of-missing-video", "extract {d}/missing.txt -o pc.zarr --pca 4", (1, 3), "missing1.mp4",
          forbid="PCA needs", writes=("pc.zarr", "pc.zarr.raw.zarr"), anywhere=True),
+    # --- projections and mean cubes (issue 21)
+    Case("pca-file-foreign", "extract {d}/missing.txt -o pf.zarr --pca-file {d}/vocab.txt", 1,
+         "vocab.txt: not a PCA file"),
+    Case("mean-cube-not-npy", "extract {d}/missing.txt -o mc.zarr --mean-cube {d}/afile", 1,
+         "afile: not a .npy mean cube"),
+    Case("set-projection-not-hdf5", "store set-projection {d}/s.zarr {d}/vocab.txt", 1,
+         "vocab.txt: not a readable HDF5 file"),
+    Case("import-pca-file-other-kind", "import-features npy {d}/npy pi.zarr --fps 30 --pca-file {d}/vocab.txt", 1,
+         "--pca-file is for activitynet-c3d imports"),
     # --- the command line itself (exit 2, README)
     Case("unknown-command", "trian", 2, "'trian'"),
     Case("unknown-option", TRAIN + " --bogus", 2, "--bogus"),

@@ -81,7 +81,8 @@ def test_empty_set_after_threshold_captions_whole_video_and_says_so(run):
         (only,) = doc["results"][vid]
         assert only["timestamp"][0] == 0.0 and only["proposal_score"] is None
     warnings = [line for line in result.output.splitlines() if "captioned whole" in line]
-    assert len(warnings) == 1 and "2 video(s)" in warnings[0] and "threshold 1 (proposals.score_threshold" in warnings[0]
+    assert len(warnings) == 1 and "2 video(s)" in warnings[0]
+    assert "threshold 1 (proposals.score_threshold" in warnings[0]
 
 
 def test_without_a_proposal_model_the_whole_video_is_captioned_and_said_once(run):

@@ -1,0 +1,99 @@
+"""A store's recipe: how rows of the meaning of its rows can be made from a raw video.
+
+A store etspipe extracted is its own recipe (its metadata holds extractor,
+layer, clip, stride, frame size, crop, normalisation, weights checksum and the
+projection, `extract_features.like_store`). An imported store is not: its rows
+were made elsewhere. The ActivityNet challenge's C3D features were made by a
+known recipe, so an import of them records it (``meta["recipe"]``):
+
+* C3D Sports-1M (the Caffe model; the common PyTorch port's ``c3d.pickle`` holds
+  its weights in the names etspipe's C3D uses), fc7 after ReLU (4096);
+* clips of 16 frames every 8 frames at the video's own rate, frames resized to
+  128x171 (H x W), the Sports-1M mean *cube* subtracted, centre crop 112, BGR;
+* ActivityNet's projection ``PCA_activitynet_v1-3.hdf5``: rows
+  ``(fc7 - x_mean) @ U[:, :500]`` (`features_store.anet_pca`).
+
+The weights and the projection are files the user brings; the projection's
+checksum is recorded in the recipe once it is known (given at import, or later
+with `set_projection`: ``etspipe store set-projection``), so that later the
+file given to `predict` can be checked against it. A store imported before
+recipes were recorded is recognised by its extractor name.
+"""
+
+from __future__ import annotations
+
+from etspipe.errors import UserError
+from features_store.anet_pca import ANET_KIND
+from features_store.projection import PCA_AUX, identity_of, projection_identity
+
+OFFICIAL_RECIPE = "activitynet-c3d-official"
+OFFICIAL_IMPORT_EXTRACTOR = "c3d-activitynet-official"  # the extractor name of an imported official store
+OFFICIAL_PCA_FILE = "PCA_activitynet_v1-3.hdf5"
+OFFICIAL_WEIGHTS = "c3d.pickle"
+
+
+def official_recipe(dim: int, projection_sha256: str | None = None) -> dict:
+    """The recipe of ActivityNet's published C3D features reduced to `dim` dimensions (module docstring)."""
+    return {
+        "name": OFFICIAL_RECIPE,
+        "extractor": "c3d-sports1m",
+        "weights": f"C3D Sports-1M ({OFFICIAL_WEIGHTS}, the PyTorch port of the Caffe model)",
+        "width_mult": 1.0,
+        "layer": "fc7",
+        "source_dim": 4096,
+        "clip_len": 16,
+        "stride": 8,
+        "fps": None,
+        "frame_size": [128, 171],
+        "crop": 112,
+        # the Caffe model's input: BGR 0..255 minus the mean cube sport1m_train16_128_mean (16x128x171),
+        # whose per-channel means are these (used when no cube file is given)
+        "normalisation": {"channel_order": "bgr", "mean": [90.25, 97.66, 101.41], "scale": 1.0,
+                          "mean_cube": "sport1m_train16_128_mean"},
+        "projection": {"kind": ANET_KIND, "file": OFFICIAL_PCA_FILE, "dim": int(dim), "sha256": projection_sha256},
+    }
+
+
+def recipe_of(store_meta: dict) -> dict | None:
+    """The recipe a store records (or implies, for an official import made before recipes were recorded)."""
+    recipe = store_meta.get("recipe")
+    if isinstance(recipe, dict):
+        return recipe
+    if store_meta.get("extractor") == OFFICIAL_IMPORT_EXTRACTOR:
+        return official_recipe(int(store_meta["dim"]))
+    return None
+
+
+def set_projection(store, arrays: dict, where: str) -> dict:
+    """Keep the projection `arrays` in a store whose recipe names a projection it does not hold yet.
+
+    Checked: the recipe's kind, its dimension and source dimension, and the
+    checksum the recipe records, if any. The same projection again is a no-op;
+    another one is refused. Returns the projection's identity.
+    """
+    recipe = recipe_of(store.meta)
+    identity = identity_of(arrays, where)
+    wanted = (recipe or {}).get("projection")
+    if not wanted:
+        raise UserError(f"{store.path} records no recipe with a projection (only imported official ActivityNet "
+                        "C3D stores do; a store etspipe extracted keeps the projection `etspipe extract` gave it)")
+    if identity["kind"] != wanted.get("kind"):
+        raise UserError(f"{where} is a projection of kind {identity['kind']}; the rows of {store.path} went through "
+                        f"{wanted.get('file') or wanted.get('kind')}")
+    if identity["dim"] != store.dim or identity["source_dim"] != int(recipe.get("source_dim", identity["source_dim"])):
+        raise UserError(f"{where} maps {identity['source_dim']}-d features to {identity['dim']}; the rows of "
+                        f"{store.path} are {recipe.get('layer')} ({recipe.get('source_dim')}-d) reduced to {store.dim}")
+    if wanted.get("sha256") and wanted["sha256"] != identity["sha256"]:
+        raise UserError(f"{where} is not the projection {store.path} records (sha256 {wanted['sha256'][:12]}, "
+                        f"this one {identity['sha256'][:12]})")
+    current = projection_identity(store)
+    if current is None and store.write_aux(PCA_AUX, arrays, exclusive=True):
+        current = identity
+    if current is None:  # another process stored one a moment ago
+        current = projection_identity(store)
+    if current["sha256"] != identity["sha256"]:
+        raise UserError(f"{store.path} holds another projection already (sha256 {current['sha256'][:12]}, "
+                        f"{where} has {identity['sha256'][:12]})")
+    if wanted.get("sha256") != identity["sha256"]:
+        store.update_meta({"recipe": {**recipe, "projection": {**wanted, "sha256": identity["sha256"]}}})
+    return identity
