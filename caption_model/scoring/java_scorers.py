@@ -227,6 +227,26 @@ class MeteorProcess:
             scores.append(float(answers[pos - 1]))
         return scores
 
+    def segment_scores(self, stats: Sequence[str], chunk: int = 1000) -> list[float]:
+        """METEOR score of each pair's statistics on its own.
+
+        These are the per-segment lines of METEOR's answer to an `EVAL` line
+        (pycocoevalcap's `compute_score` returns them as its second value); each
+        depends on its own statistics only, so any number of pairs go in
+        `EVAL` lines of at most `chunk` pairs.
+        """
+        groups = [list(stats[i:i + chunk]) for i in range(0, len(stats), chunk)]
+        if not groups:
+            return []
+        lines = ["EVAL ||| " + " ||| ".join(g) for g in groups]
+        answers = self._exchange(lines, [len(g) + 1 for g in groups])
+        scores: list[float] = []
+        pos = 0
+        for g in groups:
+            scores.extend(float(a) for a in answers[pos:pos + len(g)])
+            pos += len(g) + 1
+        return scores
+
     def close(self) -> None:
         proc = self._proc
         if proc.poll() is None:
