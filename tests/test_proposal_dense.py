@@ -119,10 +119,55 @@ def test_evaluate_dense_scores_own_events_and_reports_ar_an(run):
     assert result.exit_code == 0, result.output
     doc = json.loads(next(out.glob("dense_*[0-9].json")).read_text())
     assert len(doc["results"]) == 12 and all("proposal_score" in e for v in doc["results"].values() for e in v)
-    assert next(out.glob("dense_*_scores.json")).is_file()
-    assert next(out.glob("dense_*_ar_an.png")).read_bytes()[:4] == b"\x89PNG"
-    figures = json.loads(next(out.glob("dense_*_proposals.json")).read_text())
+    saved = json.loads(next(out.glob("dense_*[0-9]_scores.json")).read_text())
+    assert 0 <= saved["soda_c"]["soda_c"] <= 100 and saved["soda_c"]["combine"] == "pdvc"  # SODA_c beside them
+    assert "SODA_c " in result.output
+    assert next(out.glob("dense_*_proposals_ar_an.png")).read_bytes()[:4] == b"\x89PNG"
+    figures = json.loads(next(out.glob("dense_*_proposals_scores.json")).read_text())
     assert 0 <= figures["AR@10"] <= 1 and "AR@10" in result.output and "METEOR" in result.output
+
+
+def test_evaluate_dense_proposes_for_every_video_of_all_the_files_and_writes_them_as_data(run):
+    """Old code proposed for the first file's videos only: a video only in val_2 had nothing and scored 0."""
+    from proposal_oracle import captions_to_database, evaluate
+
+    from caption_model.formats.proposals import read_proposals
+    from caption_model.scoring.proposal_metrics import ar_an
+
+    ann = json.loads(run["ann"].read_text())
+    ids = sorted(ann)
+    first = {v: ann[v] for v in ids[:8]}
+    second = {v: ann[v] for v in [ids[0], *ids[8:]]}
+    second["v_absent"] = {"duration": 5.0, "timestamps": [[1.0, 2.0]], "sentences": ["a man"]}
+    paths = [run["root"] / "val_1.json", run["root"] / "val_2.json"]
+    for path, data in zip(paths, (first, second), strict=True):
+        path.write_text(json.dumps(data))
+    out = run["root"] / "eval2"
+    result = CliRunner().invoke(cli, ["evaluate", "--dense", "--store", str(run["store"]), "--annotations",
+                                      *map(str, paths), "--weights", str(run["run"] / "best.pt"), "--out", str(out),
+                                      "--device", "cpu", "-o", "proposals.score_threshold=0.0",
+                                      "-o", "proposals.max_proposals=30"])
+    assert result.exit_code == 0, result.output
+    result_file = next(out.glob("dense_val_1_*[0-9].json"))
+    assert set(json.loads(result_file.read_text())["results"]) == set(ids)  # val_2's own videos are captioned
+    assert "1 video(s) of the annotation files are not in the store and score 0 (first: v_absent)" in result.output
+    proposals_file = result_file.with_name(result_file.stem + "_proposals.json")
+    props = read_proposals(proposals_file)["results"]
+    assert set(props) == set(ids) and all(1 <= len(p) <= 30 for p in props.values())
+    assert all(0 <= x["score"] <= 1 and x["segment"][0] < x["segment"][1] for p in props.values() for x in p)
+    only_second = {v: ann[v]["timestamps"] for v in ids[8:]}
+    assert ar_an(only_second, {v: props[v] for v in only_second}).ar_at(30) > 0  # they are found, not zeros
+    # the AR@AN of evaluate --dense is the official script's on its own proposal file and all the files
+    figures = json.loads(proposals_file.with_name(proposals_file.stem + "_scores.json").read_text())
+    official = evaluate(captions_to_database([first, second]), read_proposals(proposals_file))
+    assert figures["AR"] == pytest.approx(official["avg_recall"], abs=1e-12)
+    assert figures["AUC"] == pytest.approx(official["auc"], abs=1e-9) and figures["n_videos"] == 13
+    # and evaluate --proposals scores the file to the same figures
+    again = CliRunner().invoke(cli, ["evaluate", "--proposals", str(proposals_file), "--annotations",
+                                     *map(str, paths), "--out", str(out / "again")])
+    assert again.exit_code == 0, again.output
+    rescored = json.loads((out / "again" / f"{proposals_file.stem}_scores.json").read_text())
+    assert rescored["AR"] == figures["AR"] and rescored["AUC"] == figures["AUC"]
 
 
 def test_evaluate_dense_without_proposal_model_is_one_line(run, tmp_path):

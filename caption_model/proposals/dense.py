@@ -1,12 +1,15 @@
 """Dense captioning: the proposal model's events, captioned through the same decoding path as given segments.
 
 Two users: `predict` (a file-list line with a video and no times becomes one
-segment per event; `expand_untimed`) and `evaluate --dense` (every video of
-the first annotation file; `run_dense_evaluate`). The events of a video are its
-proposals scoring at least the events threshold (calibrated on held-out videos
-when the model trained, or ``proposals.score_threshold``), at most
-``proposals.max_events`` of them (best scores first), sorted by start. A video
-with no proposal above the threshold is captioned whole, and the run says so.
+segment per event; `expand_untimed`) and `evaluate --dense` (every stored video
+of all the annotation files, as the official scorer scores them all;
+`run_dense_evaluate`, which also writes every proposal in ActivityNet's
+proposal-task format and scores that file as `evaluate --proposals` does).
+The events of a video are its proposals scoring at least the events threshold
+(calibrated on held-out videos when the model trained, or
+``proposals.score_threshold``), at most ``proposals.max_events`` of them (best
+scores first), sorted by start. A video with no proposal above the threshold
+is captioned whole, and the run says so.
 Each result entry carries its ``proposal_score`` (null for a whole-video fallback).
 
 The proposal model is found in the captioner's run folder (the folder of the
@@ -132,18 +135,23 @@ def dense_results(cfg: dict, model, vocab, proposer: Proposer, store, wanted: Se
 def run_dense_evaluate(cfg: dict, weights: str | Path | None, store_path: str, annotation_paths: Sequence[str], *,
                        out_dir: str | Path | None = None, device: str | None = None, batch_size: int | None = None,
                        progress: bool = True, echo: Callable[[str], None] | None = print) -> dict[str, Any]:
-    """Caption the model's own events of every stored video of the first file; official scores plus AR@AN.
+    """Caption the model's own events of every stored video of all the files; official scores plus AR@AN.
 
     Writes ``dense_<stem>_<time>.json`` (results with proposal scores), its
-    ``_scores.json`` (official protocol against ALL annotation files), and the
-    proposal figures and AR-AN PNG beside it (proposals against the same files).
+    ``_scores.json`` (official protocol against ALL annotation files), and
+    ``dense_<stem>_<time>_proposals.json``: every proposal of every video (up
+    to ``proposals.max_proposals``, before the events threshold) in
+    ActivityNet's proposal-task format, with its ``_scores.json`` (AR@AN) and
+    ``_ar_an.png`` beside it, as `evaluate --proposals` writes them.
     """
     from caption_model.captioning import external_details, resolve_weights
     from caption_model.evaluate import score_and_save, scores_path_for
+    from caption_model.formats.proposals import make_proposals, proposals_path_for, write_proposals
     from caption_model.formats.results import default_result_path, make_result, write_result
     from caption_model.model import load_model
     from caption_model.runs.checkpoint import check_feat_dim
     from caption_model.scoring import densevid
+    from caption_model.scoring.proposal_metrics import score_proposal_file
     from etspipe.devices import resolve_device
     from features_store import open_store
 
@@ -160,56 +168,73 @@ def run_dense_evaluate(cfg: dict, weights: str | Path | None, store_path: str, a
     with open_store(str(store_path), "r") as store:
         check_feat_dim(ckpt, store.dim, store_path)
         check_store(proposer.ckpt, dict(store.meta), str(store_path))
-        wanted, missing = _stored_videos(references[0], store)
+        wanted, missing = _stored_videos(references, store)
         if not wanted:
-            raise UserError(f"no video of {annotation_paths[0]} is in the store {store_path}")
+            raise UserError(f"no video of {', '.join(map(str, annotation_paths))} is in the store {store_path}")
         run_cfg = {"decode": cfg["decode"], "data": ckpt["config"]["data"]}
         results, proposals, notes = dense_results(cfg, model, vocab, proposer, store, wanted, run_cfg, dev,
                                                   batch_size=batch_size or cfg["decode"]["batch_size"],
                                                   progress=progress)
     if missing:
-        notes.append(f"warning: {len(missing)} video(s) of {annotation_paths[0]} are not in the store and score 0 "
+        notes.append(f"warning: {len(missing)} video(s) of the annotation files are not in the store and score 0 "
                      f"(first: {missing[0]})")
     folder = Path(out_dir) if out_dir else Path(cfg["eval"]["results_dir"])
+    details = external_details(ckpt.get("store_meta"))
     result_file = write_result(default_result_path(folder, f"dense_{Path(annotation_paths[0]).stem}"),
-                               make_result(results, external_details(ckpt.get("store_meta"))))
+                               make_result(results, details))
+    proposals_file = write_proposals(proposals_path_for(result_file), make_proposals(
+        proposals, f"{details}; proposals of {proposer.ckpt['path']}"))
     for line in notes + [f"wrote {sum(map(len, results.values()))} dense captions of {len(results)} videos to "
-                         f"{result_file}"]:
+                         f"{result_file}", f"wrote {sum(map(len, proposals.values()))} proposals of "
+                         f"{len(proposals)} videos to {proposals_file}"]:
         echo(line) if echo else logger.info("%s", line)
     scores = score_and_save(cfg, {"results": results}, references, annotation_paths, result_file,
                             scores_path_for(result_file), ckpt_path, echo)
-    figures = _proposal_figures(references, proposals, result_file, echo)
+    story = _soda(results, annotation_paths, scores_path_for(result_file), echo)
+    figures = score_proposal_file(proposals_file, annotation_paths, subset=None, echo=echo)
     return {"results_path": str(result_file), "scores_path": str(scores_path_for(result_file)), "scores": scores,
-            "proposals": figures, "checkpoint": str(ckpt_path), "proposal_checkpoint": proposer.ckpt["path"],
-            "n_events": sum(map(len, results.values())), "notes": notes}
+            "soda_c": story,
+            "proposals_path": str(proposals_file), "proposals": figures, "checkpoint": str(ckpt_path),
+            "proposal_checkpoint": proposer.ckpt["path"], "n_events": sum(map(len, results.values())),
+            "notes": notes}
 
 
-def _stored_videos(reference: dict, store) -> tuple[list[tuple[str, str]], list[str]]:
+def _soda(results: dict, annotation_paths: Sequence[str], scores_path: Path,
+          echo: Callable[[str], None] | None) -> dict[str, Any]:
+    """SODA_c (story-level: one ordered matching of events per video) beside the official scores, saved with them.
+
+    PDVC reports it next to densevid_eval's numbers; its averaging over the
+    reference files ("pdvc") is the one used, so the figures compare with theirs.
+    """
+    import json
+
+    from caption_model.formats.results import write_json_atomic
+    from caption_model.scoring.soda import soda_c
+
+    story = soda_c(results, list(annotation_paths))
+    if story.get("soda_c") is None:
+        line = "SODA_c: not computed (" + "; ".join(story.get("warnings") or ["METEOR needs Java"]) + ")"
+    else:
+        line = (f"SODA_c {story['soda_c']:.2f} (precision {story['precision']:.2f}, recall {story['recall']:.2f}; "
+                f"ordered matching of each video's events, averaged over the reference files as PDVC does)")
+    echo(line) if echo else logger.info("%s", line)
+    saved = json.loads(Path(scores_path).read_text(encoding="utf-8"))
+    saved["soda_c"] = {k: v for k, v in story.items() if k not in ("per_video",)}
+    write_json_atomic(scores_path, saved)
+    return story
+
+
+def _stored_videos(references: Sequence[dict], store) -> tuple[list[tuple[str, str]], list[str]]:
+    """(video, store id) of every video of all the reference files that is in the store, and those that are not.
+
+    Each video once, in the order of the files (a video of several files where it first appears).
+    """
     from caption_model.formats.annotations import store_id_for
 
     available = frozenset(store.complete_ids())
-    pairs = [(vid, store_id_for(vid, available)) for vid in reference]
+    videos = list(dict.fromkeys(vid for ref in references for vid in ref))
+    pairs = [(vid, store_id_for(vid, available)) for vid in videos]
     return [(v, s) for v, s in pairs if s is not None], [v for v, s in pairs if s is None]
-
-
-def _proposal_figures(references: list, proposals: dict, result_file: Path, echo) -> dict:
-    """AR@AN of the unthresholded proposals against all reference files; PNG and JSON beside the results."""
-    from caption_model.formats.results import write_json_atomic
-    from caption_model.proposals.evaluate import format_figures
-    from caption_model.scoring.proposal_metrics import ar_an, plot_ar_an, summary
-
-    gt: dict[str, list] = {}
-    for ref in references:
-        for vid, ann in ref.items():
-            gt.setdefault(vid, []).extend(ann["timestamps"])
-    figures = summary(gt, proposals)
-    stem = result_file.with_suffix("")
-    figures["plot_path"] = str(plot_ar_an({"learned": ar_an(gt, proposals)}, f"{stem}_ar_an.png"))
-    write_json_atomic(f"{stem}_proposals.json", figures)
-    if echo:
-        echo(format_figures(figures))
-        echo(f"AR-AN curve: {figures['plot_path']}")
-    return figures
 
 
 def write_video_subtitles(results_path: str | Path, fmt: str, echo: Callable[[str], None] | None = print) -> list[str]:

@@ -1,10 +1,11 @@
 """Scoring a proposal model on an annotated split: proposal file, AR@AN figures and the AR-AN PNG.
 
 The proposal file uses ActivityNet's proposal-task format
-(``{"version", "results": {video: [{"segment": [s, e], "score": p}]}, "external_data"}``),
-so the official `eval_proposal.py` reads it too. Videos are named as in the
-annotation file; a video missing from the store, or one whose rows cannot be
-read, has no proposals (it counts as missed) and is listed, and the others go on.
+(`caption_model.formats.proposals`), so the official `eval_proposal.py` reads
+it too, and it is scored the way `etspipe evaluate --proposals` scores any such
+file (`scoring.proposal_metrics.score_proposal_file`). Videos are named as in
+the annotation file; a video missing from the store, or one whose rows cannot
+be read, has no proposals (it counts as missed) and is listed, and the others go on.
 """
 
 from __future__ import annotations
@@ -13,21 +14,19 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from caption_model.formats.proposals import DEFAULT_SUBSET, make_proposals, read_ground_truth, write_proposals
 from caption_model.proposals.infer import Proposer, check_store, propose_corpus
-from caption_model.scoring.proposal_metrics import ar_an, plot_ar_an, summary
+from caption_model.scoring.proposal_metrics import format_figures, score_proposal_file
+
+__all__ = ["evaluate_proposals", "format_figures", "ground_truth", "propose_for"]
 
 logger = logging.getLogger(__name__)
 
 
-def ground_truth(annotation_paths: Sequence[str | Path]) -> dict[str, list[list[float]]]:
-    """Video id -> its ground-truth segments, from annotation files (quirk rules applied)."""
-    from caption_model.formats.annotations import load_annotations
-
-    segments, _ = load_annotations(list(annotation_paths))
-    gt: dict[str, list[list[float]]] = {}
-    for s in segments:
-        gt.setdefault(s.video_id, []).append([s.start, s.end])
-    return gt
+def ground_truth(annotation_paths: Sequence[str | Path], subset: str | None = DEFAULT_SUBSET
+                 ) -> dict[str, list[list[float]]]:
+    """Video id -> its ground-truth segments, every timestamp of every file as written (the official rule)."""
+    return read_ground_truth(list(annotation_paths), subset)
 
 
 def propose_for(proposer: Proposer, store, video_ids: Sequence[str], pcfg: dict,
@@ -50,10 +49,9 @@ def evaluate_proposals(cfg: dict, proposal_path: str | Path, store_path: str, an
                        out_dir: str | Path, stem: str = "proposals", progress: bool = False) -> dict:
     """Propose for every annotated video, write the proposal JSON, the AR-AN PNG and the figures.
 
-    Returns the figures of `proposal_metrics.summary` plus ``proposals_path``,
-    ``plot_path``, ``n_videos`` and ``missing`` (video -> reason).
+    Returns the figures of `proposal_metrics.score_proposal_file` plus
+    ``proposals_path`` and ``missing`` (video -> reason).
     """
-    from caption_model.formats.results import write_json_atomic
     from etspipe.devices import resolve_device
     from features_store import open_store
 
@@ -66,21 +64,8 @@ def evaluate_proposals(cfg: dict, proposal_path: str | Path, store_path: str, an
     if missing:
         logger.warning("%d of %d videos have no proposals (first: %s: %s)", len(missing), len(gt),
                        *next(iter(missing.items())))
-    out_dir = Path(out_dir)
-    doc = {"version": "VERSION 1.0", "results": props,
-           "external_data": {"used": False, "details": f"etspipe proposals from {proposer.ckpt['path']}"}}
-    proposals_path = write_json_atomic(out_dir / f"{stem}.json", doc)
-    plot_path = plot_ar_an({"learned": ar_an(gt, props)}, out_dir / f"{stem}_ar_an.png")
-    figures = summary(gt, props)
-    figures.update(proposals_path=str(proposals_path), plot_path=str(plot_path), n_videos=len(gt),
-                   missing=missing)
-    write_json_atomic(out_dir / f"{stem}_scores.json", figures)
+    doc = make_proposals(props, f"etspipe proposals from {proposer.ckpt['path']}", used=False)
+    proposals_path = write_proposals(Path(out_dir) / f"{stem}.json", doc)
+    figures = score_proposal_file(proposals_path, annotation_paths, extra={"missing": missing})
+    figures["proposals_path"] = str(proposals_path)
     return figures
-
-
-def format_figures(figures: dict) -> str:
-    """AR@AN figures as two aligned lines for a terminal."""
-    keys = ("AR@1", "AR@5", "AR@10", "AR@100", "AUC", "R@0.5_10", "R@0.7_10")
-    head = " ".join(f"{k:>9}" for k in keys)
-    vals = " ".join(f"{figures[k] * (1 if k == 'AUC' else 100):>9.2f}" for k in keys)
-    return f"proposals (AR in %, tIoU 0.5:0.05:0.95; R@t_10: recall at tIoU t with 10 per video)\n{head}\n{vals}"

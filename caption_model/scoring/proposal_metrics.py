@@ -1,17 +1,28 @@
-"""Proposal measures: AR@AN (ActivityNet's proposal task), recall at a tIoU, and the AR-AN curve.
+"""Proposal measures: AR@AN (ActivityNet's proposal task), recall at a tIoU, the AR-AN curve, a file's scores.
 
-AR@AN follows ActivityNet's `eval_proposal.py`: per video the proposals are
-sorted by score; for a budget of AN proposals per video *on average*, every
-video keeps the same fraction of its own proposals (so a video with fewer
-proposals keeps fewer); a ground-truth segment counts as recalled at a tIoU
-threshold when one kept proposal reaches it; recall is pooled over all
-ground-truth segments of all videos (not averaged per video), then averaged
-over the tIoUs 0.5:0.05:0.95. When every video has at least 100 proposals,
-AN proposals per video is simply the top AN of each. AUC is the area under the
-AR-AN curve over AN 1..100, in percent of the perfect area.
+AR@AN is ActivityNet's `Evaluation/eval_proposal.py` (`get_proposal_performance.py`
+runs it with ``max_avg_nr_proposals=100``), step by step:
 
-Identical ground-truth segments of one video (the same times with two
-sentences) count once: a proposal task has no sentences.
+* ground truth: every segment of every annotated video counts (two identical
+  segments count twice); the videos are those with at least one segment;
+* each video's proposals are sorted by score, the official way
+  (``argsort()[::-1]``: of equal scores, the later one first);
+* with N videos and P proposals in the whole file (videos without ground
+  truth included), every video first keeps ``int(n * 100 N / P)`` of its n
+  proposals (all of them unless there are more than 100 per video on
+  average); with T the proposals kept in all, the k-th point of the curve
+  (k = 1..100) keeps ``int(m * k/100 * 100 N / T)`` of a video's m, i.e.
+  AN = k proposals per video on average, each video the same share of its own;
+* a ground-truth segment is recalled at a tIoU threshold (0.5:0.05:0.95, as
+  ``np.linspace(0.5, 0.95, 10)``) when one kept proposal reaches it; recall is
+  pooled over all segments of all videos, then averaged over the thresholds;
+* AUC is the area under the AR-AN curve (trapezoids over AN 1..100) divided
+  by the last AN, in percent.
+
+A video without proposals counts as missed; proposals of videos without
+ground truth match nothing but count in P, as in the official script.
+`tests/proposal_oracle.py` restates the official code loop by loop and
+the tests hold this module to it.
 """
 
 from __future__ import annotations
@@ -22,8 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
-TIOUS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # 0.5:0.05:0.95
+from caption_model.formats.proposals import DEFAULT_SUBSET, read_ground_truth, read_proposals
+from caption_model.formats.results import write_json_atomic
+from etspipe.errors import UserError
+
+TIOUS = tuple(float(t) for t in np.linspace(0.5, 0.95, 10))  # the official thresholds, to the last bit
 MAX_AN = 100
+N_POINTS = 100  # the official curve has 100 points: k/100 of the budget, k = 1..100
 
 
 def tiou_matrix(gt: np.ndarray, proposals: np.ndarray) -> np.ndarray:
@@ -41,7 +57,7 @@ def tiou_matrix(gt: np.ndarray, proposals: np.ndarray) -> np.ndarray:
 class ARCurve:
     """Average recall against the average number of proposals per video."""
 
-    an: np.ndarray            # average number of proposals per video, 1..100
+    an: np.ndarray            # average number of proposals per video (1..100 for a budget of 100)
     ar: np.ndarray            # average recall over TIOUS at each AN
     recall: np.ndarray        # (len(tious), len(an)) recall at each tIoU
     tious: tuple[float, ...]
@@ -49,60 +65,67 @@ class ARCurve:
     n_gt: int
 
     def ar_at(self, an: int) -> float:
-        """AR with `an` proposals per video on average."""
-        return float(self.ar[int(an) - 1])
+        """AR with `an` proposals per video on average (the curve point nearest to it)."""
+        return float(self.ar[int(np.argmin(np.abs(self.an - an)))])
 
     @property
     def auc(self) -> float:
-        """Area under the AR-AN curve over AN 1..100, divided by 100 AN as the official script does (percent)."""
+        """Area under the AR-AN curve, divided by the last AN as the official script does (percent)."""
         return float(100.0 * np.trapezoid(self.ar, self.an) / self.an[-1])
 
 
 def _sorted_proposals(items: Sequence[Mapping]) -> np.ndarray:
-    """(n, 2) segments of a video's proposals, highest score first (stable for equal scores)."""
+    """(n, 2) segments of a video's proposals, highest score first; of equal scores the later first (official)."""
     if not items:
         return np.zeros((0, 2))
     scores = np.array([float(p.get("score", p.get("proposal_score", 0.0))) for p in items])
-    order = np.argsort(-scores, kind="stable")
+    order = np.argsort(scores, kind="stable")[::-1]
     return np.array([[float(items[i]["segment"][0]), float(items[i]["segment"][1])] for i in order])
 
 
-def unique_segments(segments: Sequence[Sequence[float]]) -> np.ndarray:
-    """A video's ground-truth segments with exact duplicates removed, as (n, 2)."""
-    seen = sorted({(float(s), float(e)) for s, e in segments})
-    return np.array(seen, dtype=np.float64).reshape(-1, 2)
+def _segments(segments: Sequence[Sequence[float]]) -> np.ndarray:
+    return np.array([[float(s), float(e)] for s, e in segments], dtype=np.float64).reshape(-1, 2)
 
 
 def ar_an(ground_truth: Mapping[str, Sequence[Sequence[float]]], proposals: Mapping[str, Sequence[Mapping]],
           max_an: int = MAX_AN, tious: Sequence[float] = TIOUS) -> ARCurve:
     """The AR-AN curve of `proposals` ({video: [{"segment": [s, e], "score": x}]}) against `ground_truth`.
 
-    Videos with ground truth but no proposals count as missed; proposals of
-    videos without ground truth are ignored, as the official script does.
+    `max_an` is the official ``max_avg_nr_proposals``; the curve has 100 points
+    up to it. See the module docstring for the protocol.
     """
     vids = [v for v in ground_truth if len(ground_truth[v])]
-    tables, counts = [], []
+    n_videos = len(vids)
+    n_file = sum(len(items) for items in proposals.values())
+    ratio = max_an * float(n_videos) / n_file if n_file else 0.0
+    tables, kept = [], []
     for vid in vids:
         props = _sorted_proposals(proposals.get(vid, []))
-        tables.append(tiou_matrix(unique_segments(ground_truth[vid]), props))
-        counts.append(len(props))
-    total = max(sum(counts), 1)
-    fractions = np.arange(1, max_an + 1) / max_an * (max_an * max(len(vids), 1) / total)
-    recall = np.zeros((len(tious), max_an))
+        n = min(int(len(props) * ratio), len(props))
+        tables.append(tiou_matrix(_segments(ground_truth[vid]), props[:n]))
+        kept.append(n)
+    total = sum(kept)
     n_gt = sum(t.shape[0] for t in tables)
+    steps = np.arange(1, N_POINTS + 1) / float(N_POINTS)
+    if not total:  # nothing to keep (the official script divides by zero here)
+        an = steps * max_an
+        zeros = np.zeros((len(tious), N_POINTS))
+        return ARCurve(an=an, ar=zeros.mean(axis=0), recall=zeros, tious=tuple(tious), n_videos=n_videos, n_gt=n_gt)
+    shares = steps * (max_an * float(n_videos) / total)
+    recall = np.zeros((len(tious), N_POINTS))
     for ti, thr in enumerate(tious):
-        matched = np.zeros(max_an)
-        for table, n in zip(tables, counts, strict=True):
+        matched = np.zeros(N_POINTS)
+        for table, n in zip(tables, kept, strict=True):
             if n == 0:
                 continue
-            keep = np.minimum((n * fractions).astype(int), n)
+            keep = np.minimum((n * shares).astype(int), n)
             hit = table >= thr  # (gt, proposals)
             # first proposal index at which each gt is hit; a gt is recalled with k proposals if first < k
             first = np.where(hit.any(axis=1), hit.argmax(axis=1), n + 1)
             matched += (first[None, :] < keep[:, None]).sum(axis=1)
         recall[ti] = matched / max(n_gt, 1)
-    an = fractions * (total / max(len(vids), 1))
-    return ARCurve(an=an, ar=recall.mean(axis=0), recall=recall, tious=tuple(tious), n_videos=len(vids), n_gt=n_gt)
+    an = shares * (float(total) / n_videos)
+    return ARCurve(an=an, ar=recall.mean(axis=0), recall=recall, tious=tuple(tious), n_videos=n_videos, n_gt=n_gt)
 
 
 def recall_at(ground_truth: Mapping[str, Sequence[Sequence[float]]], proposals: Mapping[str, Sequence[Mapping]],
@@ -110,7 +133,7 @@ def recall_at(ground_truth: Mapping[str, Sequence[Sequence[float]]], proposals: 
     """Share of ground-truth segments that one of the video's top `n_proposals` proposals reaches at `tiou`."""
     hit = total = 0
     for vid, segments in ground_truth.items():
-        gt = unique_segments(segments)
+        gt = _segments(segments)
         if not len(gt):
             continue
         props = _sorted_proposals(proposals.get(vid, []))[:n_proposals]
@@ -130,6 +153,54 @@ def summary(ground_truth: Mapping, proposals: Mapping) -> dict[str, float]:
     n_props = [len(proposals.get(v, [])) for v in ground_truth]
     out["proposals_per_video"] = float(np.mean(n_props)) if n_props else 0.0
     return out
+
+
+def format_figures(figures: dict) -> str:
+    """AR@AN figures as two aligned lines for a terminal."""
+    keys = ("AR@1", "AR@5", "AR@10", "AR@100", "AUC", "R@0.5_10", "R@0.7_10")
+    head = " ".join(f"{k:>9}" for k in keys)
+    vals = " ".join(f"{figures[k] * (1 if k == 'AUC' else 100):>9.2f}" for k in keys)
+    return f"proposals (AR in %, tIoU 0.5:0.05:0.95; R@t_10: recall at tIoU t with 10 per video)\n{head}\n{vals}"
+
+
+def score_proposal_file(proposals_path: str | Path, annotation_paths: Sequence[str | Path],
+                        out_dir: str | Path | None = None, *, subset: str | None = DEFAULT_SUBSET,
+                        extra: Mapping | None = None, echo=None) -> dict:
+    """AR@AN of a proposal file against annotation files: ``<stem>_scores.json`` and ``<stem>_ar_an.png``.
+
+    Written beside the proposal file, or in `out_dir`. Returns the figures of
+    `summary` plus the curve (``AN``, ``AR``), ``n_videos``, ``n_gt``,
+    ``videos_without_proposals``, ``proposal_videos_not_annotated`` and the
+    paths; `extra` is added to what is written. A file none of whose videos is
+    annotated is a UserError (ids such as ``v_abc`` against ``abc``).
+    """
+    proposals_path = Path(proposals_path)
+    doc = read_proposals(proposals_path)
+    gt = read_ground_truth(list(annotation_paths), subset)
+    props = doc["results"]
+    annotated = [v for v in gt if gt[v]]
+    if props and annotated and not any(v in props for v in annotated):
+        raise UserError(f"{proposals_path}: none of its {len(props)} video(s) is in the annotations "
+                        f"(its first: {next(iter(props))}; the annotations' first: {annotated[0]})")
+    curve = ar_an(gt, props)
+    folder = Path(out_dir) if out_dir is not None else proposals_path.parent
+    stem = proposals_path.stem
+    figures = summary(gt, props)
+    figures.update({
+        "AN": [float(x) for x in curve.an], "AR": [float(x) for x in curve.ar],
+        "tious": list(curve.tious), "n_videos": curve.n_videos, "n_gt": curve.n_gt,
+        "videos_without_proposals": sum(1 for v in annotated if not props.get(v)),
+        "proposal_videos_not_annotated": sum(1 for v in props if v not in gt),
+        "proposals_file": str(proposals_path), "reference_files": [str(p) for p in annotation_paths],
+        "plot_path": str(plot_ar_an({"proposals": curve}, folder / f"{stem}_ar_an.png", title=stem)),
+        **(extra or {}),
+    })
+    figures["scores_path"] = str(write_json_atomic(folder / f"{stem}_scores.json", figures))
+    if echo:
+        echo(format_figures(figures))
+        echo(f"{curve.n_videos} annotated video(s), {figures['videos_without_proposals']} without proposals; "
+             f"AR-AN curve: {figures['plot_path']}; scores written to {figures['scores_path']}")
+    return figures
 
 
 def plot_ar_an(curves: Mapping[str, ARCurve], path: str | Path, title: str = "AR-AN") -> Path:
