@@ -199,3 +199,17 @@ def test_every_anchor_trains_wholly_inside_a_window_at_every_position():
         assert usable_anchors(start[a:a + window], a)[end - a, 3]
     ds = ProposalDataset("unused.zarr", [], anchors, 0.5, 256, seed=0)
     assert ds.window == 1402
+
+
+def test_soft_nms_sinks_near_duplicates_below_a_distinct_event_but_keeps_them():
+    from caption_model.proposals.model import nms, soft_nms
+
+    segs = np.array([[0.0, 10.0], [0.5, 10.0], [1.0, 10.5], [30.0, 34.0]])
+    scores = np.array([0.9, 0.85, 0.8, 0.5])
+    assert nms(segs, scores, 0.8, 10).tolist() == [0, 3]  # hard: the tight variants are gone
+    assert nms(segs, scores, 0.95, 2).tolist() == [0, 1]  # or they fill the top places
+    keep, kept = soft_nms(segs, scores, 0.99, 10, sigma=0.3)
+    assert keep.tolist() == [0, 3, 2, 1]  # the distinct event second, the variants after it (closest last)
+    assert kept[0] == 0.9 and kept[1] == 0.5 and kept[2] == pytest.approx(0.8 * np.exp(-(6 / 7) ** 2 / 0.3))
+    assert np.all(np.diff(kept) <= 0)  # the decayed scores are the ranking
+    assert soft_nms(segs, scores, 0.9, 10, sigma=0.3)[0].tolist() == [0, 3, 2]  # above the threshold: dropped

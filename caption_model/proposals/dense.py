@@ -41,7 +41,7 @@ def load_proposer(run_dir: Path, device) -> Proposer | None:
 
 def video_plan(proposer: Proposer, store, sid: str, pcfg: dict, max_events: int) -> tuple[list[dict], str | None]:
     """The events of one store video (``{"segment", "score"}``, by start) and the whole-video note, if any."""
-    props = proposer.propose(store, sid, float(pcfg["nms_tiou"]), int(pcfg["max_proposals"]))
+    props = proposer.propose_with(store, sid, pcfg)
     duration = float(store.video_meta(sid)["duration"])
     return video_events(props, duration, proposer.event_threshold(pcfg), max_events)
 
@@ -108,7 +108,7 @@ def dense_results(cfg: dict, model, vocab, proposer: Proposer, store, wanted: Se
     proposals, plans, whole, failed = {}, [], {}, {}
     for vid, sid in wanted:
         try:
-            props = proposer.propose(store, sid, float(pcfg["nms_tiou"]), int(pcfg["max_proposals"]))
+            props = proposer.propose_with(store, sid, pcfg)
         except (UserError, OSError, ValueError, KeyError) as exc:
             failed[vid] = f"{type(exc).__name__}: {exc}"
             continue

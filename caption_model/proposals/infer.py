@@ -100,6 +100,11 @@ class Proposer:
         calibrated = (self.ckpt.get("calibration") or {}).get("threshold")
         return float(calibrated) if calibrated is not None else 0.5
 
+    def propose_with(self, store, store_id: str, pcfg: dict) -> list[dict]:
+        """`propose` with the suppression settings of a `proposals` config section."""
+        return self.propose(store, store_id, float(pcfg["nms_tiou"]), int(pcfg["max_proposals"]),
+                            pcfg.get("nms_sigma"))
+
     @torch.no_grad()
     def scores(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Anchor probabilities (n_rows, K) of one video's rows and boundary offsets (n_rows, K, 2) or None."""
@@ -108,12 +113,13 @@ class Proposer:
         probs = torch.sigmoid(logits[0]).float().cpu().numpy()
         return probs, None if offsets is None else offsets[0].float().cpu().numpy()
 
-    def propose(self, store, store_id: str, nms_tiou: float, max_keep: int) -> list[dict]:
+    def propose(self, store, store_id: str, nms_tiou: float, max_keep: int, nms_sigma: float | None = None
+                ) -> list[dict]:
         """Up to `max_keep` proposals ``{"segment": [s, e], "score": p}`` for one store video, best first."""
         meta = store.video_meta(store_id)
         edges = row_edges(store.row_times(store_id), float(meta["duration"]))
         probs, offsets = self.scores(store.rows(store_id))
-        return proposals_from_scores(probs, edges, self.anchors, nms_tiou, max_keep, offsets)
+        return proposals_from_scores(probs, edges, self.anchors, nms_tiou, max_keep, offsets, nms_sigma)
 
 
 def propose_corpus(proposer: Proposer, store, store_ids: Iterable[str], pcfg: dict,
@@ -125,7 +131,7 @@ def propose_corpus(proposer: Proposer, store, store_ids: Iterable[str], pcfg: di
     failed: dict[str, str] = {}
     for sid in progress_bar(list(store_ids), desc="proposals", enabled=progress, leave=False):
         try:
-            out[sid] = proposer.propose(store, sid, float(pcfg["nms_tiou"]), int(pcfg["max_proposals"]))
+            out[sid] = proposer.propose_with(store, sid, pcfg)
         except (UserError, OSError, ValueError, KeyError) as exc:
             failed[sid] = f"{type(exc).__name__}: {exc}"
             logger.warning("proposals of video %s failed: %s", sid, exc)

@@ -170,20 +170,50 @@ def boundary_loss(offsets: torch.Tensor, targets: torch.Tensor, positive: torch.
     return (per * positive).sum() / positive.sum().clamp(min=1.0)
 
 
+def _tiou_to(segments: np.ndarray, i: int, rest: np.ndarray) -> np.ndarray:
+    starts, ends = segments[:, 0], segments[:, 1]
+    inter = np.clip(np.minimum(ends[rest], ends[i]) - np.maximum(starts[rest], starts[i]), 0.0, None)
+    union = (ends[rest] - starts[rest]) + (ends[i] - starts[i]) - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
 def nms(segments: np.ndarray, scores: np.ndarray, tiou_threshold: float, max_keep: int) -> np.ndarray:
     """Indices of the kept segments, best first: greedy suppression of tIoU > `tiou_threshold`."""
     order = np.argsort(-scores, kind="stable")
     keep: list[int] = []
-    starts, ends = segments[:, 0], segments[:, 1]
     while order.size and len(keep) < max_keep:
         i = order[0]
         keep.append(int(i))
         rest = order[1:]
-        inter = np.clip(np.minimum(ends[rest], ends[i]) - np.maximum(starts[rest], starts[i]), 0.0, None)
-        union = (ends[rest] - starts[rest]) + (ends[i] - starts[i]) - inter
-        iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-        order = rest[iou <= tiou_threshold]
+        order = rest[_tiou_to(segments, i, rest) <= tiou_threshold]
     return np.asarray(keep, dtype=np.int64)
+
+
+def soft_nms(segments: np.ndarray, scores: np.ndarray, tiou_threshold: float, max_keep: int,
+             sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian Soft-NMS (Bodla et al., 2017): (kept indices best first, their decayed scores).
+
+    Hard NMS must choose: a high threshold keeps near-duplicates of strong
+    events in a video's top 10 (short events lose their places), a low one
+    throws away the tight variants that high tIoUs need among 100 proposals.
+    Decaying an overlapping proposal's score by ``exp(-tIoU^2 / sigma)`` instead
+    pushes duplicates down the list without removing them; anything above
+    `tiou_threshold` (exact copies, say) is still removed.
+    """
+    current = np.asarray(scores, dtype=np.float64).copy()
+    alive = np.ones(len(current), dtype=bool)
+    keep: list[int] = []
+    kept_scores: list[float] = []
+    while alive.any() and len(keep) < max_keep:
+        i = int(np.flatnonzero(alive)[np.argmax(current[alive])])
+        keep.append(i)
+        kept_scores.append(float(current[i]))
+        alive[i] = False
+        rest = np.flatnonzero(alive)
+        iou = _tiou_to(segments, i, rest)
+        current[rest] *= np.exp(-(iou ** 2) / sigma)
+        alive[rest[iou > tiou_threshold]] = False
+    return np.asarray(keep, dtype=np.int64), np.asarray(kept_scores)
 
 
 def refine(edges: np.ndarray, anchors: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -196,7 +226,8 @@ def refine(edges: np.ndarray, anchors: np.ndarray, offsets: np.ndarray) -> np.nd
 
 
 def proposals_from_scores(scores: np.ndarray, edges: np.ndarray, anchors: np.ndarray, nms_tiou: float,
-                          max_keep: int, offsets: np.ndarray | None = None) -> list[dict]:
+                          max_keep: int, offsets: np.ndarray | None = None, nms_sigma: float | None = None
+                          ) -> list[dict]:
     """Scored anchors (n_rows, K) -> up to `max_keep` proposals ``{"segment": [s, e], "score": p}``, best first.
 
     With `offsets` the anchors' boundaries are refined first. Identical
@@ -212,5 +243,10 @@ def proposals_from_scores(scores: np.ndarray, edges: np.ndarray, anchors: np.nda
     uniq, inverse = np.unique(segs, axis=0, return_inverse=True)
     best = np.full(len(uniq), -np.inf)
     np.maximum.at(best, inverse.reshape(-1), flat)
-    keep = nms(uniq, best, nms_tiou, max_keep)
-    return [{"segment": [float(uniq[i, 0]), float(uniq[i, 1])], "score": float(best[i])} for i in keep]
+    if nms_sigma is None:
+        keep = nms(uniq, best, nms_tiou, max_keep)
+        kept = best[keep]
+    else:
+        keep, kept = soft_nms(uniq, best, nms_tiou, max_keep, float(nms_sigma))
+    return [{"segment": [float(uniq[i, 0]), float(uniq[i, 1])], "score": float(k)}
+            for i, k in zip(keep, kept, strict=True)]
