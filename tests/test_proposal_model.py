@@ -213,3 +213,22 @@ def test_soft_nms_sinks_near_duplicates_below_a_distinct_event_but_keeps_them():
     assert kept[0] == 0.9 and kept[1] == 0.5 and kept[2] == pytest.approx(0.8 * np.exp(-(6 / 7) ** 2 / 0.3))
     assert np.all(np.diff(kept) <= 0)  # the decayed scores are the ranking
     assert soft_nms(segs, scores, 0.9, 10, sigma=0.3)[0].tolist() == [0, 3, 2]  # above the threshold: dropped
+
+
+def test_scores_undo_the_loss_weights_so_anchors_of_all_lengths_rank_on_one_scale():
+    """SST's weights inflate a rare anchor's odds by (1 - p) / p; the proposer's probabilities take that out."""
+    import torch
+
+    from caption_model.proposals.infer import Proposer
+    from caption_model.proposals.model import ProposalNet
+    from etspipe.config import load_config
+
+    pcfg = {**load_config()["proposals"], "proj_dim": 4, "hidden_dim": 4, "regress_boundaries": False}
+    net = ProposalNet(pcfg, 6, 2)
+    torch.nn.init.zeros_(net.score.weight)
+    torch.nn.init.zeros_(net.score.bias)  # the network says "even odds" for both anchors everywhere
+    share = np.array([0.5, 0.01])  # anchor 2 is rare: its positives were weighed 99x its negatives
+    probs, _ = Proposer(net.eval(), np.array([2, 8]), {}, torch.device("cpu"), share).scores(np.ones((5, 6)))
+    assert probs[:, 0] == pytest.approx(0.5) and probs[:, 1] == pytest.approx(0.01)
+    raw, _ = Proposer(net.eval(), np.array([2, 8]), {}, torch.device("cpu")).scores(np.ones((5, 6)))
+    assert raw == pytest.approx(0.5)  # without the shares (no loss weights to undo) the scores stay as they are

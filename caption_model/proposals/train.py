@@ -198,11 +198,11 @@ def _train_epoch(objective: nn.Module, net: ProposalNet, optimizer, loader: Data
 
 
 def validate(net: ProposalNet, anchors: np.ndarray, store_path: str, videos: list[VideoTimes], pcfg: dict,
-             device: torch.device) -> dict:
+             device: torch.device, pos_share: np.ndarray) -> dict:
     """AR@AN of the held-out videos' proposals: AUC (model selection), AR@10, recall@0.5 with 10."""
     from features_store import open_store
 
-    proposer = Proposer(net.eval(), anchors, {}, device)
+    proposer = Proposer(net.eval(), anchors, {}, device, np.asarray(pos_share, dtype=np.float64))
     with open_store(store_path, "r") as store:
         props, _ = propose_corpus(proposer, store, [v.store_id for v in videos], pcfg)
     gt = {v.store_id: v.gt.tolist() for v in videos}
@@ -314,7 +314,8 @@ def _maybe_validate(state: dict, epoch: int, main: bool, device: torch.device) -
     interval = int(pcfg["valid_interval"])
     if not (main and prep.val and interval > 0 and epoch % interval == 0):
         return {}
-    return validate(state["net"], prep.anchors, prep.store_meta["store_path"], prep.val, pcfg, device)
+    return validate(state["net"], prep.anchors, prep.store_meta["store_path"], prep.val, pcfg, device,
+                    prep.pos_share)
 
 
 def _save(state: dict, epoch: int, best: dict, row: dict) -> dict:
