@@ -96,8 +96,8 @@ ACTIVITIES = (
 # best epoch chosen by held-out loss (no Java METEOR start per epoch).
 CAPTIONER_DEFAULTS = ("train.warmup_steps=200", "train.val_meteor=false")
 DEFAULT_EPOCHS = 6
-# The config's 30 proposal epochs take ~25 min here; the held-out AUC that picks proposals_best.pt peaked
-# in the first epochs and fell after (docs/PERFORMANCE.md), so 10 pick the same checkpoint for a third of it.
+# The config's 30 proposal epochs take 17-30 min here; the held-out AUC that picks proposals_best.pt peaked at
+# epoch 1 and stayed below it up to epoch 13 (docs/PERFORMANCE.md), so 10 most likely pick the same checkpoint.
 DEFAULT_PROPOSAL_EPOCHS = 10
 TOP_PASS = ("proposals.score_threshold=0", "proposals.max_events=100", "decode.max_len=2", "decode.beam_size=1",
             "eval.tious=[0.5]")
