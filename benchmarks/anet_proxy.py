@@ -454,8 +454,8 @@ def dense(args: argparse.Namespace, work: Path) -> list[dict]:
     ann = ["--annotations", str(p["val_1"]), str(p["val_2"])]
     dense_s = etspipe(args, work / "logs" / "evaluate_dense.log", loads, "evaluate", "--dense", "--store",
                       str(p["store"]), *ann, "--save_dir", str(run), "--out", str(out), *overrides(args.override))
-    scores = json.loads(newest(out, "*_scores.json").read_text(encoding="utf-8"))
-    figures = json.loads(newest(out, "*_proposals.json").read_text(encoding="utf-8"))
+    scores = json.loads(newest(out, "dense_*[0-9]_scores.json").read_text(encoding="utf-8"))
+    figures = json.loads(newest(out, "*_proposals_scores.json").read_text(encoding="utf-8"))
     results = json.loads(newest(out, "dense_*[0-9].json").read_text(encoding="utf-8"))["results"]
 
     top = fresh(work / "dense_all_proposals")
@@ -474,6 +474,11 @@ def dense(args: argparse.Namespace, work: Path) -> list[dict]:
     events = {v: np.array([x["timestamp"] for x in es], dtype=np.float64).reshape(-1, 2) for v, es in results.items()}
     n_events = [len(results.get(v, [])) for v in vids]
     threshold = _config_value(args, "proposals.score_threshold")
+    if threshold in (None, "null"):  # the events threshold calibrated when the proposal model trained
+        import torch
+
+        ckpt = torch.load(run / "proposals_best.pt", map_location="cpu", weights_only=False)
+        threshold = (ckpt.get("calibration") or {}).get("threshold", 0.5)
     max_events = _config_value(args, "proposals.max_events")
     per05 = scores["per_tiou"]["0.5"]
 
@@ -513,6 +518,7 @@ def dense(args: argparse.Namespace, work: Path) -> list[dict]:
         "reference_per_video": {"val_1": _r(np.mean([len(val1[v]["timestamps"]) for v in vids]), 2),
                                 "val_2": _r(np.mean([len(val2[v]["timestamps"]) for v in vids if v in val2]), 2),
                                 "union": _r(np.mean([len(gt[v]) for v in vids]), 2)},
+        "SODA_c": _r((scores.get("soda_c") or {}).get("soda_c")),
         "precision_tiou0.5": _r(per05["Precision"]), "recall_tiou0.5": _r(per05["Recall"]),
         "METEOR_tiou0.5": _r(per05["METEOR"]), "METEOR_official_average": _r(scores["average"]["METEOR"]),
         "precision_average": _r(scores["average"]["Precision"]), "recall_average": _r(scores["average"]["Recall"]),
