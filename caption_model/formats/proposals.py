@@ -30,11 +30,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from caption_model.formats.results import document_problem
 from etspipe.errors import UserError
 from etspipe.files import read_json
 
 PROPOSAL_VERSION = "VERSION 1.0"
-REQUIRED_FIELDS = ("version", "results", "external_data")
 DEFAULT_SUBSET = "validation"
 
 Proposals = dict[str, list[dict[str, Any]]]
@@ -61,28 +61,20 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def _proposal_problem(item: Any, where: str) -> str | None:
+    if not isinstance(item, dict):
+        return f"{where} must be an object with segment and score"
+    seg = item.get("segment")
+    if not isinstance(seg, (list, tuple)) or len(seg) != 2 or not all(map(_is_number, seg)):
+        return f"{where}.segment must be [start, end] in seconds"
+    if not _is_number(item.get("score")):
+        return f"{where}.score must be a finite number"
+    return None
+
+
 def _problem(doc: Any) -> str | None:
     """First reason `doc` is not a valid proposal document, or None."""
-    if not isinstance(doc, dict):
-        return "top level must be a JSON object"
-    missing = [f for f in REQUIRED_FIELDS if f not in doc]
-    if missing:
-        return f"missing field(s) {', '.join(missing)} (need version, results, external_data)"
-    if not isinstance(doc["results"], dict):
-        return "'results' must map video ids to lists of proposals"
-    for vid, items in doc["results"].items():
-        if not isinstance(items, list):
-            return f"results[{vid!r}] must be a list"
-        for i, item in enumerate(items):
-            where = f"results[{vid!r}][{i}]"
-            if not isinstance(item, dict):
-                return f"{where} must be an object with segment and score"
-            seg = item.get("segment")
-            if not isinstance(seg, (list, tuple)) or len(seg) != 2 or not all(map(_is_number, seg)):
-                return f"{where}.segment must be [start, end] in seconds"
-            if not _is_number(item.get("score")):
-                return f"{where}.score must be a finite number"
-    return None
+    return document_problem(doc, "proposals", _proposal_problem)
 
 
 def validate_proposals(doc: Any, source: str = "proposals") -> dict[str, Any]:

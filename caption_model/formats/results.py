@@ -18,7 +18,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -46,33 +46,48 @@ def entry(start: float, end: float, sentence: str) -> dict[str, Any]:
     return {"timestamp": [round(float(start), 3), round(float(end), 3)], "sentence": sentence}
 
 
-def _problem(doc: Any) -> str | None:
-    """First reason `doc` is not a valid result document, or None."""
+def _seconds_pair(x: Any) -> bool:
+    """``[start, end]``: two finite numbers (booleans are not numbers here)."""
+    return (isinstance(x, (list, tuple)) and len(x) == 2
+            and all(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) for t in x))
+
+
+def document_problem(doc: Any, what: str, item_problem: Callable[[dict, str], str | None]) -> str | None:
+    """First reason `doc` is not an ActivityNet-style document (`{"version", "results": {video: [item]},
+    "external_data"}`) whose items pass `item_problem(item, where)`, or None.
+
+    The result format and the proposal-task format share this frame and differ only in their items.
+    """
     if not isinstance(doc, dict):
         return "top level must be a JSON object"
     missing = [f for f in REQUIRED_FIELDS if f not in doc]
     if missing:
         return f"missing field(s) {', '.join(missing)} (need version, results, external_data)"
     if not isinstance(doc["results"], dict):
-        return "'results' must map video ids to lists of captions"
-    for vid, entries in doc["results"].items():
-        if not isinstance(entries, list):
+        return f"'results' must map video ids to lists of {what}"
+    for vid, items in doc["results"].items():
+        if not isinstance(items, list):
             return f"results[{vid!r}] must be a list"
-        for i, item in enumerate(entries):
-            where = f"results[{vid!r}][{i}]"
-            if not isinstance(item, dict):
-                return f"{where} must be an object with timestamp and sentence"
-            ts = item.get("timestamp")
-            if (
-                not isinstance(ts, (list, tuple))
-                or len(ts) != 2
-                or not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in ts)
-                or not all(math.isfinite(t) for t in ts)
-            ):
-                return f"{where}.timestamp must be [start, end] in seconds"
-            if not isinstance(item.get("sentence"), str):
-                return f"{where}.sentence must be a string"
+        for i, item in enumerate(items):
+            problem = item_problem(item, f"results[{vid!r}][{i}]")
+            if problem:
+                return problem
     return None
+
+
+def _caption_problem(item: Any, where: str) -> str | None:
+    if not isinstance(item, dict):
+        return f"{where} must be an object with timestamp and sentence"
+    if not _seconds_pair(item.get("timestamp")):
+        return f"{where}.timestamp must be [start, end] in seconds"
+    if not isinstance(item.get("sentence"), str):
+        return f"{where}.sentence must be a string"
+    return None
+
+
+def _problem(doc: Any) -> str | None:
+    """First reason `doc` is not a valid result document, or None."""
+    return document_problem(doc, "captions", _caption_problem)
 
 
 def validate_result(doc: Any, source: str = "result") -> dict[str, Any]:
