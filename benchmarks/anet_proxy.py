@@ -35,8 +35,9 @@ config's ``proposals`` section as it is); ``evaluate --dense`` (the default
 dense run); and a second ``evaluate --dense`` with
 ``proposals.score_threshold=0 proposals.max_events=100 decode.max_len=2
 decode.beam_size=1 eval.tious=[0.5]`` whose "events" are simply every proposal
-(best first, after NMS): `evaluate --dense` writes only the events it
-captions and AR figures, not the proposal list itself, so this pass is how the
+(best first, after NMS): this pass was how the proposal list was read when
+`evaluate --dense` wrote only its events and AR figures (it now also writes
+`*_proposals.json`, the full list; reading that instead would save the pass), so it gives the
 per-length-bucket recall at 10 proposals, the scores of the proposals and the
 lengths of the top 10 are read from files. Its captions are not used.
 
