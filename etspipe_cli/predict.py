@@ -54,7 +54,10 @@ def predict(videos: tuple[str, ...], filelist: str | None, weights: str | None, 
             max_events: int | None, subtitles: str | None, cfg: dict, raw_overrides: tuple[str, ...]) -> None:
     """Caption whole video files (VIDEO...) or the videos or segments listed in a file.
 
-    A video id is read from the store. A video without times is described
+    A video id is read from the store. Times are seconds; times past the stored
+    end (downloads are often shorter than annotated), reversed or zero-length
+    get rows by the same alignment rule as evaluate, and each case is counted
+    in one line. A video without times is described
     event by event (start, end, proposal score, caption; sorted by start) when
     the run folder holds a proposal model (`etspipe train-proposals`), else as
     a whole. A video file not in the store is extracted with the settings (and
