@@ -169,28 +169,15 @@ def soda_c(
     if combine not in COMBINE:
         raise UserError(f"combine must be one of {', '.join(COMBINE)}, not {combine!r}")
     t0 = time.perf_counter()
-    refs: list[Reference] = []
-    for i, r in enumerate(references):
-        if isinstance(r, (str, Path)):
-            refs.extend(load_references([r]))
-        else:
-            refs.append(validate_reference(r, f"reference {i}"))
-    if not refs:
-        raise UserError("no reference annotation files given")
+    refs = _load_references(references)
     validate_result({"version": "", "results": dict(results), "external_data": {}}, "predictions")
     preds = {vid: sorted(entries, key=lambda e: e["timestamp"][0]) for vid, entries in results.items()}
     ref_vids = set().union(*[r.keys() for r in refs])
     counted = sorted(ref_vids & preds.keys())
     if not counted:
         raise UserError("no predicted video is in the reference files")
-    if combine == "merge":
-        sets = [merge_references(refs)]
-    elif combine == "pdvc":
-        sets = [merge_references([r]) for r in refs]
-    else:
-        sets = refs
+    sets = _reference_sets(refs, combine)
     warnings: list[str] = []
-
     out: dict[str, Any] = {
         "soda_c": None, "precision": None, "recall": None, "combine": combine,
         "per_video": {}, "per_reference": [],
@@ -206,60 +193,103 @@ def soda_c(
             out["seconds"] = round(time.perf_counter() - t0, 3)
             return out
         score_pairs = meteor_pair_scorer
-
-    # tIoU tables of every (counted video, reference set), and the sentence pairs they need.
-    tables: dict[tuple[int, str], np.ndarray] = {}
-    pair_index: dict[tuple[str, str], int] = {}
-    for k, ref in enumerate(sets):
-        for vid in counted:
-            if vid not in ref:
-                continue
-            table = tables[k, vid] = _iou_matrix(preds[vid], ref[vid])
-            for i, j in zip(*np.nonzero(table > 0), strict=True):
-                pair = (remove_nonascii(preds[vid][j]["sentence"]), remove_nonascii(ref[vid]["sentences"][i]))
-                pair_index.setdefault(pair, len(pair_index))
-    pair_scores = np.asarray(list(score_pairs(list(pair_index))), dtype=np.float64)
-    if len(pair_scores) != len(pair_index):
-        raise RuntimeError(f"the pair scorer returned {len(pair_scores)} scores for {len(pair_index)} pairs")
-    out["n_pairs"] = len(pair_index)
-
-    prf: dict[tuple[int, str], tuple[float, float, float]] = {}
-    for (k, vid), table in tables.items():
-        ref = sets[k][vid]
-        meteor = np.zeros_like(table)
-        for i, j in zip(*np.nonzero(table > 0), strict=True):
-            pair = (remove_nonascii(preds[vid][j]["sentence"]), remove_nonascii(ref["sentences"][i]))
-            meteor[i, j] = pair_scores[pair_index[pair]]
-        prf[k, vid] = video_prf(table, meteor)
-
-    per_video: dict[str, list[tuple[float, float, float]]] = {}
+    prf, out["n_pairs"] = _video_prf(preds, sets, counted, score_pairs)
     if combine == "pdvc":
-        files = []
-        for k, ref in enumerate(sets):
-            rows = [prf[k, v] for v in counted if v in ref]
-            for v in counted:
-                if v in ref:
-                    per_video.setdefault(v, []).append(prf[k, v])
-            if not rows:
-                warnings.append(f"reference {k} holds no predicted video: it scores 0")
-                logger.warning(warnings[-1])
-                rows = [(0.0, 0.0, 0.0)]
-            p, r, f = np.mean(np.asarray(rows), axis=0)
-            files.append((float(p), float(r), float(f)))
-            out["per_reference"].append({"soda_c": 100 * float(f), "precision": 100 * float(p),
-                                         "recall": 100 * float(r), "n_videos": sum(v in ref for v in counted)})
-        p, r, f = np.mean(np.asarray(files), axis=0)
+        (p, r, f), per_video, out["per_reference"] = _mean_over_files(prf, sets, counted, warnings)
     else:
-        rows = []
-        for v in counted:
-            candidates = [prf[k, v] for k in range(len(sets)) if (k, v) in prf]
-            best = candidates[int(np.argmax([c[2] for c in candidates]))]
-            per_video[v] = [best]
-            rows.append(best)
-        p, r, f = np.mean(np.asarray(rows), axis=0)
+        (p, r, f), per_video = _best_per_video(prf, len(sets), counted)
     out["soda_c"], out["precision"], out["recall"] = 100 * float(f), 100 * float(p), 100 * float(r)
     for v, values in per_video.items():
         vp, vr, vf = np.mean(np.asarray(values), axis=0)
         out["per_video"][v] = {"soda_c": 100 * float(vf), "precision": 100 * float(vp), "recall": 100 * float(vr)}
     out["seconds"] = round(time.perf_counter() - t0, 3)
     return out
+
+
+def _load_references(references: Sequence[Reference | str | Path]) -> list[Reference]:
+    refs: list[Reference] = []
+    for i, r in enumerate(references):
+        if isinstance(r, (str, Path)):
+            refs.extend(load_references([r]))
+        else:
+            refs.append(validate_reference(r, f"reference {i}"))
+    if not refs:
+        raise UserError("no reference annotation files given")
+    return refs
+
+
+def _reference_sets(refs: list[Reference], combine: str) -> list[Reference]:
+    """The sets each video is matched against: all files pooled ("merge"), each file alone, sorted by start
+    ("pdvc"), or each file as written ("best")."""
+    if combine == "merge":
+        return [merge_references(refs)]
+    if combine == "pdvc":
+        return [merge_references([r]) for r in refs]
+    return refs
+
+
+PRF = tuple[float, float, float]
+
+
+def _video_prf(preds: dict, sets: list[Reference], counted: list[str],
+               score_pairs: PairScorer) -> tuple[dict[tuple[int, str], PRF], int]:
+    """(precision, recall, F) of every (reference set, counted video), all sentence pairs scored in one call."""
+    tables: dict[tuple[int, str], np.ndarray] = {}
+    pair_index: dict[tuple[str, str], int] = {}
+
+    def pairs_of(k: int, vid: str):
+        table = tables[k, vid]
+        for i, j in zip(*np.nonzero(table > 0), strict=True):
+            yield i, j, (remove_nonascii(preds[vid][j]["sentence"]), remove_nonascii(sets[k][vid]["sentences"][i]))
+
+    for k, ref in enumerate(sets):
+        for vid in counted:
+            if vid in ref:
+                tables[k, vid] = _iou_matrix(preds[vid], ref[vid])
+                for _, _, pair in pairs_of(k, vid):
+                    pair_index.setdefault(pair, len(pair_index))
+    pair_scores = np.asarray(list(score_pairs(list(pair_index))), dtype=np.float64)
+    if len(pair_scores) != len(pair_index):
+        raise RuntimeError(f"the pair scorer returned {len(pair_scores)} scores for {len(pair_index)} pairs")
+    prf = {}
+    for key, table in tables.items():
+        meteor = np.zeros_like(table)
+        for i, j, pair in pairs_of(*key):
+            meteor[i, j] = pair_scores[pair_index[pair]]
+        prf[key] = video_prf(table, meteor)
+    return prf, len(pair_index)
+
+
+def _mean_over_files(prf: dict, sets: list[Reference], counted: list[str],
+                     warnings: list[str]) -> tuple[PRF, dict[str, list[PRF]], list[dict]]:
+    """PDVC's averaging: each file's mean over its videos, then the mean over files (a file with no predicted
+    video scores 0)."""
+    per_video: dict[str, list[PRF]] = {}
+    files, per_reference = [], []
+    for k, ref in enumerate(sets):
+        rows = [prf[k, v] for v in counted if v in ref]
+        for v in counted:
+            if v in ref:
+                per_video.setdefault(v, []).append(prf[k, v])
+        if not rows:
+            warnings.append(f"reference {k} holds no predicted video: it scores 0")
+            logger.warning(warnings[-1])
+            rows = [(0.0, 0.0, 0.0)]
+        p, r, f = np.mean(np.asarray(rows), axis=0)
+        files.append((float(p), float(r), float(f)))
+        per_reference.append({"soda_c": 100 * float(f), "precision": 100 * float(p), "recall": 100 * float(r),
+                              "n_videos": sum(v in ref for v in counted)})
+    p, r, f = np.mean(np.asarray(files), axis=0)
+    return (float(p), float(r), float(f)), per_video, per_reference
+
+
+def _best_per_video(prf: dict, n_sets: int, counted: list[str]) -> tuple[PRF, dict[str, list[PRF]]]:
+    """Per video the reference set with the best F, then the mean over videos ("best" and "merge")."""
+    per_video, rows = {}, []
+    for v in counted:
+        candidates = [prf[k, v] for k in range(n_sets) if (k, v) in prf]
+        best = candidates[int(np.argmax([c[2] for c in candidates]))]
+        per_video[v] = [best]
+        rows.append(best)
+    p, r, f = np.mean(np.asarray(rows), axis=0)
+    return (float(p), float(r), float(f)), per_video
