@@ -85,31 +85,38 @@ def store_exists(path: str) -> bool:
     return "://" in path or Path(path).exists()
 
 
-def create_cache_store(predictor: Predictor) -> bool:
+def create_cache_store(predictor: Predictor) -> frozenset[str] | None:
     """Make the predictor's store, with the settings of the features its model was trained on, if missing.
 
-    Returns True when this call created it, so a caller whose extraction then
-    wrote nothing can remove it again (`remove_empty_store`).
+    Returns the files the new store holds (None when it existed), so a caller
+    whose extraction then wrote nothing can remove it again (`remove_empty_store`).
     """
     from features_store import open_store
 
     if store_exists(predictor.store_path):
-        return False
+        return None
     meta = {**(predictor.ckpt.get("store_meta") or {}), "dim": int(predictor.ckpt["feat_dim"])}
     open_store(predictor.store_path, "a", meta).close()
-    return True
+    return _files_of(Path(predictor.store_path))
 
 
-def remove_empty_store(path: str) -> None:
-    """Remove a local store this run created and wrote no video into (no stray files after a failed run)."""
+def _files_of(path: Path) -> frozenset[str]:
+    if path.is_file():
+        return frozenset({path.name})
+    return frozenset(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+def remove_empty_store(path: str, created: frozenset[str]) -> None:
+    """Remove a local store this run created, when nothing but its creation is in it (no stray files).
+
+    `created` is what `create_cache_store` left: any other file (a video, a
+    failure record, another process's write in progress) keeps the store.
+    """
     import shutil
 
-    from features_store import open_store
-
-    with open_store(path, "r") as store:
-        if store.complete_ids():
-            return
     target = Path(path)
+    if not target.exists() or _files_of(target) != created:
+        return
     shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
 
 

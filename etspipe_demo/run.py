@@ -232,7 +232,8 @@ def _page(run: _Run, data: dict, evaluation: dict, prediction: dict) -> str:
     """report.html: the predicted test videos playing with their captions, references, attention and scores."""
     from etspipe_flows.page import write_page
 
-    page = write_page(prediction["results_path"], run.out_dir / "report.html", store_path=str(run.store_path),
+    results = prediction.get("results_path") or evaluation["results_path"]  # predict may caption nothing
+    page = write_page(results, run.out_dir / "report.html", store_path=str(run.store_path),
                       video_dirs=[data["videos_dir"]], annotation_paths=[data["test"]],
                       scores_path=evaluation["scores_path"], attention_path=prediction.get("attention_path"),
                       title="etspipe demo: captions of the test videos")

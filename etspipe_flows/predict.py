@@ -52,10 +52,12 @@ def predict_videos(cfg: dict, weights: str | Path | None, filelist: str | Path |
     sources: dict[str, str] = {}
     if files:
         created = create_cache_store(predictor)
-        got = extract_like_store([p for _, p in files], predictor.store_path, cfg=cfg, weights=c3d_weights,
-                                 device=device, pca_file=pca_file, mean_cube=mean_cube)
-        if created and not any(o.ok for o in got.values()):
-            remove_empty_store(predictor.store_path)
+        try:
+            got = extract_like_store([p for _, p in files], predictor.store_path, cfg=cfg, weights=c3d_weights,
+                                     device=device, pca_file=pca_file, mean_cube=mean_cube)
+        finally:  # a refused, failed or interrupted extraction leaves no empty store behind
+            if created is not None:
+                remove_empty_store(predictor.store_path, created)
         for e, path in files:
             outcome = got[path]
             if outcome.ok:

@@ -199,3 +199,19 @@ def test_a_raw_file_that_fails_leaves_no_store_it_created(tmp_path, raw_video):
     out = predict_videos(cfg, ckpt, None, [str(bad)], store_path=tmp_path / "cache.zarr", echo=None)
     assert out["n_ok"] == 0 and out["n_failed"] == 1 and out["results_path"] is None
     assert not (tmp_path / "cache.zarr").exists() and not (tmp_path / "pred").exists()
+
+
+def test_an_extraction_that_raises_leaves_no_store_it_created(tmp_path, raw_video, monkeypatch):
+    import extract_features
+
+    video, dim, _ = raw_video
+    ckpt = make_checkpoint(tmp_path / "best.pt", feat_dim=dim)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(extract_features, "extract_like_store", interrupted)
+    cfg = load_config()
+    with pytest.raises(KeyboardInterrupt):
+        predict_videos(cfg, ckpt, None, [str(video)], store_path=tmp_path / "cache.zarr", echo=None)
+    assert not (tmp_path / "cache.zarr").exists()

@@ -238,3 +238,16 @@ def test_training_keeps_a_calibrated_threshold_that_dense_captioning_uses(tmp_pa
     assert proposer.event_threshold(pcfg) == cal["threshold"]
     assert proposer.event_threshold({**pcfg, "score_threshold": 0.25}) == 0.25  # the config overrides it
     assert "val_events_f1" in (tmp_path / "run" / "proposals_metrics.csv").read_text().splitlines()[0]
+
+
+def test_a_checkpoint_from_before_calibration_keeps_its_raw_scores_and_threshold(tmp_path):
+    """Such a model was used with raw scores and 0.5: rescaling its scores but keeping 0.5 would drop events."""
+    store, ann = make_event_corpus(tmp_path, n_videos=8)
+    run = train_proposals(tiny_cfg(tmp_path / "run", epochs=1), str(store), [str(ann)], progress=False)
+    ckpt = torch.load(run.last_path, weights_only=False)
+    assert Proposer.load(run.last_path).pos_share is not None
+    del ckpt["calibration"]
+    old = tmp_path / "old.pt"
+    torch.save(ckpt, old)
+    proposer = Proposer.load(old)
+    assert proposer.pos_share is None and proposer.event_threshold({"score_threshold": None}) == 0.5

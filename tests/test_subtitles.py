@@ -42,10 +42,12 @@ def test_vtt_parses_strictly_and_escapes_markup():
 def test_negative_and_reversed_times_stay_parseable():
     entries = [{"timestamp": [-1.0, 2.0], "sentence": "early"}, {"timestamp": [5.0, 4.0], "sentence": "reversed"}]
     subs = list(srt.parse(to_srt(entries)))
-    assert subs[0].start == timedelta(0) and subs[1].start == timedelta(seconds=5)
-    assert subs[1].end == timedelta(seconds=5, milliseconds=1)  # WebVTT needs end > start; SRT follows
+    assert subs[0].start == timedelta(0) and subs[1].start == timedelta(seconds=4)
+    assert subs[1].end == timedelta(seconds=5)  # a reversed entry keeps its span (was an invisible 1 ms cue)
     caps = webvtt.from_string(to_vtt(entries), strict=True).captions
-    assert caps[0].start == "00:00:00.000" and caps[1].end == "00:00:05.001"
+    assert caps[0].start == "00:00:00.000" and caps[1].end == "00:00:05.000"
+    zero = list(srt.parse(to_srt([{"timestamp": [5.0, 5.0], "sentence": "blink"}])))[0]
+    assert zero.end == timedelta(seconds=5, milliseconds=1)  # WebVTT needs end > start; SRT follows
 
 
 def test_empty_list_gives_valid_empty_files():

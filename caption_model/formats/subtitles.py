@@ -47,7 +47,7 @@ def _cues(entries: Sequence[Mapping]) -> list[tuple[float, float, str]]:
         text = " ".join(str(item.get("sentence", "")).split())
         if not text:
             continue
-        start, end = (float(t) for t in item["timestamp"])
+        start, end = sorted(float(t) for t in item["timestamp"])  # a reversed entry keeps its span
         start = max(start, 0.0)
         cues.append((start, max(end, start + 0.001), text))
     return sorted(cues, key=lambda c: (c[0], c[1]))

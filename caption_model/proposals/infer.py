@@ -88,7 +88,8 @@ class Proposer:
             raise UserError(f"{ckpt.get('path', path)}: this proposal checkpoint's config cannot build the "
                             f"proposal model ({type(exc).__name__}: {exc})") from None
         load_weights(net, ckpt["model"], ckpt.get("path", path), "proposal-model")
-        share = ckpt.get("pos_share")
+        # a checkpoint from before calibration was used with raw scores and a 0.5 threshold: keep both
+        share = ckpt.get("pos_share") if "calibration" in ckpt else None
         return cls(net.to(device).eval(), anchors, ckpt, torch.device(device),
                    None if share is None else np.asarray(share, dtype=np.float64))
 
@@ -96,7 +97,7 @@ class Proposer:
         """The score an event needs: ``proposals.score_threshold`` when set, else the checkpoint's calibrated one.
 
         A checkpoint from before calibration (none recorded) falls back to 0.5,
-        the threshold such checkpoints were used with.
+        the threshold such checkpoints were used with (and keeps its raw scores: `load`).
         """
         if pcfg.get("score_threshold") is not None:
             return float(pcfg["score_threshold"])
