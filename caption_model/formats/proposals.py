@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from caption_model.formats.results import document_problem
+from caption_model.formats.results import document_problem, is_seconds_pair
 from etspipe.errors import UserError
 from etspipe.files import read_json
 
@@ -64,8 +64,7 @@ def _is_number(x: Any) -> bool:
 def _proposal_problem(item: Any, where: str) -> str | None:
     if not isinstance(item, dict):
         return f"{where} must be an object with segment and score"
-    seg = item.get("segment")
-    if not isinstance(seg, (list, tuple)) or len(seg) != 2 or not all(map(_is_number, seg)):
+    if not is_seconds_pair(item.get("segment")):
         return f"{where}.segment must be [start, end] in seconds"
     if not _is_number(item.get("score")):
         return f"{where}.score must be a finite number"
@@ -103,7 +102,7 @@ def _segments(path: Path, vid: str, stamps: Any) -> list[list[float]]:
         raise UserError(f"{path}: video {vid} has no list of segments")
     out = []
     for t in stamps:
-        if not (isinstance(t, (list, tuple)) and len(t) == 2 and all(map(_is_number, t))):
+        if not is_seconds_pair(t):
             raise UserError(f"{path}: video {vid} has a segment that is not [start, end]: {t!r}")
         out.append([float(t[0]), float(t[1])])
     return out

@@ -46,7 +46,7 @@ def entry(start: float, end: float, sentence: str) -> dict[str, Any]:
     return {"timestamp": [round(float(start), 3), round(float(end), 3)], "sentence": sentence}
 
 
-def _seconds_pair(x: Any) -> bool:
+def is_seconds_pair(x: Any) -> bool:
     """``[start, end]``: two finite numbers (booleans are not numbers here)."""
     return (isinstance(x, (list, tuple)) and len(x) == 2
             and all(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) for t in x))
@@ -78,7 +78,7 @@ def document_problem(doc: Any, what: str, item_problem: Callable[[dict, str], st
 def _caption_problem(item: Any, where: str) -> str | None:
     if not isinstance(item, dict):
         return f"{where} must be an object with timestamp and sentence"
-    if not _seconds_pair(item.get("timestamp")):
+    if not is_seconds_pair(item.get("timestamp")):
         return f"{where}.timestamp must be [start, end] in seconds"
     if not isinstance(item.get("sentence"), str):
         return f"{where}.sentence must be a string"
