@@ -15,6 +15,7 @@ import sys
 import click
 
 from etspipe import __version__
+from etspipe.heap import keep_freed_memory
 from etspipe_cli.common import CliFormatter, EtsGroup, ManyValuesOption  # noqa: F401  (ManyValuesOption: public)
 from etspipe_cli.demo import demo
 from etspipe_cli.evaluate import evaluate
@@ -41,6 +42,7 @@ def cli(verbose: int) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
     for noisy in ("distributed", "numba", "matplotlib", "fsspec", "h5py", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    keep_freed_memory()  # every command allocates the same large tensors again and again (etspipe/heap.py)
 
 
 for command in (extract, train, evaluate, predict, demo, store, import_features, view):

@@ -244,10 +244,12 @@ def decode_segments(model, rows: Sequence[np.ndarray], beam_size: int, max_len: 
     Segments are sorted by row count before batching so that a batch pads
     little; the model must be in eval mode (dropout off).
     """
+    from etspipe.heap import keep_freed_memory
     from etspipe.progress import progress_bar
 
     if model.training:
         raise ValueError("decode with the model in eval mode (model.eval())")
+    keep_freed_memory()  # each batch re-allocates the same large tensors (etspipe/heap.py)
     order = sorted(range(len(rows)), key=lambda i: rows[i].shape[0])
     out: list[Decoded | None] = [None] * len(rows)
     batch_size = max(1, int(batch_size))

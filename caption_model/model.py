@@ -70,6 +70,8 @@ class Memory:
     keys: Tensor  # U v_i + b (B, T, A), computed once per video
     mask: Tensor  # (B, T) bool, True for real rows
     mean: Tensor  # masked mean of v (B, P)
+    exp_keys: Tensor | None = None  # exp(2 keys), made by caption_model.compiled_attention when it decodes
+    exp_checked: bool = False  # whether exp_keys was tried (None then means the keys are too large for it)
 
     def index_select(self, idx: Tensor) -> Memory:
         return Memory(self.rows.index_select(0, idx), self.keys.index_select(0, idx),
@@ -101,8 +103,24 @@ class Dropout(nn.Dropout):
             return x
         if self.p >= 1.0:
             return x * 0.0
-        mask = torch.rand(x.shape, device=x.device).ge_(self.p).mul_(1.0 / (1.0 - self.p))
-        return x * mask.to(x.dtype)
+        return x * self.scaled_mask(x).to(x.dtype)
+
+    def scaled_mask(self, x: Tensor) -> Tensor:
+        """The float32 mask (0 or 1 / (1 - p)) that training multiplies `x` by."""
+        return torch.rand(x.shape, device=x.device).ge_(self.p).mul_(1.0 / (1.0 - self.p))
+
+    def masked(self, x: Tensor, rows: Tensor) -> Tensor:
+        """``dropout(x) * rows`` for rows (B, T) of x (B, T, D): one product over x instead of two.
+
+        The padding rows' zeros go into the dropout mask (in place, on a tensor that has no gradient),
+        so the largest tensor of a training step is multiplied, stored and back-propagated once.
+        """
+        keep = rows.unsqueeze(-1).to(x.dtype)
+        if self.training and 0.0 < self.p < 1.0:
+            keep = self.scaled_mask(x).mul_(keep).to(x.dtype)
+        elif self.training and self.p >= 1.0:
+            keep = keep * 0.0
+        return x * keep
 
 
 class _BatchPrefixes(torch.autograd.Function):
@@ -141,6 +159,65 @@ def batch_prefixes(x: Tensor, sizes: list[int]) -> dict[int, Tensor]:
     return dict(zip(sizes, _BatchPrefixes.apply(x, *sizes), strict=True))
 
 
+class ContextGradients:
+    """phi_t = sum_i a_ti v_i for every word, with the gradient of v taken once after all words.
+
+    Per word, autograd's gradient of ``bmm(a_t, v)`` with respect to v is an outer product as large as
+    the encoded rows (B, T, P), written and then added into v's gradient: ~25 % of a training step at
+    ActivityNet sizes on a 2-core CPU (docs/PERFORMANCE.md). That gradient is linear in the words,
+    ``dv = sum_t a_t^T dphi_t``, so here each word's backward only keeps its (a_t, dphi_t) and the sum is
+    one batched matrix product over all words when autograd reaches v. A 0-d token ties the words to v,
+    so autograd runs that product after the last word's backward.
+    """
+
+    def __init__(self, rows: Tensor):
+        self.rows = rows.detach()
+        self.kept: list[tuple[Tensor, Tensor]] = []
+        self.token = _RowsFromWords.apply(rows, self)
+
+    def context(self, attn: Tensor) -> Tensor:
+        """phi (n, P) for the first n captions, n = len(attn)."""
+        return _WordContext.apply(attn, self.token, self)
+
+
+class _RowsFromWords(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, rows: Tensor, hub: ContextGradients) -> Tensor:
+        ctx.hub, ctx.shape = hub, rows.shape
+        return rows.new_zeros(())
+
+    @staticmethod
+    def backward(ctx, _token_grad: Tensor) -> tuple[Tensor | None, None]:
+        kept, ctx.hub.kept = ctx.hub.kept, []
+        if not kept:
+            return None, None
+        B, T, P = ctx.shape
+        rows = ctx.hub.rows
+        attn = rows.new_zeros(B, T, len(kept))  # a_t as columns: (B, T, L) @ (B, L, P) reads both in order
+        grads = rows.new_zeros(B, len(kept), P)
+        for j, (a, g) in enumerate(kept):
+            attn[: len(a), :, j] = a
+            grads[: len(g), j] = g
+        return torch.bmm(attn, grads), None
+
+
+class _WordContext(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, attn: Tensor, token: Tensor, hub: ContextGradients) -> Tensor:
+        rows = hub.rows[: len(attn)]
+        ctx.save_for_backward(attn)
+        ctx.hub = hub
+        return torch.bmm(attn.unsqueeze(1), rows.to(attn.dtype)).squeeze(1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None]:
+        (attn,) = ctx.saved_tensors
+        rows = ctx.hub.rows[: len(attn)]
+        ctx.hub.kept.append((attn, grad.to(rows.dtype)))
+        grad_attn = torch.bmm(rows.to(grad.dtype), grad.unsqueeze(-1)).squeeze(-1)  # (n, T, P) @ (n, P, 1)
+        return grad_attn, grad.new_zeros(()), None
+
+
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     """Mean over dim 1 of `x` (B, T, D) counting only the rows where `mask` (B, T) is True."""
     m = mask.to(x.dtype).unsqueeze(-1)
@@ -159,13 +236,41 @@ class Encoder(nn.Module):
             self.bilstm = nn.LSTM(cfg.proj_dim, cfg.proj_dim // 2, batch_first=True, bidirectional=True)
 
     def forward(self, feats: Tensor, feat_mask: Tensor) -> Tensor:
-        v = self.dropout(torch.tanh(self.proj(feats)))
-        if self.bilstm is not None:
-            lengths = feat_mask.sum(1).clamp(min=1).cpu()
-            packed = nn.utils.rnn.pack_padded_sequence(v, lengths, batch_first=True, enforce_sorted=False)
-            out, _ = self.bilstm(packed)
-            v, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=feats.shape[1])
+        v = torch.tanh(self.proj(feats))
+        if self.bilstm is None:
+            return self.dropout.masked(v, feat_mask)  # padding rows are exactly zero
+        v = self.dropout(v)
+        lengths = feat_mask.sum(1).clamp(min=1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(v, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.bilstm(packed)
+        v, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=feats.shape[1])
         return v * feat_mask.unsqueeze(-1).to(v.dtype)  # padding rows are exactly zero
+
+
+class _Scores(torch.autograd.Function):
+    """e = tanh(W h + U v + b) . w for one word (B, A), (B, T, A), (A,) -> (B, T), with a hand-made backward.
+
+    Autograd's backward of the product with w (an ``nn.Linear`` to one unit) is a matrix product with
+    an inner size of 1 that the CPU's BLAS runs slowly, then ``tanh``'s backward over its result: here
+    the gradient through tanh is one pass over the saved tanh (its incoming gradient broadcast, never
+    materialised) and w's gradient a matrix-vector product: 3.6 -> 2.3 ms a word at 64 x 134 x 256 on
+    the 2-core CPU (docs/PERFORMANCE.md).
+    """
+
+    @staticmethod
+    def forward(ctx, wh: Tensor, keys: Tensor, w: Tensor) -> Tensor:
+        s = torch.tanh_(wh.unsqueeze(1) + keys)
+        ctx.save_for_backward(s, w)
+        return s @ w.to(s.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        s, w = ctx.saved_tensors
+        grad = grad.to(s.dtype)
+        grad_w = torch.mv(s.reshape(-1, s.shape[-1]).t(), grad.reshape(-1)).to(w.dtype)
+        pre = torch.ops.aten.tanh_backward(grad.unsqueeze(-1).expand_as(s), s)  # de/d(W h + U v + b) / w
+        grad_wh = (pre.sum(1) * w).to(s.dtype)
+        return grad_wh, pre.mul_(w.to(pre.dtype)), grad_w
 
 
 class TemporalAttention(nn.Module):
@@ -182,13 +287,19 @@ class TemporalAttention(nn.Module):
         """U v_i + b for all rows, once per video (it does not depend on the step)."""
         return self.U(rows)
 
-    def forward(self, h_prev: Tensor, memory: Memory) -> tuple[Tensor, Tensor]:
+    def weights(self, h_prev: Tensor, memory: Memory) -> Tensor:
+        """a_t (B, T): the masked softmax of the scores e_t."""
         if self.fused_scores is not None and not torch.is_grad_enabled():
-            attn_scores = self.fused_scores(self.W(h_prev), memory.keys, self.w.weight[0])  # (B, T)
+            attn_scores = self.fused_scores(self.W(h_prev), memory, self.w.weight[0])  # (B, T)
+        elif torch.is_grad_enabled():
+            attn_scores = _Scores.apply(self.W(h_prev), memory.keys, self.w.weight[0])
         else:  # tanh in place on the sum's fresh (B, T, A) buffer: the largest tensor of a word, one pass less
             attn_scores = self.w(torch.tanh_(self.W(h_prev).unsqueeze(1) + memory.keys)).squeeze(-1)
         attn_scores = attn_scores.float().masked_fill(~memory.mask, float("-inf"))
-        attn = torch.softmax(attn_scores, dim=-1).to(memory.rows.dtype)  # padding rows: exactly 0
+        return torch.softmax(attn_scores, dim=-1).to(memory.rows.dtype)  # padding rows: exactly 0
+
+    def forward(self, h_prev: Tensor, memory: Memory) -> tuple[Tensor, Tensor]:
+        attn = self.weights(h_prev, memory)
         context = torch.bmm(attn.unsqueeze(1), memory.rows).squeeze(1)  # phi_t (B, P)
         return context, attn
 
@@ -286,13 +397,23 @@ class ETS(nn.Module):
         active = (lengths[None, :] > torch.arange(steps)[:, None]).sum(1).tolist()  # batch shrinks as captions end
         B, T = feat_mask.shape
         sizes = sorted({n for n in active if n < B})
-        rows_n, keys_n = batch_prefixes(memory.rows, sizes), batch_prefixes(memory.keys, sizes)
+        hub = None
+        if isinstance(self.attention, TemporalAttention) and torch.is_grad_enabled() and memory.rows.requires_grad:
+            hub = ContextGradients(memory.rows)  # v's gradient from the contexts: one product after all words
+            rows_n = {n: hub.rows[:n] for n in sizes}
+        else:
+            rows_n = batch_prefixes(memory.rows, sizes)
+        keys_n = batch_prefixes(memory.keys, sizes)
         hs, contexts, embs, attns = [], [], [], []
         for t in range(steps):
             n = active[t]
             h_prev, c_prev = h[:n], c[:n]
             mem_t = memory if n == B else Memory(rows_n[n], keys_n[n], memory.mask[:n], memory.mean[:n])
-            context, attn = self.attention(h_prev, mem_t)
+            if hub is None:
+                context, attn = self.attention(h_prev, mem_t)
+            else:
+                attn = self.attention.weights(h_prev, mem_t)
+                context = hub.context(attn)
             gates = torch.addmm(gates_emb_t[t][:n], torch.cat([context, h_prev], dim=-1), w_rec).float()
             i, f, g, o = gates.chunk(4, dim=-1)
             c = torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(g)  # c kept in fp32 under autocast

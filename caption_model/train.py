@@ -65,6 +65,7 @@ from caption_model.runs.stop_request import StopRequest
 from caption_model.runs.train_log import IntervalStats, MeteorScorer, MetricsLog
 from caption_model.train_data import RunData, loaders, prepare_data
 from etspipe.devices import device_kind
+from etspipe.heap import keep_freed_memory
 from etspipe.progress import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -134,6 +135,7 @@ def fit(cfg: dict, store_path: str, train_paths: list[str], resume: str | None =
         weights: str | None = None, progress: bool = True, overwrite: bool = False) -> TrainResult:
     """The whole training run; :func:`train` is its one-value form. See the module docstring."""
     cfg = copy.deepcopy(cfg)
+    keep_freed_memory()  # ~20 % of a CPU step was page faults of re-allocated tensors (etspipe/heap.py)
     kind = device_kind(str(cfg["train"]["device"]), "train.device")
     dist_info = distributed.setup(kind)
     try:

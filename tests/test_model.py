@@ -244,3 +244,48 @@ def test_shrinking_batch_gradients_equal_plain_slicing():
         model_module.batch_prefixes = original
     for a, b in zip(shared, plain, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def _loss_word_by_word(net, feats, mask, tokens):
+    """The training objective written plainly through the step API: every word on the whole batch,
+    autograd's own gradients (the reference for teacher forcing's hand-made ones)."""
+    memory = net.encode(feats, mask)
+    state = net.init_state(memory)
+    total, count, attns = 0.0, 0, []
+    for t in range(tokens.shape[1] - 1):
+        log_probs, state, attn = net.step(tokens[:, t], state, memory)
+        target = tokens[:, t + 1]
+        real = target != PAD
+        total = total - log_probs[real, target[real]].sum()
+        count += int(real.sum())
+        attns.append(attn * real[:, None])
+    coverage = torch.stack(attns, 1).sum(1)
+    return total / count + net.cfg.doubly_stochastic * (((1.0 - coverage) ** 2) * mask).sum(1).mean()
+
+
+@pytest.mark.parametrize("encoder", ["linear", "bilstm"])
+def test_teacher_forcing_gradients_equal_word_by_word_autograd(encoder, monkeypatch):
+    """Teacher forcing takes the gradients of the encoded rows and keys in its own way (shared prefix
+    buffers, the contexts' row gradient as one product after all words, the scores' hand-made
+    backward); every parameter's gradient must equal plain autograd's through the step API with the
+    scores as plain tensor operations (float64 model, captions of different lengths, the doubly
+    stochastic term on; the scores' softmax and the cross-entropy are float32, hence the tolerance)."""
+    from caption_model import model as model_module
+
+    torch.manual_seed(0)
+    net = ETS({**SMALL, "encoder": encoder, "doubly_stochastic": 0.7}, D, V).double().train()
+    feats, mask, tokens = make_batch(seed=3, B=5, T=9, L=8)
+    feats = feats.double()
+
+    def grads(loss_fn) -> list[torch.Tensor]:
+        net.zero_grad()
+        loss_fn().backward()
+        return [p.grad.clone() for p in net.parameters()]
+
+    fast = grads(lambda: net.loss(feats, mask, tokens)[0])
+    plain_scores = type("PlainScores", (), {"apply": staticmethod(
+        lambda wh, keys, w: torch.tanh(wh.unsqueeze(1) + keys) @ w)})
+    monkeypatch.setattr(model_module, "_Scores", plain_scores)
+    plain = grads(lambda: _loss_word_by_word(net, feats, mask, tokens))
+    for (name, _), a, b in zip(net.named_parameters(), fast, plain, strict=True):
+        assert (a - b).abs().max() <= 1e-3 * b.abs().max(), name  # float32 rounding: <= 1e-4 of the largest seen
