@@ -39,13 +39,16 @@ EXP_LIMIT = 30.0
 
 
 def attention_scores(wh: Tensor, keys: Tensor, w: Tensor) -> Tensor:
-    """``tanh(wh[:, None] + keys) @ w``: (B, A), (B, T, A), (A,) -> (B, T); the eager reference."""
-    return torch.tanh(wh.unsqueeze(1) + keys) @ w
+    """``tanh(wh + keys) @ w`` for G hypotheses per segment: (B*G, A), (B, T, A), (A,) -> (B*G, T); eager."""
+    B, T, A = keys.shape
+    return (torch.tanh(wh.view(B, -1, 1, A) + keys.unsqueeze(1)) @ w).view(-1, T)
 
 
 def scores_from_exponentials(exp_wh: Tensor, exp_keys: Tensor, w: Tensor) -> Tensor:
-    """The same scores from ``exp(2 wh)`` (B, A) and ``exp(2 keys)`` (B, T, A): what is compiled."""
-    return w.sum() - 2.0 * (torch.reciprocal(exp_wh.unsqueeze(1) * exp_keys + 1.0) @ w)
+    """The same scores from ``exp(2 wh)`` (B*G, A) and ``exp(2 keys)`` (B, T, A): what is compiled."""
+    B, T, A = exp_keys.shape
+    r = torch.reciprocal(exp_wh.view(B, -1, 1, A) * exp_keys.unsqueeze(1) + 1.0)  # (B, G, T, A), fused away
+    return (w.sum() - 2.0 * (r @ w)).view(-1, T)
 
 
 def exponential_keys(keys: Tensor) -> Tensor | None:

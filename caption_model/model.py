@@ -288,19 +288,28 @@ class TemporalAttention(nn.Module):
         return self.U(rows)
 
     def weights(self, h_prev: Tensor, memory: Memory) -> Tensor:
-        """a_t (B, T): the masked softmax of the scores e_t."""
+        """a_t (B*G, T): the masked softmax of the scores e_t, for G hypotheses per memory entry.
+
+        Beam search gives each segment's G hypotheses (consecutive rows of `h_prev`) the segment's one
+        memory instead of G copies of it: the keys and rows are read once per segment, not per beam.
+        """
+        B, T = memory.mask.shape
+        G = h_prev.shape[0] // max(B, 1)
+        wh = self.W(h_prev)
         if self.fused_scores is not None and not torch.is_grad_enabled():
-            attn_scores = self.fused_scores(self.W(h_prev), memory, self.w.weight[0])  # (B, T)
-        elif torch.is_grad_enabled():
-            attn_scores = _Scores.apply(self.W(h_prev), memory.keys, self.w.weight[0])
-        else:  # tanh in place on the sum's fresh (B, T, A) buffer: the largest tensor of a word, one pass less
-            attn_scores = self.w(torch.tanh_(self.W(h_prev).unsqueeze(1) + memory.keys)).squeeze(-1)
-        attn_scores = attn_scores.float().masked_fill(~memory.mask, float("-inf"))
-        return torch.softmax(attn_scores, dim=-1).to(memory.rows.dtype)  # padding rows: exactly 0
+            attn_scores = self.fused_scores(wh, memory, self.w.weight[0])  # (B*G, T)
+        elif torch.is_grad_enabled() and G == 1:
+            attn_scores = _Scores.apply(wh, memory.keys, self.w.weight[0])
+        else:  # tanh in place on the sum's fresh (B, G, T, A) buffer: the largest tensor of a word, one pass less
+            pre = wh.view(B, G, 1, -1) + memory.keys.unsqueeze(1)
+            attn_scores = (torch.tanh_(pre) @ self.w.weight[0].to(pre.dtype)).view(B * G, T)
+        attn_scores = attn_scores.float().view(B, G, T).masked_fill(~memory.mask.unsqueeze(1), float("-inf"))
+        return torch.softmax(attn_scores, dim=-1).to(memory.rows.dtype).view(B * G, T)  # padding rows: 0
 
     def forward(self, h_prev: Tensor, memory: Memory) -> tuple[Tensor, Tensor]:
         attn = self.weights(h_prev, memory)
-        context = torch.bmm(attn.unsqueeze(1), memory.rows).squeeze(1)  # phi_t (B, P)
+        B, T = memory.mask.shape
+        context = torch.bmm(attn.view(B, -1, T), memory.rows).view(attn.shape[0], -1)  # phi_t (B*G, P)
         return context, attn
 
 
@@ -313,6 +322,9 @@ class MeanAttention(nn.Module):
     def forward(self, h_prev: Tensor, memory: Memory) -> tuple[Tensor, Tensor]:
         m = memory.mask.to(memory.rows.dtype)
         attn = m / m.sum(1, keepdim=True).clamp(min=1.0)
+        G = h_prev.shape[0] // max(m.shape[0], 1)  # hypotheses per memory entry (beam search)
+        if G > 1:
+            return memory.mean.repeat_interleave(G, 0), attn.repeat_interleave(G, 0)
         return memory.mean, attn
 
 

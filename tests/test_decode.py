@@ -33,7 +33,7 @@ class TableModel:
 
     def step(self, prev, state, memory):
         attn = memory.float() / memory.float().sum(1, keepdim=True)
-        return self.table[prev], prev, attn
+        return self.table[prev], prev, attn.repeat_interleave(len(prev) // len(memory), 0)  # beams share memory
 
     @staticmethod
     def reorder(obj, idx):
