@@ -258,8 +258,11 @@ class _Scores(torch.autograd.Function):
     an inner size of 1 that the CPU's BLAS runs slowly, then ``tanh``'s backward over its result: here
     the gradient through tanh is one pass over the saved tanh (its incoming gradient broadcast, never
     materialised) and w's gradient a matrix-vector product: 3.6 -> 2.3 ms a word at 64 x 134 x 256 on
-    the 2-core CPU (docs/PERFORMANCE.md).
+    the 2-core CPU (docs/PERFORMANCE.md). Below `MIN_ELEMENTS` keys (the demo's batches) the Python-level
+    node costs more than it saves, and autograd's own backward is used.
     """
+
+    MIN_ELEMENTS = 1 << 18
 
     @staticmethod
     def forward(ctx, wh: Tensor, keys: Tensor, w: Tensor) -> Tensor:
@@ -302,7 +305,7 @@ class TemporalAttention(nn.Module):
         wh = self.W(h_prev)
         if self.fused_scores is not None and not torch.is_grad_enabled():
             attn_scores = self.fused_scores(wh, memory, self.w.weight[0])  # (B*G, T)
-        elif torch.is_grad_enabled() and G == 1:
+        elif torch.is_grad_enabled() and G == 1 and memory.keys.numel() >= _Scores.MIN_ELEMENTS:
             attn_scores = _Scores.apply(wh, memory.keys, self.w.weight[0])
         else:  # tanh in place on the sum's fresh (B, G, T, A) buffer: the largest tensor of a word, one pass less
             pre = wh.view(B, G, 1, -1) + memory.keys.unsqueeze(1)

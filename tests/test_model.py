@@ -282,9 +282,10 @@ def test_teacher_forcing_gradients_equal_word_by_word_autograd(encoder, monkeypa
         loss_fn().backward()
         return [p.grad.clone() for p in net.parameters()]
 
-    monkeypatch.setattr(model_module.ContextGradients, "MIN_ELEMENTS", 0)  # taken from ~1 M values on
+    monkeypatch.setattr(model_module.ContextGradients, "MIN_ELEMENTS", 0)  # both taken on large batches only
+    monkeypatch.setattr(model_module._Scores, "MIN_ELEMENTS", 0)
     fast = grads(lambda: net.loss(feats, mask, tokens)[0])
-    plain_scores = type("PlainScores", (), {"apply": staticmethod(
+    plain_scores = type("PlainScores", (), {"MIN_ELEMENTS": 0, "apply": staticmethod(
         lambda wh, keys, w: torch.tanh(wh.unsqueeze(1) + keys) @ w)})
     monkeypatch.setattr(model_module, "_Scores", plain_scores)
     plain = grads(lambda: _loss_word_by_word(net, feats, mask, tokens))
