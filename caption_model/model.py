@@ -241,13 +241,14 @@ class Encoder(nn.Module):
 
     def forward(self, feats: Tensor, feat_mask: Tensor) -> Tensor:
         v = torch.tanh(self.proj(feats))
-        if self.bilstm is None:
+        if self.bilstm is None and isinstance(self.dropout, Dropout):
             return self.dropout.masked(v, feat_mask)  # padding rows are exactly zero
-        v = self.dropout(v)
-        lengths = feat_mask.sum(1).clamp(min=1).cpu()
-        packed = nn.utils.rnn.pack_padded_sequence(v, lengths, batch_first=True, enforce_sorted=False)
-        out, _ = self.bilstm(packed)
-        v, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=feats.shape[1])
+        v = self.dropout(v)  # (benchmarks/bench_step.py may swap in nn.Dropout)
+        if self.bilstm is not None:
+            lengths = feat_mask.sum(1).clamp(min=1).cpu()
+            packed = nn.utils.rnn.pack_padded_sequence(v, lengths, batch_first=True, enforce_sorted=False)
+            out, _ = self.bilstm(packed)
+            v, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=feats.shape[1])
         return v * feat_mask.unsqueeze(-1).to(v.dtype)  # padding rows are exactly zero
 
 
