@@ -163,8 +163,8 @@ class ContextGradients:
     """phi_t = sum_i a_ti v_i for every word, with the gradient of v taken once after all words.
 
     Per word, autograd's gradient of ``bmm(a_t, v)`` with respect to v is an outer product as large as
-    the encoded rows (B, T, P), written and then added into v's gradient: ~25 % of a training step at
-    ActivityNet sizes on a 2-core CPU (docs/PERFORMANCE.md). That gradient is linear in the words,
+    the encoded rows (B, T, P), written and then added into v's gradient (a step at ActivityNet sizes
+    was 6-8 % faster without it on a 2-core CPU, docs/PERFORMANCE.md). That gradient is linear in the words,
     ``dv = sum_t a_t^T dphi_t``, so here each word's backward only keeps its (a_t, dphi_t) and the sum is
     one batched matrix product over all words when autograd reaches v. A 0-d token ties the words to v,
     so autograd runs that product after the last word's backward. On small batches (the demo's
