@@ -61,9 +61,10 @@ def exponential_keys(keys: Tensor) -> Tensor | None:
 def enable(model: torch.nn.Module, setting: str, n_segments: int) -> bool:
     """Give `model`'s temporal attention the compiled scores when `setting` says so; whether it did.
 
-    ``auto`` compiles for `n_segments` >= MIN_SEGMENTS, ``always`` for any run,
-    ``never`` not at all; without a C++ compiler on the PATH (inductor's CPU
-    kernels need one) it stays eager and says so once.
+    ``auto`` compiles for `n_segments` >= MIN_SEGMENTS except on an AVX-512 CPU
+    (see `_eager_keeps_up`), ``always`` for any run, ``never`` not at all;
+    without a C++ compiler on the PATH (inductor's CPU kernels need one) it
+    stays eager and says so once.
     """
     global _compiled
     if setting not in SETTINGS:
@@ -71,7 +72,7 @@ def enable(model: torch.nn.Module, setting: str, n_segments: int) -> bool:
     attention = getattr(model, "attention", None)
     if attention is None or not hasattr(attention, "fused_scores"):
         return False
-    wanted = setting == "always" or (setting == "auto" and n_segments >= MIN_SEGMENTS)
+    wanted = setting == "always" or (setting == "auto" and n_segments >= MIN_SEGMENTS and not _eager_keeps_up(model))
     if wanted and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
         logger.info("decode.compile: no C++ compiler on the PATH, attention stays eager")
         wanted = False
@@ -79,6 +80,18 @@ def enable(model: torch.nn.Module, setting: str, n_segments: int) -> bool:
         _compiled = torch.compile(scores_from_exponentials, dynamic=True)
     attention.fused_scores = _fall_back_on_error(attention) if wanted else None
     return wanted
+
+
+def _eager_keeps_up(model: torch.nn.Module) -> bool:
+    """Whether eager decoding is as fast as the compiled kernel: on a CPU with AVX-512 kernels.
+
+    There torch's eager tanh is vectorised well and the whole of val_1 decoded eagerly in 95 s against
+    103 s compiled (plus the compile); on the AVX2 CPU of the earlier sessions the compiled kernel was
+    2x the eager one (docs/PERFORMANCE.md).
+    """
+    param = next(model.parameters(), None)
+    return (param is not None and param.device.type == "cpu"
+            and torch.backends.cpu.get_cpu_capability().startswith("AVX512"))
 
 
 def _fall_back_on_error(attention: torch.nn.Module) -> Callable[[Tensor, Tensor, Tensor], Tensor]:

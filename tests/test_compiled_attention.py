@@ -41,6 +41,17 @@ def test_auto_compiles_only_long_runs_and_never_never():
         compiled_attention.enable(model, "yes", 1)
 
 
+def test_auto_stays_eager_on_avx512_cpus_and_compiles_on_avx2(monkeypatch):
+    model = _model()
+    monkeypatch.setattr(compiled_attention.shutil, "which", lambda _name: "/usr/bin/g++")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert not compiled_attention.enable(model, "auto", 10**6)  # eager was faster there (PERFORMANCE.md)
+    assert compiled_attention.enable(model, "always", 10**6)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert compiled_attention.enable(model, "auto", 10**6)
+    compiled_attention.enable(model, "never", 1)
+
+
 def test_a_failing_compiler_falls_back_to_eager_with_one_warning(monkeypatch, caplog):
     model, rows = _model(), _rows(7)
     eager = _decode(model, rows)
