@@ -231,7 +231,8 @@ def _build(start: Start, data: RunData, device: torch.device, dist_info: distrib
         model.load_state_dict(start.init["model"])
         logger.info("fine-tuning from %s", start.init["path"])
     model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.0, weight_decay=float(tcfg["weight_decay"]))
+    # fused: Adam's update in one kernel over all parameters; 5 % of a CPU step at reference sizes (PERFORMANCE.md)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.0, weight_decay=float(tcfg["weight_decay"]), fused=True)
     schedule = NoamSchedule(optimizer, int(tcfg["d_model"]), int(tcfg["warmup_steps"]), float(tcfg["noam_factor"]))
     objective: nn.Module = _Objective(model)
     if dist_info.enabled:
