@@ -38,14 +38,8 @@ _compiled: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
 EXP_LIMIT = 30.0
 
 
-def attention_scores(wh: Tensor, keys: Tensor, w: Tensor) -> Tensor:
-    """``tanh(wh + keys) @ w`` for G hypotheses per segment: (B*G, A), (B, T, A), (A,) -> (B*G, T); eager."""
-    B, T, A = keys.shape
-    return (torch.tanh(wh.view(B, -1, 1, A) + keys.unsqueeze(1)) @ w).view(-1, T)
-
-
 def scores_from_exponentials(exp_wh: Tensor, exp_keys: Tensor, w: Tensor) -> Tensor:
-    """The same scores from ``exp(2 wh)`` (B*G, A) and ``exp(2 keys)`` (B, T, A): what is compiled."""
+    """``tanh(wh + keys) @ w`` (B*G, T) from ``exp(2 wh)`` (B*G, A) and ``exp(2 keys)`` (B, T, A): what is compiled."""
     B, T, A = exp_keys.shape
     r = torch.reciprocal(exp_wh.view(B, -1, 1, A) * exp_keys.unsqueeze(1) + 1.0)  # (B, G, T, A), fused away
     return (w.sum() - 2.0 * (r @ w)).view(-1, T)
@@ -94,20 +88,21 @@ def _eager_keeps_up(model: torch.nn.Module) -> bool:
             and torch.backends.cpu.get_cpu_capability().startswith("AVX512"))
 
 
-def _fall_back_on_error(attention: torch.nn.Module) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
-    """The compiled scores (wh, memory, w); a compile or run error turns the model back to eager with one warning."""
+def _fall_back_on_error(attention: torch.nn.Module) -> Callable[[Tensor, object, Tensor], Tensor | None]:
+    """The compiled scores (wh, memory, w), or None where the model's eager tanh is to be used instead
+    (values beyond `EXP_LIMIT`); a compile or run error turns the model back to eager with one warning."""
 
-    def scores(wh: Tensor, memory, w: Tensor) -> Tensor:
+    def scores(wh: Tensor, memory, w: Tensor) -> Tensor | None:
         if not memory.exp_checked:  # once per batch: the keys do not change during a search
             memory.exp_keys, memory.exp_checked = exponential_keys(memory.keys), True
         if memory.exp_keys is None or float(wh.abs().amax()) > EXP_LIMIT:
-            return attention_scores(wh, memory.keys, w)
+            return None
         try:
             return _compiled(torch.exp(2.0 * wh), memory.exp_keys, w)
         except Exception as exc:  # noqa: BLE001 - inductor raises many types (compiler, codegen, backend)
             logger.warning("decode.compile: compiling the attention failed (%s: %s); decoding eagerly",
                            type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
             attention.fused_scores = None
-            return attention_scores(wh, memory.keys, w)
+            return None
 
     return scores

@@ -304,13 +304,15 @@ class TemporalAttention(nn.Module):
         B, T = memory.mask.shape
         G = h_prev.shape[0] // max(B, 1)
         wh = self.W(h_prev)
+        attn_scores = None
         if self.fused_scores is not None and not torch.is_grad_enabled():
-            attn_scores = self.fused_scores(wh, memory, self.w.weight[0])  # (B*G, T)
-        elif torch.is_grad_enabled() and G == 1 and memory.keys.numel() >= _Scores.MIN_ELEMENTS:
-            attn_scores = _Scores.apply(wh, memory.keys, self.w.weight[0])
-        else:  # tanh in place on the sum's fresh (B, G, T, A) buffer: the largest tensor of a word, one pass less
-            pre = wh.view(B, G, 1, -1) + memory.keys.unsqueeze(1)
-            attn_scores = (torch.tanh_(pre) @ self.w.weight[0].to(pre.dtype)).view(B * G, T)
+            attn_scores = self.fused_scores(wh, memory, self.w.weight[0])  # (B*G, T); None: keys too large for it
+        if attn_scores is None:
+            if torch.is_grad_enabled() and G == 1 and memory.keys.numel() >= _Scores.MIN_ELEMENTS:
+                attn_scores = _Scores.apply(wh, memory.keys, self.w.weight[0])
+            else:  # tanh in place on the sum's fresh (B, G, T, A) buffer: the largest tensor of a word
+                pre = wh.view(B, G, 1, -1) + memory.keys.unsqueeze(1)
+                attn_scores = (torch.tanh_(pre) @ self.w.weight[0].to(pre.dtype)).view(B * G, T)
         attn_scores = attn_scores.float().view(B, G, T).masked_fill(~memory.mask.unsqueeze(1), float("-inf"))
         return torch.softmax(attn_scores, dim=-1).to(memory.rows.dtype).view(B * G, T)  # padding rows: 0
 

@@ -85,3 +85,21 @@ def test_compiled_scores_give_the_eager_captions_and_attention():
         loss = model.loss(feats, torch.ones(2, 5, dtype=torch.bool), torch.tensor([[2, 5, 6, 3], [2, 7, 3, 0]]))[0]
         loss.backward()
     assert model.attention.W.weight.grad is not None
+
+
+@pytest.mark.skipif(not shutil.which("g++"), reason="inductor's CPU kernels need a C++ compiler")
+def test_keys_beyond_the_exponential_range_take_the_eager_tanh(monkeypatch):
+    """exp(2k) over- or underflows for |k| > EXP_LIMIT, where the identity would lose tanh's value:
+    such a batch must decode exactly as eager does, and the compiled kernel must not run on it."""
+    model, rows = _model(), _rows(5)
+    with torch.no_grad():
+        model.attention.U.bias.fill_(40.0)  # every key ~40: exp(80) overflows float32
+    eager = _decode(model, rows)
+    assert compiled_attention.enable(model, "always", len(rows))
+    calls = []
+    monkeypatch.setattr(compiled_attention, "_compiled", lambda *a: calls.append(1))
+    fallen = _decode(model, rows)
+    assert not calls and model.attention.fused_scores is not None
+    for a, b in zip(eager, fallen, strict=True):
+        assert a.tokens == b.tokens and a.score == b.score
+    compiled_attention.enable(model, "never", 1)
