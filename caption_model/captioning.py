@@ -124,7 +124,7 @@ def caption_segments(model, vocab, store, segments: Sequence[tuple[str, float, f
         decoded = iter(decode_segments(
             model, [r for r, _ in ok], beam_size=int(dcfg["beam_size"]), max_len=int(dcfg["max_len"]),
             length_norm=float(dcfg["length_norm"]), batch_size=batch_size, device=device,
-            return_attn=return_attn, progress=progress) if ok else [])
+            return_attn=return_attn, progress=progress, allow_unk=bool(dcfg.get("allow_unk", False))) if ok else [])
         for g in got:
             out.append(None if g is None else _caption(next(decoded), g[1], vocab, return_attn))
         if len(segments) > CHUNK_SEGMENTS:  # progress of a long run, not a second summary of a short one

@@ -17,6 +17,9 @@ Neither search ever emits ``<unk>``, ``<pad>`` or ``<s>``: they are not words
 (``<unk>`` stands for every rare word at once), so their log-probabilities are
 set to -inf and the rest renormalised before a word is chosen: the next most
 likely real word wins, and scores are probabilities over what can be written.
+``allow_unk`` (``decode.allow_unk``) lets ``<unk>`` through, as the seed's Paddle
+decoder did; its parity tests decode so. The default bans it: a caption with
+``<unk>`` in it names nothing, and METEOR's tokenizer splits it into ``< unk >``.
 ``<e>`` is likewise barred at the first step: an empty caption describes
 nothing, and a weakly trained model under beam search with raw scores would
 otherwise end every caption at once (docs/PERFORMANCE.md, "Decoding").
@@ -52,7 +55,7 @@ from caption_model.formats.text import BOS, EOS, PAD, UNK
 
 logger = logging.getLogger(__name__)
 
-NEVER_EMITTED = (PAD, BOS, UNK)  # token ids the searches never choose
+NEVER_EMITTED = (PAD, BOS, UNK)  # token ids the searches never choose (UNK only while allow_unk is off)
 
 
 @dataclass
@@ -79,7 +82,7 @@ def _finish(tokens: list[int], attn: np.ndarray | None, score: float, n_rows: in
     return Decoded(words, float(score), ended, a)
 
 
-def _ban_non_words(log_probs: Tensor, first: bool = False) -> tuple[Tensor, Tensor]:
+def _ban_non_words(log_probs: Tensor, first: bool = False, allow_unk: bool = False) -> tuple[Tensor, Tensor]:
     """The log-probabilities with the tokens never emitted at -inf (in place), and each row's log mass left.
 
     Renormalising keeps scores comparable with ``<e>``'s: a model that puts
@@ -92,7 +95,8 @@ def _ban_non_words(log_probs: Tensor, first: bool = False) -> tuple[Tensor, Tens
     logsumexp over the emitted words where the banned ones hold most of the
     mass (there ``log(1 - mass)`` would lose its digits).
     """
-    banned = list(NEVER_EMITTED) + ([EOS] if first else [])  # a caption has at least one word
+    banned = [t for t in NEVER_EMITTED if not (allow_unk and t == UNK)]
+    banned += [EOS] if first else []  # a caption has at least one word
     mass = log_probs[:, banned].double().exp().sum(1)
     log_probs[:, banned] = float("-inf")
     shift = torch.log1p(-mass.clamp(max=1.0))
@@ -103,7 +107,8 @@ def _ban_non_words(log_probs: Tensor, first: bool = False) -> tuple[Tensor, Tens
 
 
 @torch.no_grad()
-def greedy(model, feats: Tensor, mask: Tensor, max_len: int, return_attn: bool = False) -> list[Decoded]:
+def greedy(model, feats: Tensor, mask: Tensor, max_len: int, return_attn: bool = False,
+           allow_unk: bool = False) -> list[Decoded]:
     """The most likely real word at every step, for a batch of segments (B, T, D) with mask (B, T)."""
     mask = mask.bool()
     B = feats.shape[0]
@@ -116,7 +121,7 @@ def greedy(model, feats: Tensor, mask: Tensor, max_len: int, return_attn: bool =
     attns: list[Tensor] = []
     for t in range(max_len):
         log_probs, state, attn = model.step(prev, state, memory)
-        log_probs, shift = _ban_non_words(log_probs, first=t == 0)
+        log_probs, shift = _ban_non_words(log_probs, first=t == 0, allow_unk=allow_unk)
         tok = log_probs.argmax(-1)
         score += torch.where(done, 0.0, log_probs.gather(1, tok[:, None]).squeeze(1).double() - shift)
         tok = tok.masked_fill(done, PAD)
@@ -159,10 +164,10 @@ class _Finished:
 
 @torch.no_grad()
 def beam_search(model, feats: Tensor, mask: Tensor, beam_size: int, max_len: int,
-                length_norm: float, return_attn: bool = False) -> list[Decoded]:
+                length_norm: float, return_attn: bool = False, allow_unk: bool = False) -> list[Decoded]:
     """Batched beam search over segments (B, T, D); see the module docstring for the rules."""
     if beam_size <= 1:
-        return greedy(model, feats, mask, max_len, return_attn)
+        return greedy(model, feats, mask, max_len, return_attn, allow_unk)
     mask = mask.bool()
     B, K, alpha = feats.shape[0], int(beam_size), float(length_norm)
     dev = feats.device
@@ -182,7 +187,7 @@ def beam_search(model, feats: Tensor, mask: Tensor, beam_size: int, max_len: int
     attn_hist: list[Tensor] = []
     for t in range(max_len):
         log_probs, state, attn = model.step(prev, state, memory)
-        log_probs, shift = _ban_non_words(log_probs, first=t == 0)
+        log_probs, shift = _ban_non_words(log_probs, first=t == 0, allow_unk=allow_unk)
         if t > 0:
             fin.offer(t, scores + (log_probs[:, EOS].double() - shift).reshape(B, K), alpha, done, base, attn)
         log_probs[:, EOS] = float("-inf")  # the live beam continues with real words only
@@ -254,7 +259,7 @@ def pad_rows(rows: Sequence[np.ndarray], device: torch.device | str = "cpu") -> 
 
 def decode_segments(model, rows: Sequence[np.ndarray], beam_size: int, max_len: int,
                     length_norm: float, batch_size: int, device: torch.device | str = "cpu",
-                    return_attn: bool = False, progress: bool = False) -> list[Decoded]:
+                    return_attn: bool = False, progress: bool = False, allow_unk: bool = False) -> list[Decoded]:
     """Decode many segments (each an (n_i, D) array of feature rows), returned in input order.
 
     Segments are sorted by row count before batching so that a batch pads
@@ -273,7 +278,7 @@ def decode_segments(model, rows: Sequence[np.ndarray], beam_size: int, max_len: 
     for s in progress_bar(starts, desc="decode", unit="batch", enabled=progress):
         chosen = order[s : s + batch_size]
         feats, mask = pad_rows([rows[i] for i in chosen], device)
-        decoded = beam_search(model, feats, mask, beam_size, max_len, length_norm, return_attn)
+        decoded = beam_search(model, feats, mask, beam_size, max_len, length_norm, return_attn, allow_unk)
         for i, d in zip(chosen, decoded, strict=False):
             out[i] = d
     return out  # type: ignore[return-value]

@@ -494,13 +494,14 @@ class ETS(nn.Module):
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
     """Rebuild (model in eval mode, vocab, checkpoint dict) from a checkpoint, for decoding.
 
-    It lives beside the model (not in `runs/`) because only here is the checkpoint known to hold an ETS.
+    The checkpoint's ``model.arch`` says which captioner it holds (caption_model.architectures).
     """
+    from caption_model.architectures import build_captioner
     from caption_model.formats.text import Vocab
     from caption_model.runs.checkpoint import load_checkpoint, load_weights
 
     ckpt = load_checkpoint(path)
     vocab = Vocab.from_dict(ckpt["vocab"])
-    model = ETS(ckpt["config"]["model"], int(ckpt["feat_dim"]), len(vocab))
+    model = build_captioner(ckpt["config"]["model"], int(ckpt["feat_dim"]), len(vocab))
     load_weights(model, ckpt["model"], ckpt.get("path", path), "captioner")
     return model.to(device).eval(), vocab, ckpt

@@ -50,11 +50,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from caption_model.dataset import BucketBatchSampler
+from caption_model.architectures import build_captioner, no_decay_names
+from caption_model.dataset import Batch, BucketBatchSampler
 from caption_model.decode import greedy
 from caption_model.formats.annotations import summary_line
-from caption_model.formats.text import Vocab
-from caption_model.model import ETS
+from caption_model.formats.text import PAD, Vocab
 from caption_model.runs import distributed
 from caption_model.runs.checkpoint import BEST, FORMAT, LAST, VERSION, save_checkpoint
 from caption_model.runs.precision import autocast, check_precision
@@ -76,7 +76,7 @@ class TrainResult:
 
     best_path: Path
     last_path: Path
-    model: ETS
+    model: nn.Module
     vocab: Vocab
     history: list[dict] = field(default_factory=list)
     timing: dict = field(default_factory=dict)  # setup_s, train_s, data_s, steps, segments, tokens, rows
@@ -93,9 +93,9 @@ def train(cfg: dict, store_path: str, train_paths: list[str], resume: str | None
 
 
 class _Objective(nn.Module):
-    """Wraps ETS.loss as a forward so that DistributedDataParallel syncs its gradients."""
+    """Wraps the captioner's loss as a forward so that DistributedDataParallel syncs its gradients."""
 
-    def __init__(self, model: ETS):
+    def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
@@ -104,7 +104,7 @@ class _Objective(nn.Module):
 
 
 @torch.no_grad()
-def validate(model: ETS, loader: DataLoader, vocab: Vocab, references: list[str], device: torch.device,
+def validate(model: nn.Module, loader: DataLoader, vocab: Vocab, references: list[str], device: torch.device,
              meteor: MeteorScorer, max_len: int, progress: bool = False, precision: str = "auto") -> dict:
     """Token cross-entropy of the held-out segments and METEOR of their greedy captions."""
     model.eval()
@@ -193,7 +193,7 @@ class Run:
     cfg: dict
     save_dir: Path
     data: RunData
-    model: ETS
+    model: nn.Module
     objective: nn.Module  # the model's loss, wrapped for DDP when distributed
     optimizer: torch.optim.Optimizer
     schedule: NoamSchedule
@@ -226,13 +226,13 @@ def _build(start: Start, data: RunData, device: torch.device, dist_info: distrib
     tcfg, ckpt = start.cfg["train"], start.ckpt
     seed = int(tcfg["seed"])
     seed_all(seed)
-    model = ETS(start.cfg["model"], data.feat_dim, len(data.vocab))
+    model = build_captioner(start.cfg["model"], data.feat_dim, len(data.vocab))
     if start.init is not None:
         model.load_state_dict(start.init["model"])
         logger.info("fine-tuning from %s", start.init["path"])
     model.to(device)
     # fused: Adam's update in one kernel over all parameters; 5 % of a CPU step at reference sizes (PERFORMANCE.md)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.0, weight_decay=float(tcfg["weight_decay"]), fused=True)
+    optimizer = torch.optim.Adam(_param_groups(model, float(tcfg["weight_decay"])), lr=0.0, fused=True)
     schedule = NoamSchedule(optimizer, int(tcfg["d_model"]), int(tcfg["warmup_steps"]), float(tcfg["noam_factor"]))
     objective: nn.Module = _Objective(model)
     if dist_info.enabled:
@@ -250,6 +250,17 @@ def _build(start: Start, data: RunData, device: torch.device, dist_info: distrib
     elif ckpt is not None:
         set_rng_state(ckpt["rng"])
     return run
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Adam's groups: coupled L2 decay (added to the gradient after clipping, as fluid's regularizer and
+    torch's Adam both do) on every parameter but those the architecture trains without it."""
+    skip = set(no_decay_names(model))
+    decayed = [p for n, p in model.named_parameters() if n not in skip]
+    groups = [{"params": decayed, "weight_decay": weight_decay}]
+    if skip:
+        groups.append({"params": [p for n, p in model.named_parameters() if n in skip], "weight_decay": 0.0})
+    return groups
 
 
 # ---- one epoch
@@ -272,10 +283,8 @@ def _train_epoch(run: Run, loader: DataLoader, device: torch.device, tcfg: dict,
         timing["data_s"] += time.perf_counter() - t_wait  # waiting for rows: what data loading costs the step
         segments, rows = batch.tokens.shape[0], batch.feats.shape[0] * batch.feats.shape[1]
         batch = batch.to(device)
-        with autocast(device, precision):
-            loss, nll, n_tokens = run.objective(batch.feats, batch.feat_mask, batch.tokens)
         run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        nll, n_tokens = _forward_backward(run, batch, device, precision, int(tcfg["max_batch_rows"]))
         nn.utils.clip_grad_norm_(run.model.parameters(), clip)
         lr = run.schedule.lr
         run.optimizer.step()
@@ -304,6 +313,51 @@ def _train_epoch(run: Run, loader: DataLoader, device: torch.device, tcfg: dict,
         t_wait = time.perf_counter()
     bar.close()
     return True
+
+
+def _forward_backward(run: Run, batch: Batch, device: torch.device, precision: str,
+                      max_rows: int) -> tuple[torch.Tensor, int]:
+    """The batch's gradient, in parts of at most `max_rows` padded rows when it holds more (train.max_batch_rows).
+
+    Each part's mean token loss is weighted by its share of the batch's tokens, so the gradients add up
+    to the whole batch's mean (etspipe's ETS with the doubly stochastic term on weights that term by
+    tokens too). Returns the batch's mean token cross-entropy and its token count.
+    """
+    parts = split_batch(batch, max_rows)
+    total = int((batch.tokens[:, 1:] != PAD).sum())
+    nll_sum, n_sum = torch.zeros((), device=device), 0
+    for i, part in enumerate(parts):
+        sync = contextlib.nullcontext()
+        if run.dist_info.enabled and i < len(parts) - 1:
+            sync = run.objective.no_sync()  # DDP averages the gradients once, after the last part
+        with sync:
+            with autocast(device, precision):
+                loss, nll, n = run.objective(part.feats, part.feat_mask, part.tokens)
+            (loss * (n / max(total, 1)) if len(parts) > 1 else loss).backward()
+        nll_sum, n_sum = nll_sum + nll.detach().float() * n, n_sum + n
+    return nll_sum / max(n_sum, 1), n_sum
+
+
+def split_batch(batch: Batch, max_rows: int) -> list[Batch]:
+    """Consecutive parts of `batch` whose segments x longest real rows stay within `max_rows` (0: no split);
+    each part is cut to its own longest segment and caption."""
+    if max_rows <= 0 or batch.feats.shape[0] * batch.feats.shape[1] <= max_rows:
+        return [batch]
+    n_rows = batch.feat_mask.sum(1).tolist()
+    parts, start, longest = [], 0, 0
+    for b, n in enumerate(n_rows):
+        if b > start and (b - start + 1) * max(longest, n) > max_rows:
+            parts.append((start, b, longest))
+            start, longest = b, 0
+        longest = max(longest, n)
+    parts.append((start, len(n_rows), longest))
+    out = []
+    for lo, hi, T in parts:
+        tokens = batch.tokens[lo:hi]
+        L = int((tokens != PAD).sum(1).max())
+        out.append(Batch(batch.feats[lo:hi, : max(T, 1)], batch.feat_mask[lo:hi, : max(T, 1)], tokens[:, :L],
+                         batch.index[lo:hi]))
+    return out
 
 
 def _log_interval(run: Run, rec: dict, bar: tqdm, metrics_log: MetricsLog, history: list[dict]) -> None:
