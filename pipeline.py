@@ -20,6 +20,7 @@ from etspipe_cli.common import CliFormatter, EtsGroup, ManyValuesOption  # noqa:
 from etspipe_cli.demo import demo
 from etspipe_cli.evaluate import evaluate
 from etspipe_cli.extract import extract
+from etspipe_cli.import_weights import import_weights
 from etspipe_cli.predict import predict
 from etspipe_cli.proposals import train_proposals
 from etspipe_cli.store import import_features, store
@@ -45,7 +46,7 @@ def cli(verbose: int) -> None:
     keep_freed_memory()  # every command allocates the same large tensors again and again (etspipe/heap.py)
 
 
-for command in (extract, train, evaluate, predict, demo, store, import_features, view):
+for command in (extract, train, evaluate, predict, demo, store, import_features, import_weights, view):
     cli.add_command(command)
 cli.add_command(train_proposals)
 

@@ -20,7 +20,9 @@ from etspipe_cli.common import (
               help="Checkpoint folder.", show_default=config_default("train.save_dir"))
 @click.option("--resume", default=None, help="Continue a run from a checkpoint file or folder.")
 @click.option("--overwrite", is_flag=True, help="Replace the run already in --save_dir (else that is an error).")
-@click.option("--weights", default=None, type=click.Path(), help="Start from a checkpoint (fine-tune).")
+@click.option("--weights", "--init-from", "weights", default=None, type=click.Path(),
+              help="Start from a checkpoint or run folder (fine-tune; an imported run too): its architecture and "
+                   "vocabulary, a new run.")
 @click.option("--epochs", type=int, default=None, help="Passes over the training segments.",
               show_default=config_default("train.epochs"))
 @click.option("--batch-size", type=int, default=None, help="Segments per step.",

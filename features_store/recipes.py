@@ -54,6 +54,41 @@ def official_recipe(dim: int, projection_sha256: str | None = None) -> dict:
     }
 
 
+RESNET_RECIPE = "activitynet-resnet152-5fps"
+RESNET_EXTRACTOR = "resnet152-imagenet"
+
+
+def resnet152_recipe() -> dict:
+    """The recipe of ActivityNet's frame-level features, the seed's (PaddlePaddle ETS) input.
+
+    ``resnet152_features_activitynet_5fps_320x240.pkl``: frames at 5 per second (ffmpeg ``fps=5``),
+    resized to 320x240 without keeping the aspect ratio, the whole frame into torchvision's ResNet-152
+    with its IMAGENET1K_V1 weights (RGB, ImageNet mean and std), layer4's output averaged over space:
+    2048-d, row i at i / 5 s (the organisers' published extraction code; ../shared/SEED.md).
+    """
+    return {
+        "name": RESNET_RECIPE,
+        "extractor": RESNET_EXTRACTOR,
+        "weights": "torchvision ResNet-152 IMAGENET1K_V1",
+        "layer": "layer4-avg",
+        "source_dim": 2048,
+        "clip_len": 1,
+        "stride": 1,
+        "fps": 5.0,
+        "frame_size": [240, 320],
+        "crop": None,
+        "normalisation": {"channel_order": "rgb", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+                          "scale": 1.0 / 255.0},
+        "projection": None,
+    }
+
+
+def resnet152_store_meta() -> dict:
+    """Store metadata of rows made by `resnet152_recipe` (one frame per row at 5 fps)."""
+    return {"extractor": RESNET_EXTRACTOR, "layer": "layer4-avg", "dim": 2048, "clip_len": 1, "stride": 1,
+            "fps": 5.0, "weights": "IMAGENET1K_V1", "recipe": resnet152_recipe()}
+
+
 def recipe_of(store_meta: dict) -> dict | None:
     """The recipe a store records (or implies, for an official import made before recipes were recorded)."""
     recipe = store_meta.get("recipe")

@@ -86,6 +86,9 @@ def starting_point(cfg: dict, resume: str | None, weights: str | None) -> Start:
         raise UserError("give either --resume (continue a run) or --weights (fine-tune), not both")
     if resume:
         ckpt = load_checkpoint(find_last(resume))
+        if "optimizer" not in ckpt:
+            raise UserError(f"{ckpt['path']} was imported, not trained here: nothing to resume; fine-tune it "
+                            f"with --init-from {resume}")
         logger.info("resuming %s at epoch %d, step %d", ckpt["path"], ckpt["epoch"] + 1, ckpt["step"])
         # a resumed run keeps writing into its own folder
         return Start(resumed_config(ckpt["config"], cfg), Path(ckpt["path"]).parent, True, ckpt=ckpt)
