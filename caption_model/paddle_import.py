@@ -68,10 +68,12 @@ def read_pdparams(path: str | Path) -> dict[str, np.ndarray]:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
         data = _ArraysOnly(io.BytesIO(raw), encoding="latin1").load()
-    except EOFError:
-        raise UserError(f"{path}: the file ends early ({len(raw)} bytes): truncated download?") from None
+    except (EOFError, pickle.UnpicklingError) as exc:
+        if isinstance(exc, EOFError) or "truncated" in str(exc):
+            raise UserError(f"{path}: the file ends early ({len(raw)} bytes): truncated download?") from None
+        raise UserError(f"{path}: not a Paddle parameter file ({_one_line(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - pickle raises many types on foreign or damaged bytes
-        raise UserError(f"{path}: not a Paddle parameter file ({type(exc).__name__}: {str(exc)[:160]})") from None
+        raise UserError(f"{path}: not a Paddle parameter file ({type(exc).__name__}: {_one_line(exc)})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: not a Paddle parameter file (a pickle of {type(data).__name__}, not of a dict)")
     out = {}
@@ -83,6 +85,10 @@ def read_pdparams(path: str | Path) -> dict[str, np.ndarray]:
             raise UserError(f"{path}: parameter {name} is a {type(value).__name__}, not an array")
         out[name] = value
     return out
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:160]
 
 
 def read_params(path: str | Path) -> dict[str, np.ndarray]:
@@ -138,7 +144,7 @@ def check_params(params: dict[str, np.ndarray], where: str) -> tuple[PaddleETSCo
 def check_dictionary(words: list[str], vocab_rows: int, where: str) -> None:
     """The dictionary must give every embedding row a word, with the seed's three specials first."""
     if words[:3] != ["<s>", "<e>", "<unk>"]:
-        raise UserError(f"{where}: the first three words must be <s>, <e>, <unk> (found {', '.join(words[:3])})")
+        raise UserError(f"{where}: the first three words must be <s> <e> <unk>, got {' '.join(words[:3])!r}")
     if len(words) != vocab_rows:
         raise UserError(f"{where}: {len(words)} words, but the weights have {vocab_rows} vocabulary rows "
                         "(embedding_0.w_0): not the dictionary these weights were trained with")
