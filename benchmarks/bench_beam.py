@@ -48,9 +48,9 @@ def _lengths(sentences) -> dict:
 
 def bench_settings(cfg: dict, weights: str, store_path: str, annotations: list[str], label: str) -> None:
     """Caption every distinct segment of the first file with each setting; score against all files."""
+    from caption_model.architectures import load_model
     from caption_model.captioning import SegmentRows, caption_segments
     from caption_model.evaluate import distinct_segments
-    from caption_model.model import load_model
     from caption_model.scoring.densevid import evaluate_results, load_references
     from features_store import open_store
 

@@ -1,4 +1,6 @@
-"""Does temporal attention pay? ETS attention vs the `model.attention: mean` baseline on the demo data.
+"""Does temporal attention pay? ETS attention vs the `model.attention: mean` baseline on the demo data,
+and beside them the seed's network (`model.arch: paddle_ets`, whose attention is one distribution per
+segment, the same at every word) with `--variants temporal mean paddle_ets`.
 
 Both models are trained with the same config, seed and budget (epochs) on the
 demo's training split, caption every ground-truth segment of the test split,
@@ -21,6 +23,7 @@ otherwise the data are generated and extracted into `--out`.
 Prints one JSON line per (seed, attention) and a summary line with the margins:
 
     .venv/bin/python benchmarks/bench_temporal.py --demo-dir demo_out --seeds 0 1
+    .venv/bin/python benchmarks/bench_temporal.py --demo-dir demo_out --variants temporal paddle_ets
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ def prepare(args: argparse.Namespace, cfg: dict) -> tuple[dict, Path]:
 
 
 def run_one(cfg: dict, data: dict, store: Path, attention: str, seed: int, out: Path) -> dict[str, Any]:
+    """`attention` names the variant: temporal or mean (ETS's model.attention), or paddle_ets (model.arch)."""
     """Train one model from scratch, caption the test split, score the subsets."""
     from caption_model.evaluate import run_evaluate
     from caption_model.formats.results import read_result
@@ -95,7 +99,10 @@ def run_one(cfg: dict, data: dict, store: Path, attention: str, seed: int, out: 
     cfg = copy.deepcopy(cfg)
     run_dir = out / f"{attention}_seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    cfg["model"]["attention"] = attention
+    if attention == "paddle_ets":
+        cfg["model"]["arch"] = "paddle_ets"
+    else:
+        cfg["model"]["attention"] = attention
     cfg["train"]["seed"] = seed
     cfg["train"]["save_dir"] = str(run_dir / "checkpoints")
     t0 = time.perf_counter()
@@ -126,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=None, help="training epochs of both models (default: config)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds; both models get each")
     p.add_argument("-o", "--override", action="append", default=[], help="config override KEY=VALUE")
+    p.add_argument("--variants", nargs="+", default=["temporal", "mean"], choices=["temporal", "mean", "paddle_ets"],
+                   help="models to compare (margins against the first)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
@@ -137,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     data, store = prepare(args, cfg)
     rows = []
     for seed in args.seeds:
-        for attention in ("temporal", "mean"):
+        for attention in args.variants:
             row = run_one(cfg, data, store, attention, seed, out)
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -148,10 +157,12 @@ def main(argv: list[str] | None = None) -> int:
 
     summary: dict[str, Any] = {"bench": "temporal_summary", "seeds": args.seeds, "epochs": rows[0]["epochs"],
                                "data": data["summary"]}
+    first = args.variants[0]
     for subset in ("order_dependent", "rest"):
         for key in ("METEOR", "CIDEr", "correct"):
-            t, m = mean("temporal", subset, key), mean("mean", subset, key)
-            summary[f"{subset}_{key}"] = {"temporal": round(t, 4), "mean": round(m, 4), "margin": round(t - m, 4)}
+            values = {v: round(mean(v, subset, key), 4) for v in args.variants}
+            summary[f"{subset}_{key}"] = {**values, **{f"margin_{first}_vs_{v}": round(values[first] - values[v], 4)
+                                                       for v in args.variants[1:]}}
     print(json.dumps(summary), flush=True)
     return 0
 

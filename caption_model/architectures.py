@@ -9,6 +9,9 @@ decoding, evaluation, prediction and dense captioning never ask which one runs.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import torch
 from torch import nn
 
 ARCHS = ("ets", "paddle_ets")
@@ -32,3 +35,18 @@ def no_decay_names(model: nn.Module) -> tuple[str, ...]:
     """Parameter names a model trains without weight decay (its own recipe's rule; none for etspipe's ETS)."""
     names = getattr(model, "no_decay_names", None)
     return tuple(names()) if callable(names) else ()
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """Rebuild (model in eval mode, vocab, checkpoint dict) from a checkpoint, for decoding.
+
+    The checkpoint's ``model.arch`` says which captioner it holds.
+    """
+    from caption_model.formats.text import Vocab
+    from caption_model.runs.checkpoint import load_checkpoint, load_weights
+
+    ckpt = load_checkpoint(path)
+    vocab = Vocab.from_dict(ckpt["vocab"])
+    model = build_captioner(ckpt["config"]["model"], int(ckpt["feat_dim"]), len(vocab))
+    load_weights(model, ckpt["model"], ckpt.get("path", path), "captioner")
+    return model.to(device).eval(), vocab, ckpt

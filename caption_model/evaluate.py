@@ -140,8 +140,8 @@ def caption_reference(cfg: dict, weights: str | Path | None, store_path: str | P
                       source: str, *, device: str | None, batch_size: int, progress: bool,
                       echo: Callable[[str], None] | None) -> Captioned:
     """Caption every distinct segment of `reference` whose video is in the store."""
+    from caption_model.architectures import load_model
     from caption_model.dataset import open_store
-    from caption_model.model import load_model
     from caption_model.runs.checkpoint import check_feat_dim
 
     ckpt_path = resolve_weights(cfg, weights, echo)

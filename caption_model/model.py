@@ -23,7 +23,6 @@ tokens after the loop (they do not feed back).
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -489,19 +488,3 @@ class ETS(nn.Module):
             coverage = attn.float().sum(1)  # sum_t a_ti (B, T)
             loss = loss + lam * (((1.0 - coverage) ** 2) * mask).sum(1).mean()
         return loss, nll.detach(), int(targets.numel())
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu"):
-    """Rebuild (model in eval mode, vocab, checkpoint dict) from a checkpoint, for decoding.
-
-    The checkpoint's ``model.arch`` says which captioner it holds (caption_model.architectures).
-    """
-    from caption_model.architectures import build_captioner
-    from caption_model.formats.text import Vocab
-    from caption_model.runs.checkpoint import load_checkpoint, load_weights
-
-    ckpt = load_checkpoint(path)
-    vocab = Vocab.from_dict(ckpt["vocab"])
-    model = build_captioner(ckpt["config"]["model"], int(ckpt["feat_dim"]), len(vocab))
-    load_weights(model, ckpt["model"], ckpt.get("path", path), "captioner")
-    return model.to(device).eval(), vocab, ckpt

@@ -61,7 +61,7 @@ def load_predictor(cfg: dict, weights: str | Path | None, store_path: str | Path
     must not leave an empty store behind (`create_cache_store` makes it when a raw
     file is about to be extracted into it).
     """
-    from caption_model.model import load_model
+    from caption_model.architectures import load_model
     from caption_model.runs.checkpoint import check_feat_dim
     from features_store import open_store
 

@@ -79,7 +79,7 @@ class TrainResult:
     model: nn.Module
     vocab: Vocab
     history: list[dict] = field(default_factory=list)
-    timing: dict = field(default_factory=dict)  # setup_s, train_s, data_s, steps, segments, tokens, rows
+    timing: dict = field(default_factory=dict)  # setup_s, train_s, data_s, steps, segments, tokens, rows, real_rows
 
 
 def train(cfg: dict, store_path: str, train_paths: list[str], resume: str | None = None,
@@ -164,7 +164,7 @@ def _fit(cfg: dict, store_path: str, train_paths: list[str], resume: str | None,
     metrics_log = MetricsLog(start.save_dir, enabled=main)
     history: list[dict] = []
     timing = {"setup_s": time.perf_counter() - t_start, "train_s": 0.0, "steps": 0, "segments": 0, "tokens": 0,
-              "rows": 0, "token_rows": 0, "data_s": 0.0}
+              "rows": 0, "real_rows": 0, "token_rows": 0, "data_s": 0.0}
     with contextlib.ExitStack() as cleanup, StopRequest() as stop:
         if progress and main:
             cleanup.enter_context(logging_redirect_tqdm())  # log lines print above the progress bar
@@ -292,7 +292,7 @@ def _train_epoch(run: Run, loader: DataLoader, device: torch.device, tcfg: dict,
         run.step, run.batch_in_epoch = run.step + 1, run.batch_in_epoch + 1
         interval.add(nll, n_tokens, segments)
         for key, value in (("steps", 1), ("tokens", n_tokens), ("segments", segments), ("rows", rows),
-                           ("token_rows", n_tokens * batch.feats.shape[1])):
+                           ("real_rows", int(batch.feat_mask.sum())), ("token_rows", n_tokens * batch.feats.shape[1])):
             timing[key] += value  # padded rows and words x rows: what a FLOP count needs (benchmarks)
         bar.update(1)
         if run.step % log_interval == 0:

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from paddle_golden import SMALL, make_params
 from py2_pickle import dumps_py27
 
+from caption_model.architectures import load_model
 from caption_model.formats.paddle_tensor import read_tensor_file, write_tensor_file
-from caption_model.model import load_model
 from caption_model.paddle_ets import PADDLE_NAMES, PaddleETS
 from pipeline import cli
 
@@ -155,3 +155,27 @@ def test_no_dictionary_and_resume_of_an_import_are_one_line(tmp_path: Path, para
     assert _run([str(src), "--dict", str(_dict_txt(tmp_path / "d.txt")), "--out", str(tmp_path / "r")]).exit_code == 0
     again = _run([str(src), "--dict", str(tmp_path / "d.txt"), "--out", str(tmp_path / "r")])
     assert "--overwrite" in _one_error_line(again)
+
+
+def test_without_dict_txt_the_dictionary_is_rebuilt_by_the_seeds_rule(tmp_path: Path) -> None:
+    """--train-json: the seed's rule (PTB tokenizer, non-ASCII to space, count >= 3, ties in Python 2.7's
+    dict order) gives the word ids; a corpus whose dictionary has another size than the weights is refused."""
+    from caption_model.formats.seed_vocab import seed_dictionary
+
+    sentences = ["A man plays the drum.", "The man plays a guitar.", "A dog runs, the dog jumps.",
+                 "A man and a dog play in the park.", "The café is closed.", "Drum, guitar and dog."]
+    train = {f"v_{i}": {"duration": 10.0, "timestamps": [[0, 5]], "sentences": [s]} for i, s in enumerate(sentences)}
+    train_json = tmp_path / "train.json"
+    train_json.write_text(json.dumps(train), encoding="utf-8")
+    words = [w for w, _ in seed_dictionary(train_json)]
+    assert words[:3] == ["<s>", "<e>", "<unk>"] and {"a", "man", "the", "dog"} <= set(words) and "park" not in words
+    sizes = {**SMALL, "vocab": len(words)}
+    src = tmp_path / "ETS.pdparams"
+    src.write_bytes(dumps_py27(make_params(sizes, seed=1)))
+    result = _run([str(src), "--train-json", str(train_json), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    _, vocab, ckpt = load_model(tmp_path / "run")
+    assert vocab.itos[1:] == words and "rebuilt from" in ckpt["imported"]["dictionary"]
+    src.write_bytes(dumps_py27(make_params({**sizes, "vocab": len(words) + 1}, seed=1)))
+    line = _one_error_line(_run([str(src), "--train-json", str(train_json), "--out", str(tmp_path / "r2")]))
+    assert f"{len(words)} words, but the weights have {len(words) + 1} vocabulary rows" in line

@@ -18,9 +18,8 @@ from py2_pickle import dumps_py27
 from test_ddp import DRIVER, free_port
 from test_train import WORDS, make_corpus, tiny_cfg
 
-from caption_model.architectures import build_captioner
+from caption_model.architectures import build_captioner, load_model
 from caption_model.dataset import collate
-from caption_model.model import load_model
 from caption_model.paddle_ets import PaddleETS
 from caption_model.runs.checkpoint import load_checkpoint
 from caption_model.train import _param_groups, fit, split_batch, train

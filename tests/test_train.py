@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from caption_model.architectures import load_model
 from caption_model.dataset import Item, SegmentDataset
-from caption_model.model import load_model
 from caption_model.runs.checkpoint import load_checkpoint
 from caption_model.train import fit, train
 from etspipe.config import load_config

@@ -144,11 +144,11 @@ def run_dense_evaluate(cfg: dict, weights: str | Path | None, store_path: str, a
     ActivityNet's proposal-task format, with its ``_scores.json`` (AR@AN) and
     ``_ar_an.png`` beside it, as `evaluate --proposals` writes them.
     """
+    from caption_model.architectures import load_model
     from caption_model.captioning import external_details, resolve_weights
     from caption_model.evaluate import score_and_save, scores_path_for
     from caption_model.formats.proposals import make_proposals, proposals_path_for, write_proposals
     from caption_model.formats.results import default_result_path, make_result, write_result
-    from caption_model.model import load_model
     from caption_model.runs.checkpoint import check_feat_dim
     from caption_model.scoring import densevid
     from caption_model.scoring.proposal_metrics import score_proposal_file
