@@ -17,7 +17,9 @@ Prints one JSON line per result (each with the machine and its load average):
   The untrained model's ``<e>`` is banned (its output bias set to -inf: beam
   search would otherwise end every caption within a few steps, an untrained
   model having no better word than ``<e>``), so every caption runs
-  to ``--max-len`` (20 emulates a trained model's ~12-15 words). `achieved_gflops` counts the
+  to ``--max-len`` (20 emulates a trained model's ~12-15 words). ``--archs ets paddle_ets`` adds the
+  seed's network (configs/paddle_ets.yaml sizes, vocabulary 5,185) on 2048-d rows at 5 per second,
+  every row of a segment (its recipe), in the same run. `achieved_gflops` counts the
   matrix products of a 128-segment sample (torch's FLOP counter) scaled to
   the segments decoded; `matmul_peak_gflops` is a 2048^2 fp32 product in this
   process; their ratio is the figure to compare on a shared machine;
@@ -39,6 +41,8 @@ from machine import cpu_model, load, matmul_peak_gflops  # benchmarks/machine.py
 
 MODEL = {"proj_dim": 512, "embed_dim": 512, "hidden_dim": 512, "attn_dim": 256, "dropout": 0.5}
 ROWS_PER_S, MAX_ROWS, DIM, VOCAB = 3.75, 256, 500, 5000
+PADDLE = {"arch": "paddle_ets", "proj_dim": 1024, "gru_dim": 512, "hidden_dim": 512, "embed_dim": 512}
+LAYOUT = {"ets": (ROWS_PER_S, MAX_ROWS, DIM, VOCAB), "paddle_ets": (5.0, 0, 2048, 5185)}  # rows/s, cap, dim, V
 
 
 def emit(**kw) -> None:
@@ -65,16 +69,18 @@ def bench_scoring(annotations: list[str], ground_truth: bool) -> None:
          average={k: (None if v is None else round(v, 4)) for k, v in scores["average"].items()})
 
 
-def val_segments(annotations: list[str], n_segments: int) -> tuple[list[tuple[str, list[float]]], list[np.ndarray]]:
+def val_segments(annotations: list[str], n_segments: int, arch: str = "ets"
+                 ) -> tuple[list[tuple[str, list[float]]], list[np.ndarray]]:
     """(video, timestamp) of val_1's segments (all when n_segments is 0) and random rows of their lengths."""
+    rows_per_s, max_rows, dim, _ = LAYOUT[arch]
     from caption_model.scoring.densevid import load_references
 
     segs = [(vid, ts) for vid, ann in load_references(annotations[:1])[0].items() for ts in ann["timestamps"]]
     rng = np.random.default_rng(0)
     if n_segments:
         segs = [segs[i] for i in rng.choice(len(segs), size=n_segments)]
-    rows = [rng.normal(size=(int(np.clip(round(max(0.0, e - s) * ROWS_PER_S), 1, MAX_ROWS)), DIM)).astype(np.float32)
-            for _, (s, e) in segs]
+    rows = [rng.normal(size=(int(np.clip(round(max(0.0, e - s) * rows_per_s), 1, max_rows or None)), dim)
+                       ).astype(np.float32) for _, (s, e) in segs]
     return segs, rows
 
 
@@ -91,28 +97,34 @@ def sample_flops(model, rows: list[np.ndarray], beam: int, max_len: int, device:
     return counter.get_total_flops() / len(sample)
 
 
-def untrained_model(vocab_size: int, device: str):
-    """The reference-size ETS, untrained, whose captions always run to max_len (see the module docstring)."""
+def untrained_model(vocab_size: int, device: str, arch: str = "ets"):
+    """The reference-size captioner, untrained, whose captions always run to max_len (see the module docstring)."""
+    from caption_model.architectures import build_captioner
     from caption_model.formats.text import EOS
-    from caption_model.model import ETS
 
     torch.manual_seed(0)
-    model = ETS(MODEL, feat_dim=DIM, vocab_size=vocab_size)
+    if arch == "paddle_ets":
+        model = build_captioner(PADDLE, LAYOUT[arch][2], vocab_size)
+        with torch.no_grad():
+            model.out_b[EOS - 1] = float("-inf")  # Paddle's ids are etspipe's - 1
+        return model.to(device).eval()
+    model = build_captioner(MODEL, DIM, vocab_size)
     with torch.no_grad():
         model.logits.bias[EOS] = float("-inf")
     return model.to(device).eval()
 
 
 def bench_decoding(annotations: list[str], n_segments: int, batch_size: int, max_len: int, beams: list[int],
-                   device: str, compile_setting: str = "auto") -> None:
+                   device: str, compile_setting: str = "auto", arch: str = "ets") -> None:
     from caption_model import compiled_attention
     from caption_model.decode import decode_segments
 
-    _, rows = val_segments(annotations, n_segments)
-    model = untrained_model(VOCAB, device)
+    _, rows = val_segments(annotations, n_segments, arch)
+    model = untrained_model(LAYOUT[arch][3], device, arch)
     peak = matmul_peak_gflops(torch.float32, device)
     for beam in beams:
-        model.attention.fused_scores = None  # FLOPs counted on the eager ops
+        if arch == "ets":
+            model.attention.fused_scores = None  # FLOPs counted on the eager ops
         flops = sample_flops(model, rows, beam, max_len, device)
         compiled = compiled_attention.enable(model, compile_setting, len(rows))
         compile_s = None
@@ -127,7 +139,7 @@ def bench_decoding(annotations: list[str], n_segments: int, batch_size: int, max
         seconds = time.perf_counter() - t0
         peak = max(peak, matmul_peak_gflops(torch.float32, device))
         achieved = flops * len(rows) / seconds / 1e9
-        emit(bench="decode_greedy" if beam == 1 else f"decode_beam{beam}", device=device, segments=len(rows),
+        emit(bench="decode_greedy" if beam == 1 else f"decode_beam{beam}", arch=arch, device=device, segments=len(rows),
              seconds=round(seconds, 2), segments_per_s=round(len(rows) / seconds, 1), batch_size=batch_size,
              max_len=max_len, mean_tokens=round(float(np.mean([len(d.tokens) for d in out])), 1),
              mean_rows=round(float(np.mean([len(r) for r in rows])), 1), achieved_gflops=round(achieved, 1),
@@ -168,6 +180,8 @@ def main() -> None:
     ap.add_argument("--skip-decode", action="store_true")
     ap.add_argument("--decode-segments", type=int, default=256, help="segments to decode; 0 = all of val_1")
     ap.add_argument("--beams", type=int, nargs="+", default=[1, 3])
+    ap.add_argument("--archs", nargs="+", default=["ets"], choices=["ets", "paddle_ets"],
+                    help="captioners to decode with, one after the other in this process")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--max-len", type=int, default=20)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -183,8 +197,9 @@ def main() -> None:
         if not args.skip_gt:
             bench_scoring(args.annotations, ground_truth=True)
     if not args.skip_decode:
-        bench_decoding(args.annotations, args.decode_segments, args.batch_size, args.max_len, args.beams, args.device,
-                       args.compile)
+        for arch in args.archs:
+            bench_decoding(args.annotations, args.decode_segments, args.batch_size, args.max_len, args.beams,
+                           args.device, args.compile, arch)
     if args.decode_and_score:
         bench_decode_and_score(args.annotations, args.batch_size, args.max_len, args.device)
 

@@ -149,6 +149,9 @@ def test_an_imported_run_fine_tunes_evaluates_and_predicts(tmp_path: Path) -> No
     filelist.write_text("v_video001 1.0 4.0\nv_video002\n", encoding="utf-8")
     pred = tmp_path / "pred"
     res = runner.invoke(cli, ["predict", "--weights", str(run), "--store", str(store), "--filelist", str(filelist),
-                              "--out", str(pred), *tiny])
+                              "--out", str(pred), "--plot", str(tmp_path / "plots"), "--html", *tiny])
     assert res.exit_code == 0, res.output
-    assert set(json.loads(next(pred.glob("*.json")).read_text())["results"]) == {"v_video001", "v_video002"}
+    result_file = next(p for p in pred.glob("*.json") if "attention" not in p.name)
+    assert set(json.loads(result_file.read_text())["results"]) == {"v_video001", "v_video002"}
+    assert len(list((tmp_path / "plots").glob("*.png"))) == 2  # one attention plot per caption
+    assert list(pred.glob("*.html"))  # the viewer's page
