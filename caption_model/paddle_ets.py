@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from caption_model.formats.text import PAD
-from caption_model.paddle_gru import gru_cell, gru_sequence, split_weight
+from caption_model.paddle_gru import gru_cell, gru_sequence, gru_sequences, split_weight
 
 # fluid's creation-order parameter names -> this module's parameters (shapes in `PaddleETS.shapes`).
 PADDLE_NAMES = {
@@ -157,8 +157,8 @@ class PaddleETS(nn.Module):
         """
         lengths = feat_mask.sum(1)
         x = torch.tanh(feats @ self.input_w + self.input_b)
-        fwd = gru_sequence(x @ self.fwd_in_w, lengths, self.fwd_gru_w, self.fwd_gru_b)
-        bwd = gru_sequence(x @ self.bwd_in_w, lengths, self.bwd_gru_w, self.bwd_gru_b, reverse=True)
+        fwd, bwd = gru_sequences([x @ self.fwd_in_w, x @ self.bwd_in_w], lengths, [self.fwd_gru_w, self.bwd_gru_w],
+                                 [self.fwd_gru_b, self.bwd_gru_b], [False, True])  # both directions stepped together
         return torch.cat([fwd, bwd], dim=-1)
 
     def encode(self, feats: Tensor, feat_mask: Tensor) -> PaddleMemory:
