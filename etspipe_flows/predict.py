@@ -35,9 +35,8 @@ def predict_videos(cfg: dict, weights: str | Path | None, filelist: str | Path |
     (`extract_features.extract_like_store`: a store's recipe or its own record).
     """
     from caption_model.formats.filelist import FileListEntry, read_filelist
-    from caption_model.predict import create_cache_store, load_predictor, locate, remove_empty_store, run_predict
+    from caption_model.predict import load_predictor, run_predict
     from caption_model.proposals.dense import expand_untimed, write_video_subtitles
-    from extract_features import extract_like_store
 
     entries, errors = read_filelist(filelist) if filelist else ([], [])
     first = max([e.line for e in entries] + [e.line for e in errors] + [0]) + 1
@@ -47,8 +46,36 @@ def predict_videos(cfg: dict, weights: str | Path | None, filelist: str | Path |
     failed = [{"line": e.line, "error": str(e)} for e in errors]
     device = device or cfg["train"]["device"]
     predictor = load_predictor(cfg, weights, store_path, device=device, echo=echo)
-    known, files, bad = locate(entries, predictor.store_ids, Path(filelist).parent if filelist else None)
+    known, bad, sources = resolve_entries(cfg, predictor, entries, base_dir=Path(filelist).parent if filelist else None,
+                                          c3d_weights=c3d_weights, device=device, pca_file=pca_file,
+                                          mean_cube=mean_cube)
     failed += bad
+    known, scores, notes = expand_untimed(cfg, predictor.checkpoint, predictor.store_path, known,
+                                          max_events=max_events, device=predictor.device)
+    name = Path(filelist).stem if filelist else "videos"
+    summary = run_predict(cfg, predictor, known, failed, name=name, out_path=out_path, plot_dir=plot_dir,
+                          attention=html, echo=echo, proposal_scores=scores, notes=notes)
+    written = summary["results_path"] is not None
+    if subtitles and written:
+        summary["subtitles"] = write_video_subtitles(summary["results_path"], subtitles, echo)
+    summary["html_path"] = _page(summary, predictor.store_path, sources, echo) if html and written else None
+    return summary
+
+
+def resolve_entries(cfg: dict, predictor: Any, entries: Sequence[Any], *, base_dir: Path | None = None,
+                    c3d_weights: str | None = None, device: str | None = None, pca_file: str | None = None,
+                    mean_cube: str | None = None) -> tuple[list[tuple[Any, str]], list[dict[str, Any]], dict[str, str]]:
+    """(entries with their store ids in line order, failed lines, store id -> source file) for file-list entries.
+
+    An entry naming a store id keeps it; a raw video file is extracted into the predictor's store by the
+    recipe of the features its model was trained on (`extract_features.extract_like_store`), the store
+    made first if missing and removed again when nothing went into it. `etspipe predict` and the Python
+    API (`etspipe_flows.api.Captioner`) both resolve videos here.
+    """
+    from caption_model.predict import create_cache_store, locate, remove_empty_store
+    from extract_features import extract_like_store
+
+    known, files, failed = locate(entries, predictor.store_ids, base_dir)
     sources: dict[str, str] = {}
     if files:
         created = create_cache_store(predictor)
@@ -66,16 +93,7 @@ def predict_videos(cfg: dict, weights: str | Path | None, filelist: str | Path |
             else:
                 failed.append({"line": e.line, "error": f"line {e.line}: {outcome.error}"})
     known.sort(key=lambda k: k[0].line)
-    known, scores, notes = expand_untimed(cfg, predictor.checkpoint, predictor.store_path, known,
-                                          max_events=max_events, device=predictor.device)
-    name = Path(filelist).stem if filelist else "videos"
-    summary = run_predict(cfg, predictor, known, failed, name=name, out_path=out_path, plot_dir=plot_dir,
-                          attention=html, echo=echo, proposal_scores=scores, notes=notes)
-    written = summary["results_path"] is not None
-    if subtitles and written:
-        summary["subtitles"] = write_video_subtitles(summary["results_path"], subtitles, echo)
-    summary["html_path"] = _page(summary, predictor.store_path, sources, echo) if html and written else None
-    return summary
+    return known, failed, sources
 
 
 def _page(summary: dict[str, Any], store_path: str, sources: dict[str, str],
