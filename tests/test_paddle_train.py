@@ -155,3 +155,21 @@ def test_an_imported_run_fine_tunes_evaluates_and_predicts(tmp_path: Path) -> No
     assert set(json.loads(result_file.read_text())["results"]) == {"v_video001", "v_video002"}
     assert len(list((tmp_path / "plots").glob("*.png"))) == 2  # one attention plot per caption
     assert list(pred.glob("*.html"))  # the viewer's page
+
+
+def test_the_seed_recipe_trains_from_its_config_file(tmp_path: Path) -> None:
+    """`etspipe train --config configs/paddle_ets.yaml`: the recipe's settings reach the run (sizes overridden
+    small here); its config records them for `--config run/config.yaml` to repeat."""
+    store, ann = make_corpus(tmp_path, missing=0)
+    small = [f"model.{k}={v}" for k, v in PADDLE.items() if k != "arch"]
+    args = ["train", "--config", str(Path(__file__).parent.parent / "configs" / "paddle_ets.yaml"), "--store",
+            str(store), "--train", str(ann), "--save-dir", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "8"]
+    for item in [*small, "data.num_workers=0", "train.val_meteor=false", "decode.max_len=6"]:
+        args += ["-o", item]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    cfg = load_checkpoint(tmp_path / "run" / "last.pt")["config"]
+    assert cfg["model"]["arch"] == "paddle_ets" and cfg["data"]["max_rows"] == 0
+    assert cfg["train"]["warmup_steps"] == 1000 and cfg["train"]["d_model"] == 512
+    assert cfg["decode"]["length_norm"] == 0.0 and cfg["decode"]["beam_size"] == 3
+    assert cfg["train"]["max_batch_rows"] == 65536 and cfg["train"]["weight_decay"] == 1e-4
