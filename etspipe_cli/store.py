@@ -161,7 +161,7 @@ def store_set_projection(path: str, pca_file: str, cfg: dict, raw_overrides: tup
 
 
 @click.command("import-features")
-@click.argument("kind", type=click.Choice(["activitynet-c3d", "hdf5", "npy"]))
+@click.argument("kind", type=click.Choice(["activitynet-c3d", "activitynet-resnet152", "hdf5", "npy"]))
 @click.argument("source", type=click.Path(exists=True))
 @click.argument("store_path")
 @click.option("--annotations", cls=ManyValuesOption, multiple=True, type=click.Path(dir_okay=False),
@@ -180,19 +180,26 @@ def import_features(kind: str, source: str, store_path: str, annotations: tuple[
 
     \b
     KIND is one of:
-      activitynet-c3d  the official ActivityNet Captions C3D file (needs --annotations for durations)
-      hdf5             one dataset per video at --fps (e.g. ResNet-152 frame features at 5 fps)
-      npy              a folder of <video_id>.npy files at --fps and --stride
+      activitynet-c3d        the official ActivityNet Captions C3D file (needs --annotations for durations)
+      activitynet-resnet152  ActivityNet's ResNet-152 frame features at 5 fps, the seed's input:
+                             resnet152_features_activitynet_5fps_320x240.pkl (read as a stream, ~1 video
+                             in memory), Paddle's feat_data folder of per-video pickles, or the .hdf5 variant
+      hdf5                   one dataset per video at --fps
+      npy                    a folder of <video_id>.npy files at --fps and --stride
 
-    The activitynet-c3d store records the recipe of the official rows (C3D
-    Sports-1M fc7, clip 16 stride 8, 128x171, crop 112, ActivityNet's PCA), so
-    `etspipe predict` can caption raw videos with a model trained on it.
+    The activitynet-c3d and activitynet-resnet152 stores record the recipe of
+    the official rows (C3D Sports-1M fc7 with ActivityNet's PCA; ResNet-152
+    layer4 averaged on whole 320x240 frames at 5 fps), so raw videos can be
+    extracted to rows of the same meaning. Rerunning an import skips the videos
+    the store holds (an interrupted one goes on where it stopped).
 
     \b
-    Example:
+    Examples:
       etspipe import-features activitynet-c3d sub_activitynet_v1-3.c3d.hdf5 data/anet_c3d.zarr \\
           --annotations train.json --annotations val_1.json --annotations val_2.json \\
           --pca-file PCA_activitynet_v1-3.hdf5
+      etspipe import-features activitynet-resnet152 resnet152_features_activitynet_5fps_320x240.pkl \\
+          data/anet_resnet152.zarr
     """
     from features_store import importers
 
@@ -202,6 +209,16 @@ def import_features(kind: str, source: str, store_path: str, annotations: tuple[
             raise UserError("activitynet-c3d needs --annotations FILE (the durations give the row times)")
         importers.import_activitynet_c3d(source, store_path, list(annotations), dtype=dtype, durable=durable,
                                          pca_file=pca_file, pca_u=cfg["extract"]["pca_file_u"])
+    elif kind == "activitynet-resnet152":
+        from features_store.resnet_import import import_activitynet_resnet152
+
+        given = [name for name, used in (("--annotations", bool(annotations)), ("--pca-file", bool(pca_file)),
+                                         ("--fps", fps not in (None, 5.0)), ("--stride", stride != 1),
+                                         ("--clip-len", clip_len != 1)) if used]
+        if given:
+            raise UserError(f"{given[0]} does not apply to activitynet-resnet152: its rows are single frames at "
+                            "5 per second, row i at i/5 s")
+        import_activitynet_resnet152(source, store_path, dtype=dtype, durable=durable)
     else:
         if pca_file:
             raise UserError(f"--pca-file is for activitynet-c3d imports (the official recipe), not {kind}")
