@@ -107,3 +107,17 @@ def test_a_generic_import_at_5_fps_reads_like_the_seed(tmp_path, backend):
         np.testing.assert_array_equal(got, rows[61:73])
         sel, case = rows_for_segment(st.row_times("v_a"), 0.15, 1.0, st.video_meta("v_a")["duration"])
         assert (sel, case) == (slice(0, 5), None)  # what training and evaluation ask (caption_model.dataset)
+
+
+def test_proposal_row_edges_map_back_to_their_rows_on_frame_rows() -> None:
+    """A window [edge_a, edge_{b+1}] of frame rows at 5 fps selects rows a..b (midpoint edges broke 28 of 397)."""
+    from caption_model.proposals.model import row_edges
+    from features_store.alignment import row_times, select_rows
+
+    rule = {"kind": "clip", "fps": 5.0, "clip_len": 1.0, "stride": 1.0}
+    times = row_times(rule, 400)
+    edges = row_edges(times, 80.0)
+    for a in range(0, 397):
+        for b in (a, a + 3):
+            sel = select_rows(times, float(edges[a]), float(edges[b + 1]), 80.0)
+            assert (sel.start, sel.stop) == (a, b + 1), (a, b)

@@ -39,11 +39,19 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 
 def row_edges(times: np.ndarray, duration: float) -> np.ndarray:
-    """The n+1 boundaries (seconds) of n rows with centre `times`, clipped to ``[0, duration]``."""
+    """The n+1 boundaries (seconds) of n rows with centre `times`, clipped to ``[0, duration]``.
+
+    Frame rows at 5 fps (`features_store.alignment.seed_frame_fps`) get their edges as ``i / 5`` exactly:
+    the midpoint of two centres lands a rounding step below it, and the seed's truncating row rule would
+    then map an edge back to the row before.
+    """
+    from features_store.alignment import seed_frame_fps
+
+    fps = seed_frame_fps(getattr(times, "rule", None))
     times = np.asarray(times, dtype=np.float64)
     edges = np.empty(len(times) + 1)
     edges[0] = 0.0
-    edges[1:-1] = (times[:-1] + times[1:]) / 2.0
+    edges[1:-1] = np.arange(1, len(times)) / fps if fps else (times[:-1] + times[1:]) / 2.0
     edges[-1] = max(float(duration), times[-1] if len(times) else 0.0)
     return np.clip(edges, 0.0, float(duration))
 
