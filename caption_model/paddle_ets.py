@@ -156,8 +156,15 @@ class PaddleETS(nn.Module):
         `decode.pad_rows` make them.
         """
         lengths = feat_mask.sum(1)
-        x = torch.tanh(feats @ self.input_w + self.input_b)
-        fwd, bwd = gru_sequences([x @ self.fwd_in_w, x @ self.bwd_in_w], lengths, [self.fwd_gru_w, self.bwd_gru_w],
+        B, T, _ = feats.shape
+        G = self.fwd_gru_w.shape[0]
+        w_in = torch.cat([self.fwd_in_w, self.bwd_in_w], dim=1)  # both directions' projections: one product
+        if bool(feat_mask.all()):
+            g = torch.tanh(feats @ self.input_w + self.input_b) @ w_in
+        else:  # the input layer and projections on the real rows only (padding was a third of a batch's rows)
+            proj = torch.tanh(feats[feat_mask] @ self.input_w + self.input_b) @ w_in
+            g = proj.new_zeros(B, T, 6 * G).index_put((feat_mask,), proj)
+        fwd, bwd = gru_sequences([g[..., : 3 * G], g[..., 3 * G:]], lengths, [self.fwd_gru_w, self.bwd_gru_w],
                                  [self.fwd_gru_b, self.bwd_gru_b], [False, True])  # both directions stepped together
         return torch.cat([fwd, bwd], dim=-1)
 

@@ -343,6 +343,9 @@ def split_batch(batch: Batch, max_rows: int) -> list[Batch]:
     each part is cut to its own longest segment and caption."""
     if max_rows <= 0 or batch.feats.shape[0] * batch.feats.shape[1] <= max_rows:
         return [batch]
+    # longest segments first (the parts' gradients add up in any order): a part pads to its own longest
+    order = torch.argsort(batch.feat_mask.sum(1), descending=True, stable=True)
+    batch = Batch(batch.feats[order], batch.feat_mask[order], batch.tokens[order], batch.index[order.cpu()])
     n_rows = batch.feat_mask.sum(1).tolist()
     parts, start, longest = [], 0, 0
     for b, n in enumerate(n_rows):
