@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.etspipe-installed
 TORCH := $(shell grep '^torch==' constraints.txt)
 
-.PHONY: demo test install java chromium lint clean
+.PHONY: demo test install java chromium compiler lint clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,10 +26,15 @@ java:
 chromium:
 	@bash scripts/ensure_chromium.sh || test -z "$(CI)"
 
+# decode.compile's tests build inductor's C++ kernels: installs g++ on Debian/Ubuntu as root; elsewhere they are
+# skipped with a message saying how to install one (under CI=true a missing compiler fails instead).
+compiler:
+	@bash scripts/ensure_compiler.sh || test -z "$(CI)"
+
 demo: install java
 	$(VENV)/bin/etspipe demo
 
-test: install java chromium
+test: install java chromium compiler
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: install

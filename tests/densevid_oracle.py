@@ -2,6 +2,11 @@
 
 Slow by design (pycocoevalcap's own scorer classes, one call per video and
 threshold); `caption_model.scoring.densevid.evaluate_results` must give the same numbers.
+
+Independent of the code it checks: it imports nothing from `caption_model`. Its small rules
+(tIoU, the random stand-in reference, the non-ASCII rule) are written here again from the
+official script (`evaluate.py` of ranjaykrishna/densevid_eval), so a mistake in the project's
+own versions shows up as a difference instead of being shared by both sides.
 """
 
 from __future__ import annotations
@@ -13,8 +18,29 @@ from typing import Any
 
 import numpy as np
 
-from caption_model.scoring.densevid import TIOUS, Reference, random_string, remove_nonascii, tiou
-from caption_model.scoring.ngram_scores import BLEU_KEYS
+TIOUS = (0.3, 0.5, 0.7, 0.9)  # the official script's default thresholds
+BLEU_KEYS = ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4"]
+Reference = dict[str, dict[str, Any]]  # video id -> {"timestamps": [[s, e], ...], "sentences": [...]}
+
+
+def remove_nonascii(text: str) -> str:
+    """The official `remove_nonascii`: every character of code point 128 or more becomes one space."""
+    return "".join([i if ord(i) < 128 else " " for i in text])
+
+
+def random_string(rng: random.Random) -> str:
+    """The official `random_string` (letters a-z, length randint(10, 20)), drawn from `rng`."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return "".join(rng.choice(letters) for _ in range(rng.randint(10, 20)))
+
+
+def tiou(pred: Sequence[float], gt: Sequence[float]) -> float:
+    """The official `iou` of one prediction and one reference segment, with its + 1e-8 in the denominator."""
+    start_pred, end_pred = float(pred[0]), float(pred[1])
+    start, end = float(gt[0]), float(gt[1])
+    intersection = max(0.0, min(end, end_pred) - max(start, start_pred))
+    union = min(max(end, end_pred) - min(start, start_pred), end - start + end_pred - start_pred)
+    return intersection / (union + 1e-8)
 
 
 def evaluate_results_slow(
@@ -60,7 +86,7 @@ def evaluate_results_slow(
                     if vid not in gt:
                         continue
                     for j, ts in enumerate(gt[vid]["timestamps"]):
-                        if float(tiou(pred["timestamp"], np.asarray([ts]))[0]) >= t:
+                        if tiou(pred["timestamp"], ts) >= t:
                             cur_res[index] = [{"caption": remove_nonascii(pred["sentence"])}]
                             cur_gts[index] = [{"caption": remove_nonascii(gt[vid]["sentences"][j])}]
                             vid2capid[vid].append(index)
@@ -89,7 +115,7 @@ def evaluate_results_slow(
                 all_scores.append(score)
             if isinstance(method, list):
                 means = np.mean(all_scores, axis=0)
-                for m, v in zip(method, means, strict=False):
+                for m, v in zip(method, means, strict=True):
                     per_metric[m].append(float(v))
             else:
                 per_metric[method].append(float(np.mean(all_scores)))

@@ -72,9 +72,21 @@ def test_weights_round_trip_and_checksum(tmp_path):
 
 
 def test_weights_without_fc8_and_with_module_prefix_load(tmp_path):
-    state = {f"module.{k}": v for k, v in build_c3d("fc7", 0.125).state_dict().items() if not k.startswith("fc8")}
+    """DataParallel's `module.` prefix is dropped and every tensor lands on its layer; fc8 (never used for
+    features) may be absent and then keeps the network's own values."""
+    source = build_c3d("fc7", 0.125, seed=7)  # not the untrained network's seed: loading must change values
+    state = {f"module.{k}": v for k, v in source.state_dict().items() if not k.startswith("fc8")}
     torch.save({"state_dict": state}, tmp_path / "w.pth")
-    load_c3d_weights(build_c3d("fc7", 0.125), tmp_path / "w.pth")
+    dst = build_c3d("fc7", 0.125)
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    load_c3d_weights(dst, tmp_path / "w.pth")
+    loaded = dst.state_dict()
+    for key, tensor in source.state_dict().items():
+        if key.startswith("fc8."):
+            assert torch.equal(loaded[key], before[key]), key
+        else:
+            assert not torch.equal(before[key], tensor), key  # the two networks differ before loading
+            assert torch.equal(loaded[key], tensor), key
 
 
 def test_wrong_keys_are_a_user_error(tmp_path):

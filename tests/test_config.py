@@ -77,10 +77,17 @@ def test_missing_file_and_bad_override():
         load_config(None, ["train.epochs"])
 
 
-def test_demo_config_only_uses_known_keys():
-    demo = Path(__file__).parent.parent / "configs" / "demo.yaml"
-    if demo.exists():
-        load_config(demo)
+def test_demo_config_only_uses_known_keys_and_every_value_it_sets_is_applied():
+    import yaml
+
+    from etspipe_demo.run import DEMO_CONFIG
+
+    assert DEMO_CONFIG.is_file(), f"etspipe demo reads {DEMO_CONFIG}, which is missing"
+    written = yaml.safe_load(DEMO_CONFIG.read_text(encoding="utf-8"))
+    cfg = load_config(DEMO_CONFIG)  # an unknown key or a value out of range is a UserError
+    assert written and all(cfg[section][key] == value for section, keys in written.items()
+                           for key, value in keys.items())
+    assert cfg["extract"]["width_mult"] < 1.0  # the demo's narrow C3D, not the reference network
 
 
 @pytest.mark.parametrize("override, message", [

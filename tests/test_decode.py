@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -162,7 +163,8 @@ def test_batched_beam_equals_one_segment_at_a_time(ets_model):
     rows = _segments(9)
     batched = decode_segments(ets_model, rows, beam_size=3, max_len=12, length_norm=0.0, batch_size=9,
                               return_attn=True)
-    for r, d in zip(rows, batched, strict=False):
+    assert len(batched) == len(rows)
+    for r, d in zip(rows, batched, strict=True):
         feats, mask = pad_rows([r])
         single = beam_search(ets_model, feats, mask, beam_size=3, max_len=12, length_norm=0.0, return_attn=True)[0]
         assert d.tokens == single.tokens
@@ -173,15 +175,26 @@ def test_batched_beam_equals_one_segment_at_a_time(ets_model):
 
 
 def test_beam_one_is_greedy_and_beam_never_scores_worse(ets_model):
+    """With raw scores (length_norm 0) beam 3 searches a superset of greedy's path, so on these segments it
+    finds a caption at least as likely as greedy's, and a more likely one where greedy's first word misleads.
+
+    The untrained model's <e> bias is set (0.6) so that greedy ENDS every caption within max_len: the comparison
+    is then between two finished captions on all 7 segments (with the model as initialised, greedy ended
+    none of them and a comparison guarded by `ended` ran 0 times)."""
+    model = copy.deepcopy(ets_model)
+    with torch.no_grad():
+        model.logits.bias[EOS] = 0.6
     rows = _segments(7, seed=1)
     feats, mask = pad_rows(rows)
-    g = greedy(ets_model, feats, mask, max_len=12)
-    b1 = beam_search(ets_model, feats, mask, beam_size=1, max_len=12, length_norm=0.0)
-    b3 = beam_search(ets_model, feats, mask, beam_size=3, max_len=12, length_norm=0.0)
+    g = greedy(model, feats, mask, max_len=12)
+    b1 = beam_search(model, feats, mask, beam_size=1, max_len=12, length_norm=0.0)
+    b3 = beam_search(model, feats, mask, beam_size=3, max_len=12, length_norm=0.0)
     assert [d.tokens for d in g] == [d.tokens for d in b1]
-    for gd, bd in zip(g, b3, strict=False):
-        if gd.ended and bd.ended:
-            assert bd.score >= gd.score - 1e-6
+    assert len(g) == len(b3) == len(rows)
+    assert all(d.ended for d in g) and all(d.ended for d in b3)  # every pair below compares finished captions
+    gains = [bd.score - gd.score for gd, bd in zip(g, b3, strict=True)]
+    assert min(gains) >= -1e-6, gains
+    assert max(gains) > 1.0, gains  # and beam is not greedy in disguise: it finds a far likelier caption
 
 
 def test_model_must_be_in_eval_mode(ets_model):

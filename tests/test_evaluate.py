@@ -66,8 +66,14 @@ def test_evaluate_an_existing_result_file_without_checkpoint(setup):
     write_result(res, make_result({"v_b": [{"timestamp": [2, 8], "sentence": "A dog runs."}]}, "test"))
     out = ev.run_evaluate(cfg, None, None, anns, results_path=res, echo=None)
     assert out["checkpoint"] is None and out["scores_path"] == str(tmp / "res_scores.json")
-    # v_b's three references make three pairs at tIoU 0.3 (one exact), fewer at higher thresholds
-    assert 0 < out["scores"]["average"]["ROUGE_L"] < 100 / 3
+    # v_b's prediction [2, 8] pairs with one reference at every threshold: [2, 8] itself (tIoU 1, the same
+    # sentence); [8, 2] is reversed (official intersection max(0, min(2, 8) - max(8, 2)) = 0), [9.9, 14] disjoint.
+    # So ROUGE-L is 1 for v_b and 0 for v_a and v_missing (no predictions): 100 / 3 over the 3 reference videos.
+    scores = out["scores"]
+    assert scores["n_pairs"] == 4 and scores["n_distinct_pairs"] == 1  # one pair per threshold
+    assert scores["average"]["ROUGE_L"] == pytest.approx(100 / 3, abs=1e-9)
+    assert scores["average"]["Precision"] == pytest.approx(100 / 3)  # v_b: its 1 prediction hits
+    assert scores["average"]["Recall"] == pytest.approx(100 / 9)  # v_b: 1 of its 3 references is found
 
 
 def test_no_checkpoint_and_bad_files_are_user_errors(setup):

@@ -115,17 +115,27 @@ def test_mixed_folder_extracts_good_and_records_bad(reference, caplog):
         assert np.allclose(times, (np.arange(4) * 8 + 8) / 25.0)
 
 
-def test_rerun_skips_retry_failed_and_overwrite(reference, tmp_path, mixed_videos):
-    store, _, snap = reference
-    copy = tmp_path / "copy.zarr"
-    extract_corpus([str(mixed_videos)], str(copy), CFG, progress=False)
-    again = extract_corpus([str(mixed_videos)], str(copy), CFG, progress=False)
-    assert again["done"] == 0 and again["skipped"] == 5 and again["failed"] == len(BROKEN)
-    retried = extract_corpus([str(mixed_videos)], str(copy), CFG, retry_failed=True, progress=False)
-    assert retried["done"] == 0 and retried["failed"] == len(BROKEN)
-    fresh = extract_corpus([str(mixed_videos / "v_one.mp4")], str(copy), CFG, overwrite=True, progress=False)
+def test_rerun_skips_retry_failed_retries_and_overwrite_starts_over(good_videos, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "v_one.mp4").write_bytes((good_videos / "v_one.mp4").read_bytes())
+    videos.write_text_as_video(folder / "v_fixed.mp4")  # unreadable now, repaired below
+    videos.write_zero_byte(folder / "v_empty.mp4")  # stays broken
+    store = tmp_path / "s.zarr"
+    first = extract_corpus([str(folder)], str(store), CFG, progress=False)
+    assert (first["done"], first["failed"]) == (1, 2)
+    videos.write_video(folder / "v_fixed.mp4", n_frames=24)  # the file is repaired
+    again = extract_corpus([str(folder)], str(store), CFG, progress=False)  # failures are remembered, not retried
+    assert (again["done"], again["skipped"], again["failed"]) == (0, 1, 2)
+    assert snapshot(store)["failed"] == {"v_fixed": "unreadable", "v_empty": "empty_file"}
+    retried = extract_corpus([str(folder)], str(store), CFG, retry_failed=True, progress=False)
+    assert (retried["done"], retried["skipped"], retried["failed"]) == (1, 1, 1)
+    snap = snapshot(store)
+    assert snap["complete"] == ["v_fixed", "v_one"] and snap["failed"] == {"v_empty": "empty_file"}
+    assert snap["rows"]["v_fixed"].shape == (2, 256)  # (24 - 16) // 8 + 1 rows of the repaired file
+    fresh = extract_corpus([str(folder / "v_one.mp4")], str(store), CFG, overwrite=True, progress=False)
     assert fresh["done"] == 1
-    assert snapshot(copy)["complete"] == ["v_one"]
+    assert snapshot(store)["complete"] == ["v_one"] and snapshot(store)["failed"] == {}
 
 
 def test_same_features_alone_and_batched(reference, mixed_videos, tmp_path):

@@ -192,6 +192,8 @@ def _python27() -> str | None:
     return None
 
 
+@pytest.mark.skip_ok_in_ci("no setup step installs a CPython 2.7 (Debian ships none); the recorded 2.7 printouts "
+                           "above are the reference everywhere")
 def test_against_a_live_64bit_python27(tmp_path) -> None:
     """Where a 64-bit CPython 2.7 is installed, compare with it directly on large random dicts."""
     exe = _python27()
@@ -211,6 +213,7 @@ def test_against_a_live_64bit_python27(tmp_path) -> None:
               "    for k in keys: d[k] = 0\n"
               "    out.append(list(d))\n"
               "print(json.dumps(out))\n")
-    done = subprocess.run([exe, "-c", script, str(src)], capture_output=True, text=True, timeout=120, check=True)
+    done = subprocess.run([exe, "-E", "-c", script, str(src)],  # -E: a PYTHONHASHSEED in the environment would
+                          capture_output=True, text=True, timeout=120, check=True)  # randomise 2.7's order
     for keys, expected in zip(cases, json.loads(done.stdout), strict=True):
         assert py27_order(keys) == expected

@@ -80,7 +80,43 @@ def assert_resume_equals_straight_run(resumed: Path, tmp_path: Path, store: Path
     assert a["best"] == b["best"]
 
 
-def test_train_learns_validates_and_writes_its_files(tmp_path):
+def validation_by_hand(checkpoint: Path, store: Path, ann: Path) -> tuple[float, list[tuple[str, str]]]:
+    """Token-mean cross-entropy, and (reference, greedy caption) pairs, of the segments of the checkpoint's
+    held-out videos, one segment at a time: what a validation of those weights must compute and score."""
+    from caption_model.decode import greedy
+    from caption_model.formats.text import tokenize
+
+    model, vocab, ckpt = load_model(checkpoint)
+    annotations = json.loads(ann.read_text())
+    segments = [(vid, s, e, sentence) for vid in ckpt["val_videos"]
+                for (s, e), sentence in zip(annotations[vid]["timestamps"], annotations[vid]["sentences"], strict=True)]
+    items = [Item(vid, float(s), float(e), tuple(vocab.encode(tokenize(sentence), 30)))
+             for vid, s, e, sentence in segments]
+    dataset = SegmentDataset(str(store), items, max_rows=ckpt["config"]["data"]["max_rows"])
+    nll_sum, n_tokens, pairs = 0.0, 0, []
+    with torch.no_grad():
+        for i, (_, _, _, sentence) in enumerate(segments):
+            rows, tokens, _ = dataset[i]
+            feats, mask = torch.tensor(rows)[None], torch.ones(1, len(rows), dtype=torch.bool)
+            _, nll, n = model.loss(feats, mask, torch.tensor(tokens)[None])
+            nll_sum, n_tokens = nll_sum + float(nll) * n, n_tokens + n
+            caption = greedy(model, feats, mask, ckpt["config"]["decode"]["max_len"])[0].tokens
+            pairs.append((" ".join(tokenize(sentence)), vocab.decode(caption) or "<empty>"))
+    return nll_sum / n_tokens, sorted(pairs)
+
+
+def test_train_learns_validates_and_writes_its_files(tmp_path, monkeypatch):
+    from caption_model.runs.train_log import MeteorScorer
+
+    scored = []  # what each validation gave METEOR (pycocoevalcap's, checked in test_densevid) and got back
+    score = MeteorScorer.score
+
+    def recording(self, references, hypotheses):
+        value = score(self, references, hypotheses)
+        scored.append((sorted((references[k][0], hypotheses[k] or "<empty>") for k in references), value))
+        return value
+
+    monkeypatch.setattr(MeteorScorer, "score", recording)
     store, ann = make_corpus(tmp_path, missing=1, failed=1)
     cfg = tiny_cfg(tmp_path / "run", epochs=24, val_meteor=True, valid_interval=12)
     result = fit(cfg, str(store), [str(ann)], progress=False)
@@ -93,9 +129,18 @@ def test_train_learns_validates_and_writes_its_files(tmp_path):
     train_losses = [h["loss"] for h in result.history if h["kind"] == "train"]
     assert np.mean(train_losses[-3:]) < 0.6 * np.mean(train_losses[:3])  # memorising 24 captions
     vals = [h for h in result.history if h["kind"] == "val"]
-    assert len(vals) == 2 and all(0 <= h["val_meteor"] <= 100 for h in vals)
-    assert vals[-1]["val_loss"] < vals[0]["val_loss"] + 1.0
+    assert [h["epoch"] for h in vals] == [12, 24]
+    # the last validation, redone here from the weights it validated (last.pt) on the held-out videos' segments:
+    # the same loss, and METEOR given exactly these (reference, greedy caption) pairs, its score reported
+    want_loss, want_pairs = validation_by_hand(run / "last.pt", store, ann)
+    assert len(want_pairs) == 6 and len(scored) == 2  # 2 held-out videos x 3 captions; 2 validations
+    assert vals[-1]["val_loss"] == pytest.approx(want_loss, rel=1e-5)
+    assert scored[-1][0] == want_pairs
+    assert vals[-1]["val_meteor"] == scored[-1][1] and [v["val_meteor"] for v in vals] == [v for _, v in scored]
+    assert vals[-1]["val_meteor"] > 0
+    best_val = max(vals, key=lambda h: h["val_meteor"])  # best.pt follows the highest METEOR
     ckpt = load_checkpoint(run / "best.pt")
+    assert ckpt["epoch"] == best_val["epoch"] and ckpt["best"]["value"] == best_val["val_meteor"]
     assert ckpt["feat_dim"] == 16 and ckpt["step"] == ckpt["epoch"] * 3 and ckpt["store_meta"]["extractor"] == "random"
     assert ckpt["best"]["metric"] == "val_meteor" and len(ckpt["val_videos"]) == 2
     assert set(ckpt["rng"]) >= {"python", "numpy", "torch"}
