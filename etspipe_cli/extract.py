@@ -11,8 +11,16 @@ from etspipe_cli.common import DEVICE, _set, config_default, config_options
 @click.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--output", "--store", "store_path", default=None, help="Feature store to write (same as -o STORE).")
+@click.option("--recipe", type=click.Choice(["activitynet-resnet152"]), default=None,
+              help="Extract by a published recipe instead of the config's C3D. activitynet-resnet152: "
+                   "ActivityNet's frame features (the seed's input): frames at 5 per second as ffmpeg's fps=5 "
+                   "picks them, resized to 320x240 (aspect not kept), whole frame, torchvision ResNet-152, "
+                   "ImageNet normalisation, layer4 averaged: 2048-d, row i at i/5 s. Weights: --resnet-weights.")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None,
               help="C3D Sports-1M weights (.pth/.pickle state dict). Without it the network is UNTRAINED.")
+@click.option("--resnet-weights", type=click.Path(dir_okay=False), default=None,
+              help="With --recipe activitynet-resnet152: torchvision's ResNet-152 state dict "
+                   "(resnet152-394f9c45.pth, IMAGENET1K_V1). Without it the network is UNTRAINED.")
 @click.option("--layer", type=click.Choice(["fc7", "fc6", "pool5"]), default=None, help="Output layer.",
               show_default=config_default("extract.layer"))
 @click.option("--pca", "pca_dim", type=int, default=None,
@@ -35,12 +43,13 @@ from etspipe_cli.common import DEVICE, _set, config_default, config_options
 @click.option("--overwrite", is_flag=True, help="Start the store over.")
 @click.option("--retry-failed", is_flag=True, help="Retry videos recorded as failed.")
 @config_options(bare_store=True)
-def extract(inputs: tuple[str, ...], store_path: str | None, weights: str | None, layer: str | None,
+def extract(inputs: tuple[str, ...], store_path: str | None, recipe: str | None, weights: str | None,
+            resnet_weights: str | None, layer: str | None,
             pca_dim: int | None, pca_file: str | None, mean_cube: str | None, device: str | None,
             batch_size: int | None,
             workers: int, scheduler: str | None, overwrite: bool, retry_failed: bool,
             cfg: dict, raw_overrides: tuple[str, ...]) -> None:
-    """Extract C3D features of videos into a feature store.
+    """Extract C3D features (or a recipe's: --recipe) of videos into a feature store.
 
     INPUTS are video files, folders (searched recursively), globs or text files
     listing paths. The store is `-o STORE` (Zarr unless it ends in .h5/.hdf5).
@@ -50,6 +59,8 @@ def extract(inputs: tuple[str, ...], store_path: str | None, weights: str | None
     Examples:
       etspipe extract videos/ -o data/c3d.zarr --weights c3d.pickle --pca 500
       etspipe extract videos/ -o data/anet.zarr --weights c3d.pickle --pca-file PCA_activitynet_v1-3.hdf5
+      etspipe extract videos/ -o data/resnet.zarr --recipe activitynet-resnet152 \\
+          --resnet-weights resnet152-394f9c45.pth
     """
     stores = [v for v in raw_overrides if "=" not in v]
     if store_path is None and len(stores) == 1:
@@ -58,6 +69,8 @@ def extract(inputs: tuple[str, ...], store_path: str | None, weights: str | None
         raise UserError(f"give the output store once (got {', '.join(stores)})")
     if store_path is None:
         raise UserError("no output store: add -o STORE (e.g. -o data/c3d.zarr)")
+    weights = _network_weights(recipe, weights, resnet_weights, layer=layer, pca_dim=pca_dim, pca_file=pca_file,
+                               mean_cube=mean_cube)
     from extract_features import extract_corpus
 
     _set(cfg, "extract.layer", layer)
@@ -67,6 +80,22 @@ def extract(inputs: tuple[str, ...], store_path: str | None, weights: str | None
     _set(cfg, "extract.mean_cube", mean_cube)
     summary = extract_corpus(list(inputs), store_path, cfg, weights=weights, pca_file=pca_file,
                              overwrite=overwrite, retry_failed=retry_failed, workers=workers,
-                             scheduler=scheduler)
+                             scheduler=scheduler, recipe=recipe)
     if summary.get("failed"):
         raise PartialFailure(f"{summary['failed']} video(s) failed; see `etspipe store info {store_path}`")
+
+
+def _network_weights(recipe: str | None, weights: str | None, resnet_weights: str | None, **c3d_only) -> str | None:
+    """The weights file of the network that runs; an option of the other network is one line."""
+    if recipe is None:
+        if resnet_weights:
+            raise UserError("--resnet-weights goes with --recipe activitynet-resnet152 (without a recipe the "
+                            "network is C3D: --weights)")
+        return weights
+    if weights:
+        raise UserError(f"--weights is C3D's; the {recipe} recipe's network is ResNet-152: pass --resnet-weights")
+    given = [name for name, value in c3d_only.items() if value is not None]
+    if given:
+        flag = "--" + given[0].replace("_dim", "").replace("_", "-")
+        raise UserError(f"{flag} is a setting of C3D's features; the {recipe} recipe fixes its rows: leave it out")
+    return resnet_weights

@@ -33,6 +33,10 @@ from etspipe_flows.predict import predict_videos
 @click.option("--c3d-weights", default=None, type=click.Path(dir_okay=False),
               help="C3D weights for raw videos, when the store's rows came from trained weights "
                    "(an imported ActivityNet store: the Sports-1M c3d.pickle).")
+@click.option("--resnet-weights", default=None, type=click.Path(dir_okay=False),
+              help="torchvision ResNet-152 weights (resnet152-394f9c45.pth, IMAGENET1K_V1) for raw videos, when "
+                   "the model's rows are ActivityNet's ResNet-152 frame features (e.g. a run from "
+                   "import-weights paddle-ets).")
 @click.option("--pca-file", default=None, type=click.Path(dir_okay=False),
               help="Projection for raw videos: ActivityNet's PCA_activitynet_v1-3.hdf5 for an imported "
                    "ActivityNet store (kept in the store once given), else the store's own .npz.")
@@ -50,8 +54,9 @@ from etspipe_flows.predict import predict_videos
 @config_options
 def predict(videos: tuple[str, ...], filelist: str | None, weights: str | None, save_dir: str | None,
             store_path: str | None, out_dir: str | None, plot_dir: str | None, html: bool, c3d_weights: str | None,
-            pca_file: str | None, mean_cube: str | None, beam_size: int | None, device: str | None,
-            max_events: int | None, subtitles: str | None, cfg: dict, raw_overrides: tuple[str, ...]) -> None:
+            resnet_weights: str | None, pca_file: str | None, mean_cube: str | None, beam_size: int | None,
+            device: str | None, max_events: int | None, subtitles: str | None, cfg: dict,
+            raw_overrides: tuple[str, ...]) -> None:
     """Caption whole video files (VIDEO...) or the videos or segments listed in a file.
 
     A video id is read from the store. Times are seconds; times past the stored
@@ -70,7 +75,12 @@ def predict(videos: tuple[str, ...], filelist: str | None, weights: str | None, 
     clip 16 stride 8, 128x171 frames, crop 112, mean cube, ActivityNet's PCA;
     that needs --c3d-weights c3d.pickle and --pca-file
     PCA_activitynet_v1-3.hdf5 (once; the store keeps it), and takes
-    --mean-cube. Other imported stores cannot extract new videos. A line
+    --mean-cube. A model whose rows are ActivityNet's ResNet-152 frame
+    features (import-weights paddle-ets, import-features
+    activitynet-resnet152, extract --recipe activitynet-resnet152) extracts
+    raw videos by that recipe: frames at 5 fps as ffmpeg's fps=5 picks them,
+    320x240, ResNet-152 layer4 averaged; that needs --resnet-weights
+    resnet152-394f9c45.pth. Other imported stores cannot extract new videos. A line
     whose video cannot be extracted or captioned says why in one line; the
     others are still captioned (exit status 3 then).
 
@@ -82,15 +92,21 @@ def predict(videos: tuple[str, ...], filelist: str | None, weights: str | None, 
       etspipe predict --filelist my_videos.txt --subtitles vtt --max-events 5
       etspipe predict my_video.mp4 --weights data/checkpoints/best.pt \\
           --c3d-weights c3d.pickle --pca-file PCA_activitynet_v1-3.hdf5     # a model trained on imported features
+      etspipe predict my_video.mp4 --weights data/paddle_ets/best.pt \\
+          --resnet-weights resnet152-394f9c45.pth                        # the seed's model (ResNet-152 rows)
     """
     if not videos and not filelist:
         raise UserError("give video files (etspipe predict VIDEO...) or --filelist FILE")
+    if c3d_weights and resnet_weights:
+        raise UserError("give --c3d-weights or --resnet-weights, not both: a model's rows come from one network")
     _set(cfg, "train.save_dir", save_dir)
     _set(cfg, "predict.results_dir", out_dir)
     _set(cfg, "decode.beam_size", beam_size)
     _set(cfg, "train.device", device)
+    # the flow's c3d_weights is the file of whichever network the store's rows came from; extract_like_store
+    # follows the store's recipe and names the flag it needs, the loader refuses a file of the other network
     summary = predict_videos(cfg, weights, filelist, videos, store_path=store_path, plot_dir=plot_dir, html=html,
-                             c3d_weights=c3d_weights, max_events=max_events, subtitles=subtitles,
+                             c3d_weights=c3d_weights or resnet_weights, max_events=max_events, subtitles=subtitles,
                              pca_file=pca_file, mean_cube=mean_cube, echo=click.echo)
     if summary["n_failed"] or not summary["n_ok"]:
         source = filelist or "the videos given"

@@ -59,27 +59,32 @@ def center_crop(frames: np.ndarray, crop: int) -> np.ndarray:
 class ClipStream:
     """Iterate `(clip_index, clip)` with clip an (clip_len, crop, crop, 3) uint8 array.
 
+    `crop` None keeps the whole (H, W) = `frame_size` frame (ResNet-152's recipe).
+
     `reader.read(indices)` must return the frames at increasing native indices
     (fewer if the stream ends early). When the stream ends before its announced
     length, the clips are re-planned for the frames that exist; `n_positions`
     and `n_clips` hold the final figures once iteration is over.
     """
 
-    def __init__(self, reader, positions: np.ndarray, clip_len: int, stride: int, crop: int,
-                 chunk_clips: int = 8) -> None:
+    def __init__(self, reader, positions: np.ndarray, clip_len: int, stride: int, crop: int | None,
+                 chunk_clips: int = 8, frame_size: tuple[int, int] | None = None) -> None:
+        if crop is None and frame_size is None:
+            raise ValueError("a whole-frame stream (crop None) needs the frame_size")
         self.reader = reader
         self.positions = positions
         self.n_positions = len(positions)
         self.clip_len = clip_len
         self.stride = stride
         self.crop = crop
+        self.frame_shape = (crop, crop) if crop is not None else tuple(frame_size)
         self.chunk_clips = max(1, chunk_clips)
         self.n_clips = count_clips(self.n_positions, clip_len, stride)
         self.padded = 0 < self.n_positions < clip_len
         self.native_end: int | None = None  # set when the stream ended before its announced length
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
-        self._buf = np.empty((0, self.crop, self.crop, 3), dtype=np.uint8)
+        self._buf = np.empty((0, *self.frame_shape, 3), dtype=np.uint8)
         self._buf_start = 0  # position of self._buf[0]
         self._last_native, self._last_frame = -1, None
         clip = 0
@@ -111,7 +116,10 @@ class ClipStream:
         fresh = uniq[1:] if reuse else uniq
         frames = self.reader.read(fresh) if len(fresh) else np.empty((0, 1, 1, 3), np.uint8)
         n_new = len(frames)
-        frames = center_crop(frames, self.crop) if n_new else self._buf[:0]
+        if not n_new:
+            frames = self._buf[:0]
+        elif self.crop is not None:
+            frames = center_crop(frames, self.crop)
         if reuse:
             frames = np.concatenate([self._last_frame[None], frames])
         if len(frames) < len(uniq):  # the stream ended before its announced length

@@ -18,6 +18,10 @@ the fly otherwise. The store is opened first, so a wrong output path fails
 before any work. `--pca-file` puts a saved projection into the store instead
 of fitting one; a store holding another projection is refused (`overwrite`
 starts over).
+
+`recipe="activitynet-resnet152"` extracts by ActivityNet's ResNet-152 frame
+recipe instead of the config's C3D (`resnet_recipe`); the same plan, resume,
+failures and dask fan-out apply, with no PCA.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import fsspec
 import numpy as np
 
 from etspipe.errors import UserError
+from extract_features import resnet152, resnet_recipe
 from extract_features.c3d import feature_dim
 from extract_features.clips import PAD_RULES
 from extract_features.inputs import assign_ids, collect_videos, input_problem
@@ -189,9 +194,13 @@ class _Run:
 
     @property
     def source_dim(self) -> int:
+        if self.opts.network == "resnet152":
+            return resnet152.feature_dim(self.opts.width_mult)
         return feature_dim(self.opts.layer, self.opts.width_mult)
 
     def meta(self, dim: int, pca: dict | None = None) -> dict:
+        if self.opts.network == "resnet152":
+            return resnet_recipe.store_meta(self.opts, self.weights_id)
         return store_meta(self.opts, dim, self.weights_id, pca, self.mean_cube_id)
 
 
@@ -199,7 +208,7 @@ def _extract_into(store, videos, run: _Run, pca: IncrementalPCA | None) -> dict:
     """Extract the videos `store` lacks (projected by `pca`, if any) into the open `store`."""
     todo, skipped = _plan(store, videos, run.retry_failed)
     if not run.weights:
-        warn_untrained()
+        warn_untrained(run.opts.network)
     if run.workers or run.scheduler:
         from extract_features.distributed import run_distributed
 
@@ -233,13 +242,14 @@ def extract_corpus(
     scheduler: str | None = None,
     progress: bool = True,
     pca_file: str | None = None,
+    recipe: str | None = None,
 ) -> dict:
-    """Extract C3D features of every input video into `store_path`.
+    """Extract C3D features (or, with `recipe`, the recipe's) of every input video into `store_path`.
 
     Returns {"done", "skipped", "failed", "seconds", "failures": {id: {reason, detail}}}.
     """
     t0 = time.perf_counter()
-    opts = ExtractOptions.from_config(cfg)
+    opts = _recipe_options(cfg, recipe, pca_file) if recipe else ExtractOptions.from_config(cfg)
     if (workers or scheduler) and is_hdf5(store_path):
         raise UserError(f"{store_path}: HDF5 stores take one writer; use a Zarr store with --workers/--scheduler")
     if weights and not Path(weights).is_file():
@@ -258,6 +268,18 @@ def extract_corpus(
     log.info("extract: %d done, %d skipped, %d failed in %.1f s", summary["done"], summary["skipped"],
              summary["failed"], summary["seconds"])
     return summary
+
+
+def _recipe_options(cfg: dict, recipe: str, pca_file: str | None) -> ExtractOptions:
+    """Options of a named recipe; what the recipe does not have (a projection) is one line."""
+    if recipe != resnet_recipe.RECIPE_CHOICE:
+        raise UserError(f"unknown recipe {recipe!r}; etspipe extracts by {resnet_recipe.RECIPE_CHOICE}")
+    if pca_file or cfg["extract"].get("pca_dim"):
+        raise UserError(f"the {recipe} recipe's rows are layer4 averaged, with no projection: leave out "
+                        f"{'--pca-file' if pca_file else '--pca / extract.pca_dim'}")
+    if cfg["extract"].get("mean_cube"):
+        raise UserError(f"the {recipe} recipe takes ImageNet's mean and std: leave out --mean-cube")
+    return resnet_recipe.resnet_options(cfg)
 
 
 def check_output_path(path: str) -> None:

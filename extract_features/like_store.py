@@ -13,8 +13,12 @@ files go through that same projection. A store made with a mean cube
 (`extract.mean_cube`) needs the same cube file again (checked by its sha256).
 An imported store has no extraction settings of its own; one that records the
 recipe of its rows (the official ActivityNet C3D import) is extracted by that
-recipe (`extract_features.recipe`), given the weights and projection files. A file is matched to a stored video by
-its content (`inputs.file_fingerprint`, recorded at extraction), not only by
+recipe (`extract_features.recipe`), given the weights and projection files.
+A store of ActivityNet's ResNet-152 frame recipe (imported, extracted with
+`extract --recipe activitynet-resnet152`, or the working store of a model
+trained on such rows) is extracted by that recipe (`resnet_recipe`), given the
+ResNet-152 weights unless its rows are untrained. A file is matched to a stored
+video by its content (`inputs.file_fingerprint`, recorded at extraction), not only by
 its name: a different file under a stored video's name is extracted anew under
 ``<id>-<hash>`` (said in one line), and the stored video is left as it is.
 """
@@ -28,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from etspipe.errors import UserError
+from extract_features import resnet_recipe
 from extract_features.c3d import feature_dim
 from extract_features.corpus import EXTRACTOR_NAME
 from extract_features.inputs import file_fingerprint
@@ -36,7 +41,7 @@ from extract_features.pca import IncrementalPCA, load_projection, stored_project
 from extract_features.recipe import note_mean, recipe_options, recipe_projection, recipe_refusal
 from extract_features.runner import Extractor, extract_one, make_extractor
 from extract_features.weights import file_sha256
-from features_store.recipes import recipe_of
+from features_store.recipes import RESNET_RECIPE, recipe_of
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +69,8 @@ def options_of_store(cfg: dict, store_meta: dict, mean_cube: str | None = None) 
     decode workers, precision, device, video backend). A store whose rows
     were made with a mean cube needs that cube's file as `mean_cube`.
     """
+    if resnet_recipe.is_resnet_store(store_meta):
+        return resnet_recipe.options_of_store(cfg, store_meta, mean_cube)
     if store_meta.get("extractor") != EXTRACTOR_NAME:
         recipe = recipe_of(store_meta)
         if recipe is None:
@@ -135,7 +142,7 @@ def _stored_id(store, vid: str, path: Path, available: set[str]) -> tuple[str, b
 
 
 class _LazyExtractor:
-    """C3D built once, on the first file that needs it (a list of stored ids never loads it)."""
+    """The network built once, on the first file that needs it (a list of stored ids never loads it)."""
 
     def __init__(self, opts: ExtractOptions, weights: str | None, trained: bool, recipe: dict | None = None):
         self.opts, self.weights, self.trained, self.recipe = opts, weights, trained, recipe
@@ -146,7 +153,10 @@ class _LazyExtractor:
         if self._model is None:
             self._model = make_extractor(self.opts, self.weights if self.trained else None,
                                          self.opts.torch_device(), warn=self.trained)
-            if self.recipe is not None:  # what a store that did not make its rows itself keeps per video
+            if self.opts.network == "resnet152":
+                self._extra = {"recipe": (self.recipe or {}).get("name", RESNET_RECIPE),
+                               "weights": self._model.weights_id}
+            elif self.recipe is not None:  # what a store that did not make its rows itself keeps per video
                 self._extra = {"recipe": self.recipe.get("name"), "weights": self._model.weights_id,
                                "mean": note_mean(self.opts, self.recipe)}
         rows, vmeta = extract_one(path, self.opts, self._model)
@@ -157,6 +167,8 @@ def _extractor_for(cfg: dict, meta: dict, weights: str | None, device: str | Non
                    pca: IncrementalPCA | None, mean_cube: str | None) -> _LazyExtractor:
     opts = options_of_store(cfg, meta, mean_cube)
     opts = dataclasses.replace(opts, device=device) if device else opts
+    if opts.network == "resnet152":
+        return _LazyExtractor(opts, weights, resnet_recipe.trained(meta), recipe_of(meta))
     if pca is not None and pca.dim != feature_dim(opts.layer, opts.width_mult):
         raise UserError(f"the store's PCA takes {pca.dim}-d features, its layer {opts.layer} gives "
                         f"{feature_dim(opts.layer, opts.width_mult)}")
@@ -168,6 +180,8 @@ def _extractor_for(cfg: dict, meta: dict, weights: str | None, device: str | Non
 def _projection(store, meta: dict, weights: str | None, pca_file: str | None,
                 u_layout: str) -> tuple[IncrementalPCA | None, str | None]:
     """(the projection new rows go through, why no file can be extracted into this store, or None)."""
+    if resnet_recipe.is_resnet_store(meta):
+        return None, resnet_recipe.refusal(meta, weights, store.dim, pca_file)
     recipe = recipe_of(meta) if meta.get("extractor") != EXTRACTOR_NAME else None
     if recipe is not None:
         pca, refusal = recipe_projection(store, recipe, pca_file, u_layout)
@@ -194,9 +208,11 @@ def extract_like_store(paths: Sequence[str | Path], store_path: str | Path, *, c
     Returns, per path, an `Outcome`: the store id (the file's name without
     extension; already stored ids are reused, not extracted again) or a
     one-line reason. One bad file never stops the others; a store that cannot
-    be opened is a UserError. `device` (auto | cpu | cuda) overrides
-    ``extract.device``. `pca_file` is the projection of a store whose recipe
-    names one it does not hold yet (ActivityNet's ``PCA_activitynet_v1-3.hdf5``;
+    be opened is a UserError. `weights` is the file of the network the store's
+    rows came from: C3D's (``--c3d-weights``) or, for a store of ActivityNet's
+    ResNet-152 frame recipe, torchvision's ResNet-152 (``--resnet-weights``).
+    `device` (auto | cpu | cuda) overrides ``extract.device``. `pca_file` is
+    the projection of a store whose recipe names one it does not hold yet (ActivityNet's ``PCA_activitynet_v1-3.hdf5``;
     kept in the store), or must be the store's own; `mean_cube` the cube file
     of a store made with one (optional for a recipe's cube).
     """

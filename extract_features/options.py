@@ -3,6 +3,10 @@
 One frozen dataclass travels from the CLI to the runner and to dask workers
 (it pickles), so every part of a run sees the same settings and the store meta
 is written from exactly what was used.
+
+`network` says which network makes the rows: C3D (the config's `extract`
+section describes it) or ResNet-152 for ActivityNet's frame recipe, whose
+geometry is fixed by the recipe (`resnet_recipe.resnet_options`).
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from etspipe.devices import cpu_has_native_bf16, resolve_device
 from etspipe.errors import UserError
 from extract_features.c3d import LAYERS
 from extract_features.clips import PAD_RULES
+from extract_features.resnet152 import LAYER as RESNET_LAYER
 from features_store.anet_pca import U_LAYOUTS
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+NETWORKS = ("c3d", "resnet152")
 log = logging.getLogger(__name__)
 
 
@@ -48,13 +54,18 @@ _CONFIG_KEYS = {
 
 @dataclass(frozen=True)
 class ExtractOptions:
-    """The settings of one extraction; the meaning and default of each is in configs/ets.yaml."""
+    """The settings of one extraction; the meaning and default of each is in configs/ets.yaml.
+
+    With ``network="resnet152"`` the frames go whole into the network (``crop`` None)
+    and its input is the recipe's fixed ImageNet normalisation: ``channel_order``,
+    ``mean``, ``scale``, ``mean_cube`` and ``pad_short`` describe C3D's input only.
+    """
 
     clip_len: int
     stride: int
     fps: float | None
     frame_size: tuple[int, int]
-    crop: int
+    crop: int | None
     layer: str
     width_mult: float
     channel_order: str
@@ -73,6 +84,7 @@ class ExtractOptions:
     mean_cube: str | None
     pca_file_dim: int
     pca_file_u: str
+    network: str = "c3d"
 
     @classmethod
     def from_config(cls, cfg: dict, **changes) -> ExtractOptions:
@@ -107,16 +119,16 @@ class ExtractOptions:
             raise bad("stride", f"must be at least 1, got {self.stride}")
         if self.fps is not None and self.fps <= 0:
             raise bad("fps", f"must be positive or null, got {self.fps}")
-        if len(self.frame_size) != 2 or min(self.frame_size) < self.crop:
-            raise bad("frame_size", f"must be [H, W] no smaller than crop {self.crop}, got {list(self.frame_size)}")
-        if self.layer not in LAYERS:
-            raise bad("layer", f"must be one of {', '.join(LAYERS)}, got {self.layer!r}")
-        if self.crop != 112 or self.clip_len != 16:
-            # C3D's fc6 expects pool5 of 512x1x4x4, which only a 16x112x112 clip gives
-            raise bad("crop" if self.crop != 112 else "clip_len",
-                      f"C3D needs 16-frame 112x112 clips (clip_len 16, crop 112), got {self.clip_len}, {self.crop}")
+        if self.network not in NETWORKS:
+            raise ValueError(f"network must be one of {NETWORKS}, got {self.network!r}")
+        if self.network == "resnet152":
+            self._validate_resnet()
+        else:
+            self._validate_c3d(bad)
         if not 0 < self.width_mult <= 1.0:
             raise bad("width_mult", f"must be in (0, 1], got {self.width_mult}")
+        if len(self.frame_size) != 2 or min(self.frame_size) < 1:
+            raise bad("frame_size", f"must be [H, W] of positive sizes, got {list(self.frame_size)}")
         if self.channel_order not in ("bgr", "rgb"):
             raise bad("channel_order", f"must be bgr or rgb, got {self.channel_order!r}")
         if len(self.mean) != 3:
@@ -143,6 +155,23 @@ class ExtractOptions:
             raise bad("pca_file_u", f"must be one of {', '.join(U_LAYOUTS)}, got {self.pca_file_u!r}")
         if self.video_backend not in ("auto", "decord", "pyav"):
             raise bad("video_backend", f"must be auto, decord or pyav, got {self.video_backend!r}")
+
+    def _validate_c3d(self, bad) -> None:
+        if self.crop is None or len(self.frame_size) != 2 or min(self.frame_size) < self.crop:
+            raise bad("frame_size", f"must be [H, W] no smaller than crop {self.crop}, got {list(self.frame_size)}")
+        if self.layer not in LAYERS:
+            raise bad("layer", f"must be one of {', '.join(LAYERS)}, got {self.layer!r}")
+        if self.crop != 112 or self.clip_len != 16:
+            # C3D's fc6 expects pool5 of 512x1x4x4, which only a 16x112x112 clip gives
+            raise bad("crop" if self.crop != 112 else "clip_len",
+                      f"C3D needs 16-frame 112x112 clips (clip_len 16, crop 112), got {self.clip_len}, {self.crop}")
+
+    def _validate_resnet(self) -> None:
+        """The recipe fixes these (`resnet_recipe.resnet_options` sets them): anything else is a caller's bug."""
+        if (self.clip_len, self.stride, self.crop, self.layer, self.pca_dim) != (1, 1, None, RESNET_LAYER, None):
+            raise ValueError("ResNet-152 takes single whole frames (clip_len 1, stride 1, crop None, layer "
+                             f"{RESNET_LAYER}, no PCA); got {self.clip_len}, {self.stride}, {self.crop}, "
+                             f"{self.layer}, {self.pca_dim}")
 
     def torch_device(self) -> torch.device:
         return resolve_device(self.device, "extract.device")

@@ -12,6 +12,10 @@ the refusal is one line that says which file to pass.
 The mean cube file is optional: without it the cube's per-channel means are
 subtracted (the difference is measured in docs/PERFORMANCE.md), which is said
 once and recorded with each video (``mean``).
+
+ActivityNet's ResNet-152 frame recipe (``activitynet-resnet152-5fps``) names no
+projection and its own network: its settings, refusals and weights live in
+`resnet_recipe`, which `recipe_options` hands it to.
 """
 
 from __future__ import annotations
@@ -19,20 +23,23 @@ from __future__ import annotations
 import logging
 
 from etspipe.errors import UserError
+from extract_features import resnet_recipe
 from extract_features.c3d import feature_dim
 from extract_features.options import ExtractOptions
 from extract_features.pca import IncrementalPCA, load_projection, stored_projection
 from extract_features.weights import file_sha256
-from features_store.recipes import OFFICIAL_PCA_FILE, OFFICIAL_WEIGHTS, set_projection
+from features_store.recipes import OFFICIAL_PCA_FILE, OFFICIAL_WEIGHTS, RESNET_EXTRACTOR, set_projection
 
 log = logging.getLogger(__name__)
 
-ETSPIPE_EXTRACTOR = "c3d-sports1m"  # the only network a recipe may name (corpus.EXTRACTOR_NAME)
+ETSPIPE_EXTRACTOR = "c3d-sports1m"  # C3D, as a recipe names it (corpus.EXTRACTOR_NAME); or RESNET_EXTRACTOR
 _RECIPE_KEYS = ("layer", "clip_len", "stride", "fps", "frame_size", "crop", "width_mult")
 
 
 def recipe_options(cfg: dict, recipe: dict, mean_cube: str | None = None) -> ExtractOptions:
     """Extraction settings of the recipe; the config supplies only what does not change the rows."""
+    if recipe.get("extractor") == RESNET_EXTRACTOR:
+        return resnet_recipe.options_of_store(cfg, {"recipe": recipe}, mean_cube)
     if recipe.get("extractor") != ETSPIPE_EXTRACTOR:
         raise UserError(f"the store's recipe ({recipe.get('name')}) uses the extractor {recipe.get('extractor')!r}, "
                         "which etspipe does not have")

@@ -2,7 +2,8 @@
 
 Decoding runs ahead in a pool of threads (decord and PyAV release the GIL while
 they decode and scale), each thread streaming one video's clips into a bounded
-queue; the main thread takes clips from any video into full batches, runs C3D
+queue; the main thread takes clips from any video into full batches, runs the
+network (C3D, or ResNet-152 on one-frame "clips" for ActivityNet's frame recipe)
 and scatters the rows back to their videos. A video is written (one atomic
 commit) as soon as its last row is in, so a kill loses at most the videos in
 flight, and a rerun redoes only those. The bounded queue is what keeps memory
@@ -27,17 +28,20 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
+from torch import nn
 
 from etspipe.errors import UserError
 from etspipe.progress import progress_bar
-from extract_features.c3d import C3D, C3DInput, build_c3d
+from extract_features.c3d import C3DInput, build_c3d
 from extract_features.clips import ClipStream, frame_positions
+from extract_features.fps_filter import fps_filter_positions
 from extract_features.inputs import file_fingerprint
 from extract_features.mean_cube import crop_cube, load_mean_cube
 from extract_features.options import ExtractOptions
 from extract_features.pca import IncrementalPCA
+from extract_features.resnet152 import ResNetInput, build_resnet152
 from extract_features.video_reader import DECODE_ERROR, HAVE_DECORD, VideoReadError, open_video
-from extract_features.weights import UNTRAINED, load_c3d_weights, warn_untrained
+from extract_features.weights import UNTRAINED, load_c3d_weights, load_resnet_weights, warn_untrained
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +56,8 @@ _DECODE_FAILURES = (av.error.FFmpegError, _DecordError, OSError, EOFError)
 
 
 # CPU layout of the network's input and weights. channels-last 3-D ran 1.15-1.2x faster than
-# NCDHW for the full-size fp32 C3D on the 2-core AVX2 machine (docs/PERFORMANCE.md, Extraction).
+# NCDHW for the full-size fp32 C3D on the 2-core AVX2 machine (docs/PERFORMANCE.md, Extraction);
+# channels-last 2-D ran the full-size ResNet-152 on 240x320 frames 1.2-1.4x faster (docs/RESNET152.md).
 CPU_CHANNELS_LAST = True
 
 
@@ -78,8 +83,8 @@ class Extractor:
     of every video (predict and dask run one pipeline per video).
     """
 
-    model: C3D
-    transform: C3DInput
+    model: nn.Module  # C3D or ResNet152: (B, ...) input to (B, out_dim) rows
+    transform: C3DInput | ResNetInput
     device: torch.device
     opts: ExtractOptions
     weights_id: str  # sha256 of the weights file, or "untrained"
@@ -153,32 +158,53 @@ class Extractor:
 
 def make_extractor(opts: ExtractOptions, weights: str | None = None,
                    device: torch.device | str | None = None, warn: bool = True) -> Extractor:
-    """Build C3D for `opts`, load `weights` (or warn loudly that it is untrained)."""
+    """Build `opts.network` (C3D or ResNet-152), load `weights` (or warn loudly that it is untrained)."""
     device = torch.device(device) if device is not None else opts.torch_device()
-    model = build_c3d(opts.layer, opts.width_mult)
+    resnet = opts.network == "resnet152"
+    model = build_resnet152(opts.width_mult) if resnet else build_c3d(opts.layer, opts.width_mult)
     if weights:
-        weights_id = load_c3d_weights(model, weights)
+        weights_id = load_resnet_weights(model, weights) if resnet else load_c3d_weights(model, weights)
     else:
         if warn:
-            warn_untrained()
+            warn_untrained(opts.network)
         weights_id = UNTRAINED
     return prepare_extractor(model, opts, device, weights_id)
 
 
-def prepare_extractor(model: C3D, opts: ExtractOptions, device: torch.device, weights_id: str) -> Extractor:
+def prepare_extractor(model: nn.Module, opts: ExtractOptions, device: torch.device, weights_id: str) -> Extractor:
     """Put `model` on `device` in the layout its inputs will have (channels-last on CUDA and, measured, CPU)."""
     cuda = device.type == "cuda"
     channels_last = cuda or CPU_CHANNELS_LAST
     model = model.to(device).eval()
+    resnet = opts.network == "resnet152"
     if channels_last:
-        model = model.to(memory_format=torch.channels_last_3d)
+        model = model.to(memory_format=torch.channels_last if resnet else torch.channels_last_3d)
     if cuda:
         torch.backends.cudnn.benchmark = True
-    cube = None
-    if opts.mean_cube:
-        cube = crop_cube(load_mean_cube(opts.mean_cube, opts.clip_len, opts.frame_size), opts.crop)
-    transform = C3DInput(opts.channel_order, opts.mean, opts.scale, channels_last=channels_last, mean_cube=cube)
+    if resnet:
+        transform = ResNetInput(channels_last=channels_last)
+    else:
+        cube = None
+        if opts.mean_cube:
+            cube = crop_cube(load_mean_cube(opts.mean_cube, opts.clip_len, opts.frame_size), opts.crop)
+        transform = C3DInput(opts.channel_order, opts.mean, opts.scale, channels_last=channels_last, mean_cube=cube)
     return Extractor(model, transform, device, opts, weights_id, lookahead=int(cuda), pad_batches=cuda)
+
+
+def frame_plan(n_frames: int, native_fps: float, opts: ExtractOptions) -> np.ndarray:
+    """Native frame index of each position of the sequence the clips are cut from.
+
+    ResNet-152's frames are those ffmpeg's ``fps`` filter keeps (`fps_filter`, the
+    recipe's rule); C3D's are every frame, or at a target rate the frame at or
+    before each target time (`clips.frame_positions`).
+    """
+    if opts.network == "resnet152":
+        return fps_filter_positions(n_frames, native_fps, opts.fps)
+    return frame_positions(n_frames, native_fps, opts.fps)
+
+
+# Clips decoded per read: C3D's 8 clips are 72 frames; ResNet-152's one-frame clips come 16 at a time
+_CHUNK_CLIPS = {"c3d": 8, "resnet152": 16}
 
 
 def video_meta_for(path: str | Path, reader_info, stream: ClipStream, opts: ExtractOptions) -> dict:
@@ -272,8 +298,9 @@ def _decode_job(job: _Job, opts: ExtractOptions, out: queue.Queue, stop: threadi
     try:
         reader = open_video(job.path, tuple(opts.frame_size), opts.video_backend, threads=1)
         info = reader.info
-        positions = frame_positions(info.n_frames, info.fps, opts.fps)
-        stream = ClipStream(reader, positions, opts.clip_len, opts.stride, opts.crop, chunk_clips=8)
+        positions = frame_plan(info.n_frames, info.fps, opts)
+        stream = ClipStream(reader, positions, opts.clip_len, opts.stride, opts.crop,
+                            chunk_clips=_CHUNK_CLIPS[opts.network], frame_size=tuple(opts.frame_size))
         out.put(_Start(job.index, stream.n_clips))
         for clip_index, clip in stream:
             if stop.is_set():
@@ -452,19 +479,19 @@ def _stop_decoders(q: queue.Queue, pool: ThreadPoolExecutor, stop: threading.Eve
 
 # ----------------------------------------------------------------------------- one video
 
-def extract_one(path: str | Path, cfg: dict | ExtractOptions, model: Extractor | C3D | None = None,
+def extract_one(path: str | Path, cfg: dict | ExtractOptions, model: Extractor | nn.Module | None = None,
                 device: torch.device | str | None = None,
                 pca: IncrementalPCA | str | None = None) -> tuple[np.ndarray, dict]:
     """Features of one video without a store (`predict` on a raw video): (rows, video_meta).
 
-    `model` is an Extractor (reused across calls), a bare C3D (its layer/width are
-    used as they are, with the config's input transform), or None (untrained from
-    the config). A video that cannot be read is a UserError naming it.
+    `model` is an Extractor (reused across calls), a bare network of `cfg`'s kind
+    (a C3D's layer/width are used as they are, with the config's input transform),
+    or None (untrained from the config). A video that cannot be read is a UserError naming it.
     """
     opts = cfg if isinstance(cfg, ExtractOptions) else ExtractOptions.from_config(cfg)
     if isinstance(model, Extractor):
         extractor = model
-    elif isinstance(model, C3D):
+    elif isinstance(model, nn.Module):
         dev = torch.device(device) if device is not None else next(model.parameters()).device
         extractor = prepare_extractor(model, opts, dev, "unknown")
     else:

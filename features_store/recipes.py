@@ -83,10 +83,19 @@ def resnet152_recipe() -> dict:
     }
 
 
-def resnet152_store_meta() -> dict:
-    """Store metadata of rows made by `resnet152_recipe` (one frame per row at 5 fps)."""
-    return {"extractor": RESNET_EXTRACTOR, "layer": "layer4-avg", "dim": 2048, "clip_len": 1, "stride": 1,
-            "fps": 5.0, "weights": "IMAGENET1K_V1", "recipe": resnet152_recipe()}
+def resnet152_store_meta(weights: str = "IMAGENET1K_V1", dim: int = 2048, width_mult: float | None = None) -> dict:
+    """Store metadata of rows made by `resnet152_recipe` (one frame per row at 5 fps).
+
+    The defaults describe the published rows; etspipe's own extraction
+    (`extract --recipe activitynet-resnet152`) records the sha256 of the weights
+    file it was given (or "untrained") and its network's width (1.0: the real one;
+    below only in tests, with `dim` to match).
+    """
+    meta = {"extractor": RESNET_EXTRACTOR, "layer": "layer4-avg", "dim": int(dim), "clip_len": 1, "stride": 1,
+            "fps": 5.0, "weights": weights, "recipe": resnet152_recipe()}
+    if width_mult is not None:
+        meta["width_mult"] = float(width_mult)
+    return meta
 
 
 def recipe_of(store_meta: dict) -> dict | None:
