@@ -145,6 +145,46 @@ def collate(samples: Sequence[tuple[np.ndarray, np.ndarray, int]]) -> Batch:
     return Batch(torch.from_numpy(feats), torch.from_numpy(mask), torch.from_numpy(tokens), index)
 
 
+@dataclass
+class BatchParts:
+    """One optimiser step's segments as consecutive padded parts of at most ``max_rows`` padded rows each.
+
+    Made by `collate_parts` when ``train.max_batch_rows`` is set, so that a batch of long segments is
+    never padded into one tensor (256 segments of ~3,750 rows of 2048-d would be ~8 GB before any part
+    runs).
+    """
+
+    parts: list[Batch]
+
+    @property
+    def index(self) -> torch.Tensor:
+        return torch.cat([p.index for p in self.parts])
+
+    def to(self, device: torch.device | str) -> BatchParts:
+        return BatchParts([p.to(device) for p in self.parts])
+
+    def pin_memory(self) -> BatchParts:
+        return BatchParts([p.pin_memory() for p in self.parts])
+
+
+def collate_parts(samples: Sequence[tuple[np.ndarray, np.ndarray, int]], max_rows: int) -> Batch | BatchParts:
+    """`collate`, or with `max_rows` > 0 the samples longest first in parts of at most `max_rows` padded rows
+    (segments x that part's longest), each part at least one segment."""
+    if max_rows <= 0:
+        return collate(samples)
+    samples = sorted(samples, key=lambda s: -s[0].shape[0])
+    parts, current, longest = [], [], 0
+    for sample in samples:
+        n = max(sample[0].shape[0], 1)
+        if current and (len(current) + 1) * max(longest, n) > max_rows:
+            parts.append(collate(current))
+            current, longest = [], 0
+        current.append(sample)
+        longest = max(longest, n)
+    parts.append(collate(current))
+    return parts[0] if len(parts) == 1 else BatchParts(parts)
+
+
 class BucketBatchSampler(Sampler[list[int]]):
     """Batches of segments of similar length, in an order fixed by (seed, epoch).
 

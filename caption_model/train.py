@@ -51,7 +51,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from caption_model.architectures import build_captioner, no_decay_names
-from caption_model.dataset import Batch, BucketBatchSampler
+from caption_model.dataset import Batch, BatchParts, BucketBatchSampler
 from caption_model.decode import greedy
 from caption_model.formats.annotations import summary_line
 from caption_model.formats.text import PAD, Vocab
@@ -111,14 +111,14 @@ def validate(model: nn.Module, loader: DataLoader, vocab: Vocab, references: lis
     nll_sum, n_tokens = torch.zeros((), dtype=torch.float64, device=device), 0
     hyps: dict[int, str] = {}
     for batch in progress_bar(loader, desc="validate", leave=False, enabled=progress):
-        batch = batch.to(device)
-        with autocast(device, precision):
-            _, nll, n = model.loss(batch.feats, batch.feat_mask, batch.tokens)
-            decoded = greedy(model, batch.feats, batch.feat_mask, max_len)
-        nll_sum += nll.double() * n
-        n_tokens += n
-        for idx, d in zip(batch.index.tolist(), decoded, strict=True):
-            hyps[idx] = vocab.decode(d.tokens)
+        for part in parts_of(batch.to(device)):
+            with autocast(device, precision):
+                _, nll, n = model.loss(part.feats, part.feat_mask, part.tokens)
+                decoded = greedy(model, part.feats, part.feat_mask, max_len)
+            nll_sum += nll.double() * n
+            n_tokens += n
+            for idx, d in zip(part.index.tolist(), decoded, strict=True):
+                hyps[idx] = vocab.decode(d.tokens)
     refs = {i: [references[i]] for i in hyps}
     out = {"val_loss": float(nll_sum) / max(n_tokens, 1)}
     score = meteor.score(refs, hyps)
@@ -281,7 +281,10 @@ def _train_epoch(run: Run, loader: DataLoader, device: torch.device, tcfg: dict,
     t_wait = time.perf_counter()
     for batch in loader:
         timing["data_s"] += time.perf_counter() - t_wait  # waiting for rows: what data loading costs the step
-        segments, rows = batch.tokens.shape[0], batch.feats.shape[0] * batch.feats.shape[1]
+        parts = parts_of(batch)
+        segments = sum(p.tokens.shape[0] for p in parts)
+        rows = sum(p.feats.shape[0] * p.feats.shape[1] for p in parts)
+        real_rows = sum(int(p.feat_mask.sum()) for p in parts)
         batch = batch.to(device)
         run.optimizer.zero_grad(set_to_none=True)
         nll, n_tokens = _forward_backward(run, batch, device, precision, int(tcfg["max_batch_rows"]))
@@ -292,7 +295,7 @@ def _train_epoch(run: Run, loader: DataLoader, device: torch.device, tcfg: dict,
         run.step, run.batch_in_epoch = run.step + 1, run.batch_in_epoch + 1
         interval.add(nll, n_tokens, segments)
         for key, value in (("steps", 1), ("tokens", n_tokens), ("segments", segments), ("rows", rows),
-                           ("real_rows", int(batch.feat_mask.sum())), ("token_rows", n_tokens * batch.feats.shape[1])):
+                           ("real_rows", real_rows), ("token_rows", n_tokens * max(p.feats.shape[1] for p in parts))):
             timing[key] += value  # padded rows and words x rows: what a FLOP count needs (benchmarks)
         bar.update(1)
         if run.step % log_interval == 0:
@@ -315,7 +318,12 @@ def _train_epoch(run: Run, loader: DataLoader, device: torch.device, tcfg: dict,
     return True
 
 
-def _forward_backward(run: Run, batch: Batch, device: torch.device, precision: str,
+def parts_of(batch: Batch | BatchParts) -> list[Batch]:
+    """The padded parts of a batch: the loader's (`dataset.collate_parts`), or the batch itself."""
+    return batch.parts if isinstance(batch, BatchParts) else [batch]
+
+
+def _forward_backward(run: Run, batch: Batch | BatchParts, device: torch.device, precision: str,
                       max_rows: int) -> tuple[torch.Tensor, int]:
     """The batch's gradient, in parts of at most `max_rows` padded rows when it holds more (train.max_batch_rows).
 
@@ -323,8 +331,8 @@ def _forward_backward(run: Run, batch: Batch, device: torch.device, precision: s
     to the whole batch's mean (etspipe's ETS with the doubly stochastic term on weights that term by
     tokens too). Returns the batch's mean token cross-entropy and its token count.
     """
-    parts = split_batch(batch, max_rows)
-    total = int((batch.tokens[:, 1:] != PAD).sum())
+    parts = [q for p in parts_of(batch) for q in split_batch(p, max_rows)]
+    total = sum(int((p.tokens[:, 1:] != PAD).sum()) for p in parts)
     nll_sum, n_sum = torch.zeros((), device=device), 0
     for i, part in enumerate(parts):
         sync = contextlib.nullcontext()

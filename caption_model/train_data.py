@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader
 
-from caption_model.dataset import BucketBatchSampler, Item, SegmentDataset, collate, open_store
+from caption_model.dataset import BucketBatchSampler, Item, SegmentDataset, collate_parts, open_store
 from caption_model.formats.annotations import Segment, load_annotations, match_store, split_by_video
 from caption_model.formats.text import Vocab, tokenize
 from caption_model.runs import distributed
@@ -91,6 +92,7 @@ def loaders(cfg: dict, data: RunData, store_path: str, device: torch.device,
     seed, workers, batch_size = int(tcfg["seed"]), int(dcfg["num_workers"]), int(tcfg["batch_size"])
     sampler = BucketBatchSampler([i.end - i.start for i in data.train_items], batch_size, seed=seed,
                                  rank=dist_info.rank, world_size=dist_info.world_size)
+    collate = functools.partial(collate_parts, max_rows=int(tcfg["max_batch_rows"]))  # long batches come in parts
     loader_kw = dict(collate_fn=collate, num_workers=workers, pin_memory=device.type == "cuda",
                      persistent_workers=workers > 0, worker_init_fn=ignore_sigint if workers else None)
     train_loader = DataLoader(SegmentDataset(store_path, data.train_items, int(dcfg["max_rows"])),

@@ -65,23 +65,27 @@ class Captioner:
 
     @classmethod
     def load(cls, run_or_checkpoint: str | Path, device: str = "auto", *, store: str | Path | None = None,
-             c3d_weights: str | None = None, pca_file: str | None = None, mean_cube: str | None = None,
-             config: str | Path | None = None) -> Captioner:
+             c3d_weights: str | None = None, resnet_weights: str | None = None, pca_file: str | None = None,
+             mean_cube: str | None = None, config: str | Path | None = None) -> Captioner:
         """Load a run folder (its best checkpoint) or a checkpoint file.
 
         `store` is the feature store ids are read from and raw files are extracted into (default: the
         predict working store, ``<predict.results_dir>/features.zarr``); `c3d_weights`, `pca_file` and
         `mean_cube` are the files a raw video's extraction may need (as `etspipe predict`'s options);
-        `config` a YAML file over configs/ets.yaml for the decoding and prediction settings.
+        `config` a YAML file over configs/ets.yaml for the decoding and prediction settings. A run on ActivityNet's
+        ResNet-152 frame rows (the seed's model) extracts raw videos with `resnet_weights` (torchvision's file).
         """
         from caption_model.predict import load_predictor
         from etspipe.config import load_config
 
+        if c3d_weights and resnet_weights:
+            raise UserError("give c3d_weights or resnet_weights (the network of the run's recipe), not both")
         if not Path(run_or_checkpoint).exists():
             raise UserError(f"checkpoint not found: {run_or_checkpoint}")
         cfg = load_config(config)
         predictor = load_predictor(cfg, str(run_or_checkpoint), store, device=device, echo=None)
-        return cls(predictor, cfg, {"c3d_weights": c3d_weights, "pca_file": pca_file, "mean_cube": mean_cube})
+        return cls(predictor, cfg, {"c3d_weights": c3d_weights or resnet_weights, "pca_file": pca_file,
+                                    "mean_cube": mean_cube})
 
     @property
     def checkpoint(self) -> Path:

@@ -173,3 +173,23 @@ def test_the_seed_recipe_trains_from_its_config_file(tmp_path: Path) -> None:
     assert cfg["train"]["warmup_steps"] == 1000 and cfg["train"]["d_model"] == 512
     assert cfg["decode"]["length_norm"] == 0.0 and cfg["decode"]["beam_size"] == 3
     assert cfg["train"]["max_batch_rows"] == 65536 and cfg["train"]["weight_decay"] == 1e-4
+
+
+def test_the_loader_hands_long_batches_over_in_parts_that_train_as_the_whole(tmp_path: Path) -> None:
+    """train.max_batch_rows: the loader pads parts, never the whole batch (`collate_parts`), and a run in parts
+    ends where the run on whole batches ends (the seed's network has no dropout; float rounding only)."""
+    from caption_model.dataset import BatchParts, collate_parts
+
+    rng = np.random.default_rng(0)
+    samples = [(rng.normal(size=(n, 4)).astype(np.float32), np.array([1, 5, 2]), i)
+               for i, n in enumerate([3, 40, 7, 12, 1, 25])]
+    parted = collate_parts(samples, 48)
+    assert isinstance(parted, BatchParts) and sorted(parted.index.tolist()) == list(range(6))
+    assert all(p.feats.shape[0] * p.feats.shape[1] <= 48 or p.feats.shape[0] == 1 for p in parted.parts)
+    store, ann = make_corpus(tmp_path, missing=0)
+    whole = fit(paddle_cfg(tmp_path / "whole", epochs=2, valid_interval=0), str(store), [str(ann)], progress=False)
+    parts = fit(paddle_cfg(tmp_path / "parts", epochs=2, valid_interval=0, max_batch_rows=100), str(store),
+                [str(ann)], progress=False)
+    assert whole.timing["steps"] == parts.timing["steps"] == 6
+    for (name, a), b in zip(whole.model.state_dict().items(), parts.model.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=2e-5), name
