@@ -27,10 +27,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_cpu_ranks_hold_identical_weights(tmp_path):
-    store, ann = make_corpus(tmp_path, n_videos=12, missing=0)
-    # gloo on the CPU: `auto` would give rank 1 a second GPU (LOCAL_RANK=1) that a one-GPU machine lacks
-    cfg = tiny_cfg(tmp_path / "run", epochs=2, batch_size=4, device="cpu")
+def run_two_ranks(cfg: dict, store, ann, tmp_path) -> tuple[dict, dict]:
+    """`fit` in two gloo CPU processes under torchrun's environment; what each rank saved."""
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     port = free_port()
@@ -44,7 +42,14 @@ def test_two_cpu_ranks_hold_identical_weights(tmp_path):
     for p in procs:
         _, err = p.communicate(timeout=180)
         assert p.returncode == 0, err[-3000:]
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    return tuple(torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+
+
+def test_two_cpu_ranks_hold_identical_weights(tmp_path):
+    store, ann = make_corpus(tmp_path, n_videos=12, missing=0)
+    # gloo on the CPU: `auto` would give rank 1 a second GPU (LOCAL_RANK=1) that a one-GPU machine lacks
+    cfg = tiny_cfg(tmp_path / "run", epochs=2, batch_size=4, device="cpu")
+    r0, r1 = run_two_ranks(cfg, store, ann, tmp_path)
     for name, tensor in r0["model"].items():
         assert torch.equal(tensor, r1["model"][name]), name
     # each rank trained on its own shard: same number of steps, different batches (so different losses)

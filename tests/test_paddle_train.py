@@ -4,9 +4,6 @@ fine-tune an imported run, evaluate and predict with it."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +12,7 @@ import torch
 from click.testing import CliRunner
 from paddle_golden import make_params
 from py2_pickle import dumps_py27
-from test_ddp import DRIVER, free_port
+from test_ddp import run_two_ranks
 from test_train import WORDS, make_corpus, tiny_cfg
 
 from caption_model.architectures import build_captioner, load_model
@@ -95,20 +92,7 @@ def test_a_batch_in_parts_has_the_whole_batchs_gradient(arch: str) -> None:
 def test_two_cpu_ranks_train_the_seed_network_to_identical_weights(tmp_path: Path) -> None:
     """DDP: W6 (which has no gradient) must not stall it; both ranks end with the same weights."""
     store, ann = make_corpus(tmp_path, n_videos=12, missing=0)
-    cfg = paddle_cfg(tmp_path / "run", epochs=2, batch_size=4, device="cpu")
-    driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER)
-    port, procs = free_port(), []
-    for rank in (0, 1):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen([sys.executable, str(driver), json.dumps(cfg), str(store), str(ann),
-                                       str(tmp_path / f"rank{rank}.pt")], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    for p in procs:
-        _, err = p.communicate(timeout=180)
-        assert p.returncode == 0, err[-2000:]
-    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    a, b = run_two_ranks(paddle_cfg(tmp_path / "run", epochs=2, batch_size=4, device="cpu"), store, ann, tmp_path)
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
 
