@@ -95,8 +95,16 @@ def create_cache_store(predictor: Predictor) -> frozenset[str] | None:
 
     if store_exists(predictor.store_path):
         return None
+    import numpy as np
+
+    from features_store.projection import PCA_AUX
+
     meta = {**(predictor.ckpt.get("store_meta") or {}), "dim": int(predictor.ckpt["feat_dim"])}
-    open_store(predictor.store_path, "a", meta).close()
+    with open_store(predictor.store_path, "a", meta) as store:
+        projection = predictor.ckpt.get("projection")
+        if projection:  # the rows the model was trained on went through it: new videos must too
+            store.write_aux(PCA_AUX, {k: np.asarray(v.numpy() if hasattr(v, "numpy") else v)
+                                      for k, v in projection.items()})
     return _files_of(Path(predictor.store_path))
 
 

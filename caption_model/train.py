@@ -214,7 +214,7 @@ class Run:
                 "rng": rng_state(), "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step,
                 "vocab": data.vocab.to_dict(), "feat_dim": data.feat_dim, "config": plain(self.cfg),
                 "store_meta": data.store_meta, "val_videos": data.val_videos, "best": dict(self.best),
-                "metrics": metrics or {}, "world_size": self.dist_info.world_size}
+                "metrics": metrics or {}, "world_size": self.dist_info.world_size, "projection": data.projection}
 
     def save_last(self) -> None:
         if self.dist_info.is_main:

@@ -6,6 +6,7 @@ import functools
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -17,6 +18,7 @@ from caption_model.runs.checkpoint import check_feat_dim
 from caption_model.runs.run_folder import Start, claim_folder, plain, write_run_files
 from caption_model.runs.stop_request import ignore_sigint
 from etspipe.errors import UserError
+from features_store.projection import PCA_AUX
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,22 @@ class RunData:
     val_items: list[Item]
     val_refs: list[str]  # tokenised reference of each validation item
     val_videos: list[str]
+    projection: dict | None = None  # the store's PCA projection, carried in the checkpoint (checkpoint_arrays)
+
+
+def checkpoint_arrays(arrays: dict | None) -> dict | None:
+    """A store's projection arrays as a checkpoint holds them (tensors and strings: loads with weights_only).
+
+    A model trained on rows that went through a projection needs that projection to caption a raw video
+    in a new working store (`caption_model.predict.create_cache_store` puts it back there).
+    """
+    if arrays is None:
+        return None
+    out = {}
+    for name, value in arrays.items():
+        value = np.asarray(value)
+        out[name] = value.item() if value.dtype.kind in "US" else torch.from_numpy(value.copy(order="C"))
+    return out
 
 
 def prepare_data(start: Start, store_path: str, train_paths: list[str], main: bool, overwrite: bool) -> RunData:
@@ -42,6 +60,7 @@ def prepare_data(start: Start, store_path: str, train_paths: list[str], main: bo
     try:
         feat_dim, store_meta = int(store.dim), plain(dict(store.meta))
         kept, skipped = match_store(segments, store.complete_ids(), store.failed())
+        projection = checkpoint_arrays(store.read_aux(PCA_AUX))
     finally:
         store.close()
     for source in (start.ckpt, start.init):
@@ -82,7 +101,8 @@ def prepare_data(start: Start, store_path: str, train_paths: list[str], main: bo
                      tuple(vocab.encode(tokenize(s.sentence), max_words))) for s in segs]
 
     return RunData(vocab, feat_dim, store_meta, items_of(train_segs), items_of(val_segs),
-                   [" ".join(tokenize(s.sentence)) for s in val_segs], sorted({s.video_id for s in val_segs}))
+                   [" ".join(tokenize(s.sentence)) for s in val_segs], sorted({s.video_id for s in val_segs}),
+                   projection)
 
 
 def loaders(cfg: dict, data: RunData, store_path: str, device: torch.device,

@@ -82,7 +82,6 @@ def test_predict_into_the_imported_store_itself_keeps_it_verifiable(official):
 
 @pytest.mark.parametrize("case,words", [
     ("no_weights", "pass --c3d-weights c3d.pickle"),
-    ("no_projection", "pass --pca-file PCA_activitynet_v1-3.hdf5"),
     ("another_projection", "is not the projection"),
     ("too_few_components", "data/U holds 300 components, 500 are needed"),
     ("another_dimension", "maps 1024-d features to 500"),
@@ -101,17 +100,22 @@ def test_predict_says_in_one_line_what_the_recipe_lacks(official, case, words):
         pca.write_text("x_mean,U\n")
     else:
         pca = official["pca"]
-    extra = [] if case == "no_projection" else ["--pca-file", pca]
-    extra += [] if case == "no_weights" else ["--c3d-weights", official["weights"]]
+    extra = ["--pca-file", pca] + ([] if case == "no_weights" else ["--c3d-weights", official["weights"]])
     result, out = predict(official, f"refused_{case}", *extra)
     assert result.exit_code == 3, result.output
     assert len(error_lines(result)) == 1 and words in error_lines(result)[0], result.output
     assert str(official["video"]) in error_lines(result)[0]
-    if case == "no_weights":  # the projection checked out and is kept in the working store for the next run
-        with open_store(str(out / "features.zarr")) as st:
-            assert st.complete_ids() == [] and st.info()["pca_projection"] is not None
-    else:  # the working store made for the refused video is not left behind
-        assert not (out / "features.zarr").exists()
+    assert not (out / "features.zarr").exists()  # the working store made for the refused video is not left behind
+
+
+def test_the_run_brings_the_projection_it_was_trained_through(official):
+    """Trained after set-projection, the checkpoint carries ActivityNet's projection: a fresh working store gets
+    it, so a raw video needs no --pca-file (before: refused with 'pass --pca-file')."""
+    result, out = predict(official, "carried", "--c3d-weights", official["weights"])
+    assert result.exit_code == 0, result.output
+    with open_store(str(out / "features.zarr")) as st, open_store(str(official["store"])) as trained:
+        assert st.info()["pca_projection"]["sha256"] == trained.info()["pca_projection"]["sha256"]
+        assert st.video_meta("my_video")["pca_sha256"] == st.info()["pca_projection"]["sha256"]
 
 
 def test_import_with_the_projection_and_set_projection_refusals(official, tmp_path):
