@@ -108,6 +108,32 @@ def recipe_of(store_meta: dict) -> dict | None:
     return None
 
 
+def recipe_key(store_meta: dict) -> tuple | None:
+    """What gives a store's rows their meaning, whoever made them: compared instead of extractor names.
+
+    An imported store's recorded recipe and a store etspipe extracted with the same settings (network,
+    layer, clip, stride, rate, frame size, crop, width, channel order, the projection's kind and size)
+    give the same key. The mean (cube or per-channel) is left out, as extraction by a recipe allows
+    either (said with a warning). None for a store that records neither.
+    """
+    recipe = recipe_of(store_meta)
+    if recipe is not None:
+        proj = recipe.get("projection") or {}
+        norm = recipe.get("normalisation") or {}
+        return (recipe.get("extractor"), recipe.get("layer"), recipe.get("clip_len"), recipe.get("stride"),
+                recipe.get("fps"), list(recipe.get("frame_size") or []), recipe.get("crop"),
+                float(recipe.get("width_mult", 1.0)), norm.get("channel_order"), proj.get("kind"),
+                proj.get("dim") or store_meta.get("dim"))
+    if not store_meta.get("extractor") or not store_meta.get("frame_size"):
+        return None
+    pca = store_meta.get("pca") or {}
+    norm = store_meta.get("normalisation") or {}
+    return (store_meta.get("extractor"), store_meta.get("layer"), store_meta.get("clip_len"),
+            store_meta.get("stride"), store_meta.get("fps"), list(store_meta.get("frame_size") or []),
+            store_meta.get("crop"), float(store_meta.get("width_mult", 1.0)), norm.get("channel_order"),
+            (pca.get("kind") or "etspipe") if pca else None, int(store_meta["dim"]) if store_meta.get("dim") else None)
+
+
 def set_projection(store, arrays: dict, where: str) -> dict:
     """Keep the projection `arrays` in a store whose recipe names a projection it does not hold yet.
 

@@ -156,3 +156,23 @@ def test_a_store_imported_before_recipes_were_recorded_gets_one(official, tmp_pa
     assert run_cli("import-features", "npy", npy, tmp_path / "n.zarr", "--fps", "2").exit_code == 0
     refused = run_cli("store", "set-projection", tmp_path / "n.zarr", official["pca"])
     assert refused.exit_code == 1 and len(error_lines(refused)) == 1 and "records no recipe" in refused.output
+
+
+def test_proposals_trained_on_the_import_accept_rows_extract_made_by_the_same_recipe(official):
+    """Compatibility is the recipe, not the extractor's name: `extract --weights c3d.pickle --pca-file ...` makes
+    rows of the official recipe, which the proposal model trained on the imported store takes (before: refused
+    for 'extractor, layer differ'); rows of another crop are still refused."""
+    from caption_model.proposals.infer import check_store, load_proposal_checkpoint
+    from etspipe.errors import UserError
+
+    extracted = official["dir"] / "extracted.zarr"
+    result = run_cli("extract", official["video"], "-o", extracted, "--weights", official["weights"], "--pca-file",
+                     official["pca"], "-o", "store.durable=false")
+    assert result.exit_code == 0, result.output
+    ckpt = load_proposal_checkpoint(official["run"])
+    with open_store(str(extracted)) as st:
+        meta = dict(st.meta)
+    assert meta["extractor"] != ckpt["store_meta"]["extractor"]  # made by another route
+    check_store(ckpt, meta, str(extracted))
+    with pytest.raises(UserError, match="differ"):
+        check_store(ckpt, {**meta, "crop": 100}, str(extracted))

@@ -60,7 +60,12 @@ def describe_store(meta: dict) -> str:
 
 def check_store(ckpt: dict, store_meta: dict, store_path: str) -> None:
     """Refuse a store whose rows are not the kind the proposal model was trained on."""
+    from features_store.recipes import recipe_key
+
     trained = ckpt.get("store_meta") or {}
+    key = recipe_key(trained)
+    if key is not None and key == recipe_key(store_meta):
+        return  # rows of the same recipe, whoever made them (an official import, `extract --pca-file`, ...)
     differ = [k for k in STORE_KEYS if trained.get(k) != store_meta.get(k)]
     if differ:
         raise UserError(f"proposal model {ckpt.get('path', '?')} was trained on {describe_store(trained)} features "
