@@ -75,17 +75,38 @@ class Captioner:
         `config` a YAML file over configs/ets.yaml for the decoding and prediction settings. A run on ActivityNet's
         ResNet-152 frame rows (the seed's model) extracts raw videos with `resnet_weights` (torchvision's file).
         """
-        from caption_model.predict import load_predictor
         from etspipe.config import load_config
 
         if c3d_weights and resnet_weights:
             raise UserError("give c3d_weights or resnet_weights (the network of the run's recipe), not both")
         if not Path(run_or_checkpoint).exists():
             raise UserError(f"checkpoint not found: {run_or_checkpoint}")
-        cfg = load_config(config)
-        predictor = load_predictor(cfg, str(run_or_checkpoint), store, device=device, echo=None)
-        return cls(predictor, cfg, {"c3d_weights": c3d_weights or resnet_weights, "pca_file": pca_file,
-                                    "mean_cube": mean_cube})
+        return cls.from_config(load_config(config), run_or_checkpoint, store, device=device,
+                               extract_weights=c3d_weights or resnet_weights, pca_file=pca_file, mean_cube=mean_cube)
+
+    @classmethod
+    def from_config(cls, cfg: dict, weights: str | Path | None, store: str | Path | None = None, *,
+                    device: str = "auto", extract_weights: str | None = None, pca_file: str | None = None,
+                    mean_cube: str | None = None, echo: Any = None) -> Captioner:
+        """`load` with a resolved config (the CLI's, overrides included); `weights` None: the best run under
+        ``train.save_dir``. `etspipe predict` builds its captioner here."""
+        from caption_model.predict import load_predictor
+
+        predictor = load_predictor(cfg, None if weights is None else str(weights), store, device=device, echo=echo)
+        return cls(predictor, cfg, {"c3d_weights": extract_weights, "pca_file": pca_file, "mean_cube": mean_cube})
+
+    @property
+    def predictor(self) -> Any:
+        """The loaded checkpoint, model and store (caption_model.predict.Predictor) the CLI writes files with."""
+        return self._predictor
+
+    def resolve(self, entries: Sequence[Any], base_dir: Path | None = None
+                ) -> tuple[list[tuple[Any, str]], list[dict[str, Any]], dict[str, str]]:
+        """Store ids of file-list entries (raw files extracted by the run's recipe): `resolve_entries`."""
+        from etspipe_flows.predict import resolve_entries
+
+        return resolve_entries(self._cfg, self._predictor, entries, base_dir=base_dir,
+                               device=str(self._predictor.device), **self._extract)
 
     @property
     def checkpoint(self) -> Path:
@@ -137,13 +158,11 @@ class Captioner:
         """The store id of `video`: an id of the store, or a raw file extracted into it by the run's recipe."""
         from caption_model.formats.filelist import FileListEntry
         from caption_model.predict import load_predictor
-        from etspipe_flows.predict import resolve_entries
 
         if store is not None and str(store) != self.store:
             self._predictor = load_predictor(self._cfg, str(self.checkpoint), store, device=str(
                 self._predictor.device), echo=None)
-        known, failed, _ = resolve_entries(self._cfg, self._predictor, [FileListEntry(1, str(video), None, None)],
-                                           device=str(self._predictor.device), **self._extract)
+        known, failed, _ = self.resolve([FileListEntry(1, str(video), None, None)])
         if failed:
             raise UserError(failed[0]["error"].removeprefix("line 1: "))
         sid = known[0][1]

@@ -4,7 +4,8 @@ Raw video files are extracted into the store with the store's own recorded
 settings (`extract_features.extract_like_store`), then the caption model
 captions store ids only (`caption_model.predict`), which never decodes video;
 events come from the run's proposal model, subtitles and the page follow.
-`etspipe predict` and the demo both call `predict_videos`.
+`etspipe predict` and the demo both call `predict_videos`, which loads and resolves through the Python
+API's `Captioner` (etspipe_flows/api.py), so there is one path.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ def predict_videos(cfg: dict, weights: str | Path | None, filelist: str | Path |
     (`extract_features.extract_like_store`: a store's recipe or its own record).
     """
     from caption_model.formats.filelist import FileListEntry, read_filelist
-    from caption_model.predict import load_predictor, run_predict
+    from caption_model.predict import run_predict
     from caption_model.proposals.dense import expand_untimed, write_video_subtitles
+    from etspipe_flows.api import Captioner
 
     entries, errors = read_filelist(filelist) if filelist else ([], [])
     first = max([e.line for e in entries] + [e.line for e in errors] + [0]) + 1
@@ -45,10 +47,10 @@ def predict_videos(cfg: dict, weights: str | Path | None, filelist: str | Path |
         raise UserError(f"nothing to caption: {filelist} lists no video" if filelist else "no video given")
     failed = [{"line": e.line, "error": str(e)} for e in errors]
     device = device or cfg["train"]["device"]
-    predictor = load_predictor(cfg, weights, store_path, device=device, echo=echo)
-    known, bad, sources = resolve_entries(cfg, predictor, entries, base_dir=Path(filelist).parent if filelist else None,
-                                          c3d_weights=c3d_weights, device=device, pca_file=pca_file,
-                                          mean_cube=mean_cube)
+    captioner = Captioner.from_config(cfg, weights, store_path, device=device, extract_weights=c3d_weights,
+                                      pca_file=pca_file, mean_cube=mean_cube, echo=echo)  # the Python API's own
+    predictor = captioner.predictor
+    known, bad, sources = captioner.resolve(entries, Path(filelist).parent if filelist else None)
     failed += bad
     known, scores, notes = expand_untimed(cfg, predictor.checkpoint, predictor.store_path, known,
                                           max_events=max_events, device=predictor.device)
