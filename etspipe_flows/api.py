@@ -4,7 +4,7 @@
 
 The same code paths as the CLI, with no file written that the caller did not ask for: `Captioner`
 loads a run as `etspipe predict` does (`caption_model.predict.load_predictor`), resolves videos as it
-does (`etspipe_flows.predict.resolve_entries`: a raw file is extracted into the working store by the
+does (`resolve_entries`: a raw file is extracted into the working store by the
 recipe of the features the model was trained on), proposes events with the run's proposal model
 (`caption_model.proposals.dense.expand_untimed`) and captions through the one decoder
 (`caption_model.captioning.caption_segments`). Mistakes raise the CLI's one-line `UserError`.
@@ -103,8 +103,6 @@ class Captioner:
     def resolve(self, entries: Sequence[Any], base_dir: Path | None = None
                 ) -> tuple[list[tuple[Any, str]], list[dict[str, Any]], dict[str, str]]:
         """Store ids of file-list entries (raw files extracted by the run's recipe): `resolve_entries`."""
-        from etspipe_flows.predict import resolve_entries
-
         return resolve_entries(self._cfg, self._predictor, entries, base_dir=base_dir,
                                device=str(self._predictor.device), **self._extract)
 
@@ -186,6 +184,40 @@ class Captioner:
             captions.append(Caption(sid, (s, e), cap["sentence"], float(cap["score"]), list(cap["words"]),
                                     cap.get("attn"), cap.get("times"), proposal))
         return captions
+
+
+def resolve_entries(cfg: dict, predictor: Any, entries: Sequence[Any], *, base_dir: Path | None = None,
+                    c3d_weights: str | None = None, device: str | None = None, pca_file: str | None = None,
+                    mean_cube: str | None = None) -> tuple[list[tuple[Any, str]], list[dict[str, Any]], dict[str, str]]:
+    """(entries with their store ids in line order, failed lines, store id -> source file) for file-list entries.
+
+    An entry naming a store id keeps it; a raw video file is extracted into the predictor's store by the
+    recipe of the features its model was trained on (`extract_features.extract_like_store`), the store
+    made first if missing and removed again when nothing went into it. `Captioner.resolve` (which `etspipe predict`
+    goes through) resolves videos here.
+    """
+    from caption_model.predict import create_cache_store, locate, remove_empty_store
+    from extract_features import extract_like_store
+
+    known, files, failed = locate(entries, predictor.store_ids, base_dir)
+    sources: dict[str, str] = {}
+    if files:
+        created = create_cache_store(predictor)
+        try:
+            got = extract_like_store([p for _, p in files], predictor.store_path, cfg=cfg, weights=c3d_weights,
+                                     device=device, pca_file=pca_file, mean_cube=mean_cube)
+        finally:  # a refused, failed or interrupted extraction leaves no empty store behind
+            if created is not None:
+                remove_empty_store(predictor.store_path, created)
+        for e, path in files:
+            outcome = got[path]
+            if outcome.ok:
+                known.append((e, outcome.video_id))
+                sources[outcome.video_id] = str(path)
+            else:
+                failed.append({"line": e.line, "error": f"line {e.line}: {outcome.error}"})
+    known.sort(key=lambda k: k[0].line)
+    return known, failed, sources
 
 
 def open_store(path: str | Path, mode: str = "r"):

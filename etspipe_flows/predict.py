@@ -64,40 +64,6 @@ def predict_videos(cfg: dict, weights: str | Path | None, filelist: str | Path |
     return summary
 
 
-def resolve_entries(cfg: dict, predictor: Any, entries: Sequence[Any], *, base_dir: Path | None = None,
-                    c3d_weights: str | None = None, device: str | None = None, pca_file: str | None = None,
-                    mean_cube: str | None = None) -> tuple[list[tuple[Any, str]], list[dict[str, Any]], dict[str, str]]:
-    """(entries with their store ids in line order, failed lines, store id -> source file) for file-list entries.
-
-    An entry naming a store id keeps it; a raw video file is extracted into the predictor's store by the
-    recipe of the features its model was trained on (`extract_features.extract_like_store`), the store
-    made first if missing and removed again when nothing went into it. `etspipe predict` and the Python
-    API (`etspipe_flows.api.Captioner`) both resolve videos here.
-    """
-    from caption_model.predict import create_cache_store, locate, remove_empty_store
-    from extract_features import extract_like_store
-
-    known, files, failed = locate(entries, predictor.store_ids, base_dir)
-    sources: dict[str, str] = {}
-    if files:
-        created = create_cache_store(predictor)
-        try:
-            got = extract_like_store([p for _, p in files], predictor.store_path, cfg=cfg, weights=c3d_weights,
-                                     device=device, pca_file=pca_file, mean_cube=mean_cube)
-        finally:  # a refused, failed or interrupted extraction leaves no empty store behind
-            if created is not None:
-                remove_empty_store(predictor.store_path, created)
-        for e, path in files:
-            outcome = got[path]
-            if outcome.ok:
-                known.append((e, outcome.video_id))
-                sources[outcome.video_id] = str(path)
-            else:
-                failed.append({"line": e.line, "error": f"line {e.line}: {outcome.error}"})
-    known.sort(key=lambda k: k[0].line)
-    return known, failed, sources
-
-
 def _page(summary: dict[str, Any], store_path: str, sources: dict[str, str],
           echo: Callable[[str], None] | None) -> str:
     """The HTML page beside the results: videos from the files just captioned, else the store's record."""
