@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 def main() -> None:
     from machine import cpu_model
-    from paddle_golden import FULL, make_params
     from py2_pickle import dumps_py27
+    from seed_net_golden import FULL, make_params
 
     from caption_model.architectures import load_model
     from caption_model.paddle_import import import_paddle_ets

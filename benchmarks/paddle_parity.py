@@ -5,7 +5,7 @@
 
 The venv is outside the project (``python3 -m venv /work/paddle_venv && pip install paddlepaddle
 numpy``; checked with paddlepaddle 3.3.1, CPU wheel). Paddle is not a project dependency: the tests
-read the .npz files and never import paddle. Inputs and weights come from ``tests/paddle_golden.py``
+read the .npz files and never import paddle. Inputs and weights come from ``tests/seed_net_golden.py``
 (imported by path), which also holds the float64 numpy reference this script re-verifies.
 
 Kernels used (eager mode; a LoD is set on a tensor with ``t.value().get_tensor().set_lod([[0, ...]])``):
@@ -84,7 +84,7 @@ FIXTURES = ROOT / "tests" / "fixtures"
 
 
 def _load_golden():
-    spec = importlib.util.spec_from_file_location("paddle_golden", ROOT / "tests" / "paddle_golden.py")
+    spec = importlib.util.spec_from_file_location("seed_net_golden", ROOT / "tests" / "seed_net_golden.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -26,9 +26,8 @@ from torch import Tensor
 
 def split_weight(w: Tensor) -> tuple[Tensor, Tensor]:
     """(W_ur [D, 2D], W_c [D, D]) from Paddle's GRU weight buffer [D, 3D], read as its kernels read it."""
-    D = w.shape[0]
-    flat = w.reshape(-1)
-    return flat[: 2 * D * D].view(D, 2 * D), flat[2 * D * D:].view(D, D)
+    w_ur, w_c = _blocks(w.unsqueeze(0))
+    return w_ur[0], w_c[0]
 
 
 def gru_cell(g: Tensor, h: Tensor, w_ur: Tensor, w_c: Tensor, b: Tensor) -> Tensor:

@@ -287,7 +287,7 @@ def _train_epoch(run: Run, loader: DataLoader, device: torch.device, tcfg: dict,
         real_rows = sum(int(p.feat_mask.sum()) for p in parts)
         batch = batch.to(device)
         run.optimizer.zero_grad(set_to_none=True)
-        nll, n_tokens = _forward_backward(run, batch, device, precision, int(tcfg["max_batch_rows"]))
+        nll, n_tokens = _forward_backward(run, batch, device, precision)
         nn.utils.clip_grad_norm_(run.model.parameters(), clip)
         lr = run.schedule.lr
         run.optimizer.step()
@@ -323,15 +323,15 @@ def parts_of(batch: Batch | BatchParts) -> list[Batch]:
     return batch.parts if isinstance(batch, BatchParts) else [batch]
 
 
-def _forward_backward(run: Run, batch: Batch | BatchParts, device: torch.device, precision: str,
-                      max_rows: int) -> tuple[torch.Tensor, int]:
-    """The batch's gradient, in parts of at most `max_rows` padded rows when it holds more (train.max_batch_rows).
+def _forward_backward(run: Run, batch: Batch | BatchParts, device: torch.device,
+                      precision: str) -> tuple[torch.Tensor, int]:
+    """The batch's gradient, part by part when the loader cut it into parts (train.max_batch_rows).
 
     Each part's mean token loss is weighted by its share of the batch's tokens, so the gradients add up
     to the whole batch's mean (etspipe's ETS with the doubly stochastic term on weights that term by
     tokens too). Returns the batch's mean token cross-entropy and its token count.
     """
-    parts = [q for p in parts_of(batch) for q in split_batch(p, max_rows)]
+    parts = parts_of(batch)
     total = sum(int((p.tokens[:, 1:] != PAD).sum()) for p in parts)
     nll_sum, n_sum = torch.zeros((), device=device), 0
     for i, part in enumerate(parts):
@@ -344,31 +344,6 @@ def _forward_backward(run: Run, batch: Batch | BatchParts, device: torch.device,
             (loss * (n / max(total, 1)) if len(parts) > 1 else loss).backward()
         nll_sum, n_sum = nll_sum + nll.detach().float() * n, n_sum + n
     return nll_sum / max(n_sum, 1), n_sum
-
-
-def split_batch(batch: Batch, max_rows: int) -> list[Batch]:
-    """Consecutive parts of `batch` whose segments x longest real rows stay within `max_rows` (0: no split);
-    each part is cut to its own longest segment and caption."""
-    if max_rows <= 0 or batch.feats.shape[0] * batch.feats.shape[1] <= max_rows:
-        return [batch]
-    # longest segments first (the parts' gradients add up in any order): a part pads to its own longest
-    order = torch.argsort(batch.feat_mask.sum(1), descending=True, stable=True)
-    batch = Batch(batch.feats[order], batch.feat_mask[order], batch.tokens[order], batch.index[order.cpu()])
-    n_rows = batch.feat_mask.sum(1).tolist()
-    parts, start, longest = [], 0, 0
-    for b, n in enumerate(n_rows):
-        if b > start and (b - start + 1) * max(longest, n) > max_rows:
-            parts.append((start, b, longest))
-            start, longest = b, 0
-        longest = max(longest, n)
-    parts.append((start, len(n_rows), longest))
-    out = []
-    for lo, hi, T in parts:
-        tokens = batch.tokens[lo:hi]
-        L = int((tokens != PAD).sum(1).max())
-        out.append(Batch(batch.feats[lo:hi, : max(T, 1)], batch.feat_mask[lo:hi, : max(T, 1)], tokens[:, :L],
-                         batch.index[lo:hi]))
-    return out
 
 
 def _log_interval(run: Run, rec: dict, bar: tqdm, metrics_log: MetricsLog, history: list[dict]) -> None:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from paddle_golden import SMALL, make_params
 from py2_pickle import dumps_py27
+from seed_net_golden import SMALL, make_params
 
 from caption_model.architectures import load_model
 from caption_model.formats.paddle_tensor import read_tensor_file, write_tensor_file

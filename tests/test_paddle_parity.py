@@ -1,7 +1,7 @@
 """The seed's network (caption_model.paddle_ets) against Paddle's own kernels.
 
 `tests/fixtures/paddle_ets_{small,full}.npz` hold outputs of PaddlePaddle 3's `gru`, `gru_unit` and
-`sequence_softmax` kernels on weights and inputs that `tests/paddle_golden.py` regenerates from the
+`sequence_softmax` kernels on weights and inputs that `tests/seed_net_golden.py` regenerates from the
 stored seeds (generator: benchmarks/paddle_parity.py, run in a separate venv with paddlepaddle; these
 tests never import paddle). Segments of different lengths go through in one padded batch, so the
 reverse GRU must start at each segment's own end. Tolerance 1e-5 (float32).
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from paddle_golden import make_batch, make_params
+from seed_net_golden import make_batch, make_params
 
 from caption_model.decode import beam_search, greedy
 from caption_model.formats.text import EOS

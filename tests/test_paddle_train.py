@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from paddle_golden import make_params
 from py2_pickle import dumps_py27
+from seed_net_golden import make_params
 from test_ddp import run_two_ranks
 from test_train import WORDS, make_corpus, tiny_cfg
 
 from caption_model.architectures import build_captioner, load_model
-from caption_model.dataset import collate
+from caption_model.dataset import collate, collate_parts
 from caption_model.paddle_ets import PaddleETS
 from caption_model.runs.checkpoint import load_checkpoint
-from caption_model.train import _param_groups, fit, split_batch, train
+from caption_model.train import _param_groups, fit, train
 from pipeline import cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -74,7 +74,9 @@ def test_a_batch_in_parts_has_the_whole_batchs_gradient(arch: str) -> None:
                for i, (n, k) in enumerate([(9, 3), (2, 5), (7, 1), (4, 4), (1, 2)])]
     batch = collate(samples)
     batch.feats = batch.feats.double()
-    parts = split_batch(batch, 16)
+    parts = collate_parts(samples, 16).parts
+    for p in parts:
+        p.feats = p.feats.double()
     assert len(parts) > 2 and all(p.feats.shape[0] * p.feats.shape[1] <= 16 or p.feats.shape[0] == 1 for p in parts)
     assert sum(p.feats.shape[0] for p in parts) == 5
     whole = torch.autograd.grad(model.loss(batch.feats, batch.feat_mask, batch.tokens)[0],
@@ -162,7 +164,7 @@ def test_the_seed_recipe_trains_from_its_config_file(tmp_path: Path) -> None:
 def test_the_loader_hands_long_batches_over_in_parts_that_train_as_the_whole(tmp_path: Path) -> None:
     """train.max_batch_rows: the loader pads parts, never the whole batch (`collate_parts`), and a run in parts
     ends where the run on whole batches ends (the seed's network has no dropout; float rounding only)."""
-    from caption_model.dataset import BatchParts, collate_parts
+    from caption_model.dataset import BatchParts
 
     rng = np.random.default_rng(0)
     samples = [(rng.normal(size=(n, 4)).astype(np.float32), np.array([1, 5, 2]), i)
