@@ -9,14 +9,11 @@ failed exits 3.
 
 from __future__ import annotations
 
-import logging
-import sys
-
 import click
 
 from etspipe import __version__
 from etspipe.heap import keep_freed_memory
-from etspipe_cli.common import CliFormatter, EtsGroup, ManyValuesOption  # noqa: F401  (ManyValuesOption: public)
+from etspipe_cli.common import CliFormatter, EtsGroup, ManyValuesOption, setup_logging  # noqa: F401  (public)
 from etspipe_cli.demo import demo
 from etspipe_cli.evaluate import evaluate
 from etspipe_cli.extract import extract
@@ -38,11 +35,7 @@ def cli(verbose: int) -> None:
     (`train`, `evaluate`, `predict`) trains and uses the ETS temporal-attention
     captioner on those features. `demo` runs everything on built-in data.
     """
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(CliFormatter(debug=verbose > 0))
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
-    for noisy in ("distributed", "numba", "matplotlib", "fsspec", "h5py", "PIL"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging(verbose)  # a dask cluster's own lines only with -v
     keep_freed_memory()  # every command allocates the same large tensors again and again (etspipe/heap.py)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -226,6 +227,61 @@ class CliFormatter(logging.Formatter):
             msg += "\n" + self.formatException(record.exc_info)
         prefix = f"{record.levelname.lower()}: " if record.levelno >= logging.WARNING else ""
         return f"[{record.name}] {prefix}{msg}" if self.debug else prefix + msg
+
+
+DASK_LOGGERS = ("distributed", "tornado", "bokeh")  # a dask cluster's own chatter: shown with -v
+QUIET_LOGGERS = ("numba", "matplotlib", "fsspec", "h5py", "PIL")  # warnings only, even with -v
+
+
+def _under(name: str, roots: tuple[str, ...]) -> bool:
+    return any(name == root or name.startswith(root + ".") for root in roots)
+
+
+class DaskLogFilter(logging.Filter):
+    """Drops records of the dask loggers below `level` at the command's handler.
+
+    Setting the logger level is not enough: `distributed` sets its own logger
+    back to INFO when first imported, which `extract --workers` does after the
+    logging is set up, so without this filter every scheduler and nanny line
+    ("Closing scheduler. Reason: unknown") reached the terminal.
+    """
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= self.level or not _under(record.name, DASK_LOGGERS)
+
+
+def dask_log_level(verbose: int) -> int:
+    """WARNING by default, INFO with -v, DEBUG with -vv.
+
+    (`distributed` imported after the setup sets its own logger to INFO, so its
+    DEBUG lines show with -vv only where it was imported before.)
+    """
+    return logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+
+
+def setup_logging(verbose: int) -> logging.Handler:
+    """The command's logging: one stderr handler (`CliFormatter`); libraries' chatter only when asked for.
+
+    Our own INFO lines are the command's progress, so they show; -v adds DEBUG
+    and the logger names. A dask cluster's INFO lines (workers starting, the
+    scheduler closing) say nothing to someone extracting videos, so they show
+    only with -v (`DaskLogFilter` keeps them out even after `distributed`
+    resets its level on import). Returns the handler.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(CliFormatter(debug=verbose > 0))
+    dask_level = dask_log_level(verbose)
+    handler.addFilter(DaskLogFilter(dask_level))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
+    for name in DASK_LOGGERS:
+        logging.getLogger(name).setLevel(dask_level)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return handler
 
 
 def training_inputs(func: Callable) -> Callable:

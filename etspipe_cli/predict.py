@@ -50,7 +50,8 @@ from etspipe_flows.predict import predict_videos
               help="At most this many events per video without times.",
               show_default=config_default("proposals.max_events"))
 @click.option("--subtitles", type=click.Choice(["srt", "vtt"]), default=None,
-              help="Also write one subtitle file per video (SRT or WebVTT) next to the result JSON.")
+              help="Also write one subtitle file per video (SRT or WebVTT), in a folder named after "
+                   "the result JSON: <results stem>/<video>.srt|vtt.")
 @config_options
 def predict(videos: tuple[str, ...], filelist: str | None, weights: str | None, save_dir: str | None,
             store_path: str | None, out_dir: str | None, plot_dir: str | None, html: bool, c3d_weights: str | None,

@@ -11,6 +11,7 @@ the ground-truth-segment METEOR.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,8 @@ def dense_stage(run: Any, data: dict, best: Path, label: str) -> dict:
         for old in folder.glob("*.vtt"):
             old.unlink()
         dense["subtitles"] = [str(Path(p).replace(folder / Path(p).name)) for p in paths]
+        with contextlib.suppress(OSError):  # the results' own subtitle folder, emptied by the move
+            Path(dense["results_path"]).with_suffix("").rmdir()
         click.echo(f"subtitles: {len(paths)} WebVTT files in {folder}")
     return dense
 

@@ -28,10 +28,12 @@ def predict_videos(cfg: dict, weights: str | Path | None, filelist: str | Path |
 
     Entries without times become the video's events when the run folder holds a
     proposal model (`caption_model.proposals.dense`); `subtitles` ("srt"/"vtt")
-    writes one subtitle file per video next to the result JSON. With `html`, the
-    page of the results (`<results stem>.html`, see `etspipe view`) is written
-    too, with the attention of every caption and the captioned files as its
-    videos; its path is the summary's `html_path`. `pca_file` and `mean_cube`
+    writes one subtitle file per video into a folder named after the result JSON
+    (`write_video_subtitles`: `<results stem>/<video>.<fmt>`, so runs never
+    overwrite each other's). With `html`, the page of the results
+    (`<results stem>.html`, see `etspipe view`) is written too, with the
+    attention of every caption and the captioned files as its videos; its path
+    is the summary's `html_path`. `pca_file` and `mean_cube`
     are the projection and mean cube files raw videos are extracted with
     (`extract_features.extract_like_store`: a store's recipe or its own record).
     """

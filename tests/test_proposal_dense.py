@@ -41,15 +41,25 @@ def _speaking(path: Path) -> None:
     torch.save(ckpt, path)
 
 
-def _predict(run: dict, lines: list[str], *extra: str, weights: Path | None = None):
-    out = run["root"] / f"out_{abs(hash((tuple(lines), extra))) % 10**8}"
+def _predict(run: dict, lines: list[str], *extra: str, weights: Path | None = None, out: Path | None = None):
+    out = out or run["root"] / f"out_{abs(hash((tuple(lines), extra))) % 10**8}"
     filelist = run["root"] / "list.txt"
     filelist.write_text("\n".join(lines) + "\n")
     result = CliRunner().invoke(cli, ["predict", "--filelist", str(filelist), "--store", str(run["store"]),
                                       "--weights", str(weights or run["run"] / "best.pt"), "--out", str(out),
                                       "--device", "cpu", *extra])
-    doc = json.loads(next(out.glob("predict_*.json")).read_text()) if out.exists() else None
+    doc = json.loads(_results(out)[-1].read_text()) if out.exists() else None
     return result, doc, out
+
+
+def _results(out: Path) -> list[Path]:
+    """The result files of the predict runs into `out`, oldest first (their names carry the time)."""
+    return sorted(out.glob("predict_*.json"), key=lambda p: p.stat().st_mtime_ns)
+
+
+def _subtitles(out: Path) -> Path:
+    """The subtitle folder of the newest run into `out`: named after its result file."""
+    return _results(out)[-1].with_suffix("")
 
 
 def test_video_without_times_gives_sorted_scored_events_and_timed_line_is_unchanged(run):
@@ -62,16 +72,34 @@ def test_video_without_times_gives_sorted_scored_events_and_timed_line_is_unchan
     assert all(0 <= e["proposal_score"] <= 1 and isinstance(e["sentence"], str) for e in events)
     (timed,) = doc["results"]["v_ev001"]
     assert timed == {"timestamp": [1.0, 2.0], "sentence": timed["sentence"]}  # no proposal_score: as before
-    cues = webvtt.read(str(out / "v_ev000.vtt")).captions
-    assert len(cues) == len(events) and (out / "v_ev001.vtt").is_file()
+    cues = webvtt.read(str(_subtitles(out) / "v_ev000.vtt")).captions
+    assert len(cues) == len(events) and (_subtitles(out) / "v_ev001.vtt").is_file()
     assert "wrote 2 VTT subtitle file(s)" in result.output
 
 
 def test_srt_subtitles_parse(run):
     result, doc, out = _predict(run, ["v_ev002"], "--subtitles", "srt", "-o", "proposals.score_threshold=0.0")
     assert result.exit_code == 0, result.output
-    subs = list(srt.parse((out / "v_ev002.srt").read_text()))
+    subs = list(srt.parse((_subtitles(out) / "v_ev002.srt").read_text()))
     assert len(subs) == len(doc["results"]["v_ev002"])
+
+
+def test_second_predict_run_keeps_the_first_runs_subtitles(run):
+    """Two runs into one --out: each run's subtitles sit in the folder named after its own result file."""
+    out = run["root"] / "out_twice"
+    runs: list[tuple[Path, int]] = []  # (result file, events) per run
+    for n in (1, 3):  # one event, then up to three: files that tell the two runs apart
+        before = set(out.glob("predict_*.json"))
+        result, _, _ = _predict(run, ["v_ev002"], "--subtitles", "srt", "--max-events", str(n),
+                                "-o", "proposals.score_threshold=0.0", out=out)
+        assert result.exit_code == 0, result.output
+        (res,) = set(out.glob("predict_*.json")) - before
+        runs.append((res, len(json.loads(res.read_text())["results"]["v_ev002"])))
+    assert runs[0][1] == 1 and runs[0][0].with_suffix("") != runs[1][0].with_suffix("")
+    for res, count in runs:
+        subs = list(srt.parse((res.with_suffix("") / "v_ev002.srt").read_text()))
+        assert len(subs) == count  # the first run's file is still the first run's
+    assert not (out / "v_ev002.srt").exists()
 
 
 def test_empty_set_after_threshold_captions_whole_video_and_says_so(run):

@@ -2,6 +2,7 @@
 
 import html
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import srt
@@ -24,7 +25,7 @@ def test_srt_parses_sorted_overlapping_and_one_line():
     assert [(s.start.total_seconds(), s.end.total_seconds()) for s in subs] == \
         [(0.0, 6.0), (2.0, 3.5), (12.5, 14.25), (3661.001, 3662.0)]
     assert subs[0].content == "a man opens a door"  # a line break would end the cue early
-    assert subs[1].content == "he waves &lt;hello&gt; &amp; --&gt; smiles"  # players read <...> as tags
+    assert subs[1].content == "he waves <hello> & --> smiles"  # SRT has no entities: the text as is
     assert subs[1].start < subs[0].end  # overlap kept, not merged or cut
     assert subs[3].start == timedelta(hours=1, minutes=1, seconds=1, milliseconds=1)
 
@@ -75,7 +76,46 @@ def test_file_names_use_the_stores_escaping_so_odd_ids_neither_break_nor_collide
     assert [id_from_key(p.name.removesuffix(".srt")) for p in paths] == ids  # reversible
 
 
-def test_srt_escapes_markup_players_would_read_as_tags():
-    text = to_srt([{"timestamp": [0, 1], "sentence": "a <i>b</i> & <font color=red>c"}])
-    cue = list(srt.parse(text))[0].content
-    assert "<" not in cue and ">" not in cue and html.unescape(cue) == "a <i>b</i> & <font color=red>c"
+def test_two_result_files_in_one_folder_keep_their_own_subtitles(tmp_path):
+    """Subtitles go to `<results stem>/`: a second run into the same folder leaves the first run's files alone."""
+    from caption_model.formats.results import make_result, write_result
+    from caption_model.proposals.dense import write_video_subtitles
+
+    first = write_result(tmp_path / "predict_20261206-101500.json", make_result({"v_a": ENTRIES[:1]}, "run 1"))
+    second = write_result(tmp_path / "predict_20261206-101501.json", make_result({"v_a": ENTRIES[1:2]}, "run 2"))
+    paths = [write_video_subtitles(res, "srt", echo=None) for res in (first, second)]
+    assert paths == [[str(tmp_path / "predict_20261206-101500" / "v_a.srt")],
+                     [str(tmp_path / "predict_20261206-101501" / "v_a.srt")]]
+    contents = [list(srt.parse(Path(p).read_text(encoding="utf-8")))[0].content for (p,) in paths]
+    assert contents == ["a red circle moves up.", "a man opens a door"]  # the first run's file is intact
+
+
+MARKUP = "tom & jerry: 5 < 6, 7 > 3"
+
+
+def test_srt_keeps_markup_characters_verbatim_and_vtt_escapes_them(tmp_path):
+    """SRT has no entities (FFmpeg-based players show ``&lt;`` as is); WebVTT requires them."""
+    entries = [{"timestamp": [0, 1], "sentence": MARKUP}]
+    srt_text = write_subtitles(entries, tmp_path / "v.srt", "srt").read_text(encoding="utf-8")
+    vtt_text = write_subtitles(entries, tmp_path / "v.vtt", "vtt").read_text(encoding="utf-8")
+    assert f"\n{MARKUP}\n" in srt_text and "&amp;" not in srt_text and "&lt;" not in srt_text
+    assert list(srt.parse(srt_text))[0].content == MARKUP
+    assert "\ntom &amp; jerry: 5 &lt; 6, 7 &gt; 3\n" in vtt_text
+    assert html.unescape(webvtt.from_string(vtt_text, strict=True).captions[0].raw_text) == MARKUP
+
+
+def test_ffmpeg_shows_the_srt_text_as_the_sentence(tmp_path):
+    """What a player built on FFmpeg (mpv, VLC, ffplay) decodes from the cue: the sentence, no entities."""
+    av = pytest.importorskip("av")
+    path = write_subtitles([{"timestamp": [0, 1], "sentence": MARKUP}], tmp_path / "v.srt", "srt")
+    with av.open(str(path)) as container:
+        stream = container.streams.subtitles[0]
+        shown = [sub.dialogue.decode() for packet in container.demux(stream) for sub in packet.decode()]
+    assert shown == [MARKUP]
+
+
+def test_raw_srt_text_cannot_start_a_cue_of_its_own():
+    """Unescaped text is safe because it is one line: a forged number and times stay words of the cue."""
+    forged = "a man\n\n2\n00:00:05,000 --> 00:00:06,000\r\nforged <i>cue</i>"
+    subs = list(srt.parse(to_srt([{"timestamp": [0, 1], "sentence": forged}])))
+    assert [s.content for s in subs] == ["a man 2 00:00:05,000 --> 00:00:06,000 forged <i>cue</i>"]

@@ -13,10 +13,16 @@ Rules that keep every file parseable:
   reversed entry would otherwise be dropped or refused by a player);
 * a sentence is one line: white space (line breaks included) is collapsed, since
   a blank line ends a cue in both formats; an empty sentence gives no cue;
-* the text escapes ``&``, ``<`` and ``>`` in both formats: they are WebVTT's
-  markup characters, and SRT players read ``<...>`` as tags (``<i>``, ``<font>``),
-  so a sentence holding ``<`` would lose words; it also keeps ``-->`` out of
-  the cue text;
+* WebVTT text escapes ``&``, ``<`` and ``>`` (``&amp;``, ``&lt;``, ``&gt;``): the
+  WebVTT spec reserves them for markup, and the escaping also keeps ``-->`` out
+  of the cue text;
+* SRT text is written raw: SRT has no entities, so players built on FFmpeg
+  (mpv, VLC, ffplay) would show ``&lt;`` literally. What keeps an SRT cue intact
+  is the one-line rule above: a cue ends at a blank line, and its number and
+  ``-->`` line are only read at the start of a cue, which the text of a one-line
+  cue never is. SRT has no way to quote a tag either: a word in angle brackets
+  (``<unk>``, written only with ``decode.allow_unk``) is read by those players as
+  an unknown tag and not shown;
 * a file is named by the video id escaped as the feature store escapes it for
   file names (`features_store.ids.store_key`): ids holding ``/``, ``:`` or ``?``,
   or differing only in case, get distinct names that every file system takes.
@@ -53,20 +59,25 @@ def _cues(entries: Sequence[Mapping]) -> list[tuple[float, float, str]]:
     return sorted(cues, key=lambda c: (c[0], c[1]))
 
 
-def _escape(text: str) -> str:
+def _escape_vtt(text: str) -> str:
+    """WebVTT cue text with its markup characters escaped (``&`` first, so entities stay single)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def to_srt(entries: Sequence[Mapping]) -> str:
-    """SubRip text: numbered cues, ``-->`` between comma-decimal times, a blank line after each."""
-    blocks = [f"{i}\n{_clock(s, ',')} --> {_clock(e, ',')}\n{_escape(text)}\n"
+    """SubRip text: numbered cues, ``-->`` between comma-decimal times, a blank line after each.
+
+    The text is the sentence as is (on one line, see `_cues`): SRT has no escapes,
+    so ``&lt;`` would be shown as those four characters.
+    """
+    blocks = [f"{i}\n{_clock(s, ',')} --> {_clock(e, ',')}\n{text}\n"
               for i, (s, e, text) in enumerate(_cues(entries), start=1)]
     return "\n".join(blocks)
 
 
 def to_vtt(entries: Sequence[Mapping]) -> str:
     """WebVTT text: the ``WEBVTT`` header, then cues with dot-decimal times."""
-    blocks = [f"{_clock(s, '.')} --> {_clock(e, '.')}\n{_escape(text)}\n" for s, e, text in _cues(entries)]
+    blocks = [f"{_clock(s, '.')} --> {_clock(e, '.')}\n{_escape_vtt(text)}\n" for s, e, text in _cues(entries)]
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 

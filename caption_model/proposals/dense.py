@@ -238,12 +238,20 @@ def _stored_videos(references: Sequence[dict], store) -> tuple[list[tuple[str, s
 
 
 def write_video_subtitles(results_path: str | Path, fmt: str, echo: Callable[[str], None] | None = print) -> list[str]:
-    """One subtitle file per video of a result JSON, in its folder (``<video>.<fmt>``)."""
+    """One subtitle file per video of a result JSON, in a folder named after it; the paths written.
+
+    ``results/predict_20261206-101500.json`` gets ``results/predict_20261206-101500/<video>.<fmt>``
+    (`caption_model.formats.subtitles.subtitle_name`): result files are named
+    per run, so a second run into the same folder leaves the first run's
+    subtitles as they were; inside the folder each file keeps the video's own
+    name, which players match to the video file when the two sit side by side.
+    """
     from caption_model.formats.results import read_result
     from caption_model.formats.subtitles import write_all
 
     results_path = Path(results_path)
-    paths = write_all(read_result(results_path)["results"], results_path.parent, fmt)
-    line = f"wrote {len(paths)} {fmt.upper()} subtitle file(s) to {results_path.parent}"
+    folder = results_path.with_suffix("")
+    paths = write_all(read_result(results_path)["results"], folder, fmt)
+    line = f"wrote {len(paths)} {fmt.upper()} subtitle file(s) to {folder}"
     echo(line) if echo else logger.info("%s", line)
     return [str(p) for p in paths]
