@@ -10,6 +10,7 @@ stage. Every mistake of one load is reported at once, one line each.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import functools
@@ -82,6 +83,9 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, float):
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string; a float key means the number
+            with contextlib.suppress(ValueError):
+                value = float(value)
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if ok:
             value = float(value)

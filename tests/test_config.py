@@ -20,9 +20,12 @@ def test_reference_values_are_the_paper_setting():
 
 def test_every_reference_key_has_a_comment():
     text = (Path(__file__).parent.parent / "configs" / "ets.yaml").read_text()
+    lines = text.splitlines()
     for section, values in reference_config().items():
+        head = next(i for i, ln in enumerate(lines) if ln.split("#")[0].rstrip() == f"{section}:")
+        body = lines[head + 1:]  # a key may share its name with a section (proposals.model)
         for key in values:
-            line = next(ln for ln in text.splitlines() if ln.strip().startswith(f"{key}:"))
+            line = next(ln for ln in body if ln.strip().startswith(f"{key}:"))
             assert "#" in line, f"{section}.{key} has no comment"
 
 
@@ -162,3 +165,10 @@ def test_an_unreadable_rule_is_a_bug_of_the_schema_not_a_user_error():
 
     with pytest.raises(ValueError, match="cannot read the value rule"):
         Rule(">= one")
+
+
+def test_a_float_written_without_a_dot_is_a_float():
+    cfg = load_config(None, ["proposals.weight_decay=1e-4", "proposals.lr=5E-4"])
+    assert cfg["proposals"]["weight_decay"] == 1e-4 and cfg["proposals"]["lr"] == 5e-4  # YAML 1.1 reads both as text
+    with pytest.raises(UserError, match="proposals.weight_decay must be float"):
+        load_config(None, ["proposals.weight_decay=small"])
