@@ -232,3 +232,17 @@ def test_scores_undo_the_loss_weights_so_anchors_of_all_lengths_rank_on_one_scal
     assert probs[:, 0] == pytest.approx(0.5) and probs[:, 1] == pytest.approx(0.01)
     raw, _ = Proposer(net.eval(), np.array([2, 8]), {}, torch.device("cpu")).scores(np.ones((5, 6)))
     assert raw == pytest.approx(0.5)  # without the shares (no loss weights to undo) the scores stay as they are
+
+
+def test_hard_nms_chooses_the_proposals_and_soft_nms_only_orders_them():
+    from caption_model.proposals.model import nms, rank_segments
+
+    segs = np.array([[0.0, 10.0], [0.0, 7.5], [50.0, 52.0], [20.0, 30.0]])
+    scores = np.array([0.9, 0.8, 0.3, 0.85])
+    got = rank_segments(segs, scores, 0.8, 3, nms_sigma=0.5)
+    # Soft-NMS alone would keep the far, weak [50, 52] over [0, 7.5] (0.8 decayed to 0.26 by its tIoU 0.75
+    # with [0, 10]); the tight variant is what high tIoUs need, so the three kept are hard NMS's three
+    assert sorted(map(tuple, (p["segment"] for p in got))) == sorted(map(tuple, segs[nms(segs, scores, 0.8, 3)]))
+    assert [p["segment"] for p in got] == [[0.0, 10.0], [20.0, 30.0], [0.0, 7.5]]  # ordered by decayed score
+    assert [p["score"] for p in got] == sorted((p["score"] for p in got), reverse=True)
+    assert got[2]["score"] == pytest.approx(0.8 * np.exp(-0.75 ** 2 / 0.5))

@@ -250,7 +250,23 @@ def proposals_from_scores(scores: np.ndarray, edges: np.ndarray, anchors: np.nda
     best score; zero-length segments (rows past the video's end) are dropped.
     """
     segs = (anchor_segments(edges, anchors) if offsets is None else refine(edges, anchors, offsets)).reshape(-1, 2)
-    flat = np.asarray(scores, dtype=np.float64).reshape(-1)
+    return rank_segments(segs, np.asarray(scores, dtype=np.float64).reshape(-1), nms_tiou, max_keep, nms_sigma)
+
+
+def rank_segments(segs: np.ndarray, flat: np.ndarray, nms_tiou: float, max_keep: int,
+                  nms_sigma: float | None = None) -> list[dict]:
+    """Scored segments (N, 2) -> up to `max_keep` proposals, best first, after (Soft-)NMS.
+
+    Identical segments are one proposal with the best score; zero-length ones are dropped.
+    With `nms_sigma`, hard NMS at `nms_tiou` decides *which* `max_keep` proposals a video
+    gets and Soft-NMS decides their *order* (and scores). Soft-NMS alone filled the 100
+    places from thousands of candidates, and its decay, compounded over every earlier
+    pick, ranked whatever overlapped least over tight variants of real events: on the
+    ActivityNet-shaped proxy (same checkpoints, test split) this split raised AR@100
+    from 56.0 to 69.6 (boundary matching) and from 60.7 to 67.0 (SST), AUC by 5.2 and 3.0,
+    with the top-10 recall by event length unchanged (docs/PERFORMANCE.md, issue 28).
+    """
+    segs, flat = np.asarray(segs, dtype=np.float64), np.asarray(flat, dtype=np.float64)
     ok = segs[:, 1] > segs[:, 0]
     segs, flat = segs[ok], flat[ok]
     if not len(segs):
@@ -258,10 +274,10 @@ def proposals_from_scores(scores: np.ndarray, edges: np.ndarray, anchors: np.nda
     uniq, inverse = np.unique(segs, axis=0, return_inverse=True)
     best = np.full(len(uniq), -np.inf)
     np.maximum.at(best, inverse.reshape(-1), flat)
-    if nms_sigma is None:
-        keep = nms(uniq, best, nms_tiou, max_keep)
-        kept = best[keep]
-    else:
-        keep, kept = soft_nms(uniq, best, nms_tiou, max_keep, float(nms_sigma))
+    keep = nms(uniq, best, nms_tiou, max_keep)
+    kept = best[keep]
+    if nms_sigma is not None:  # nothing is removed any more (tIoU never exceeds 1): only the order changes
+        order, kept = soft_nms(uniq[keep], kept, 1.0 + 1e-9, max_keep, float(nms_sigma))
+        keep = keep[order]
     return [{"segment": [float(uniq[i, 0]), float(uniq[i, 1])], "score": float(k)}
             for i, k in zip(keep, kept, strict=True)]
