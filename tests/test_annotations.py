@@ -6,6 +6,7 @@ import pytest
 
 from caption_model.formats.annotations import (
     QUIRKS,
+    held_out_count,
     load_annotations,
     match_store,
     split_by_video,
@@ -120,3 +121,16 @@ def test_split_by_video_is_seeded_disjoint_and_stable(tmp_path):
     fewer = [s for s in segs if s.video_id not in {"v_38", "v_39"} - val_ids]  # removing other videos ...
     assert {s.video_id for s in split_by_video(fewer, 0.05, 0)[1]} <= val_ids | set()  # ... keeps the held-out ones
     assert split_by_video(segs, 0.0, 0)[1] == []
+
+
+def test_held_out_floor_tops_up_within_a_quarter_and_keeps_the_smaller_set(tmp_path):
+    data = {f"v_{i}": {"duration": 9, "timestamps": [[0, 1]], "sentences": ["a b"]} for i in range(400)}
+    segs, _ = load_annotations(write(tmp_path / "a.json", data))
+    small = {s.video_id for s in split_by_video(segs, 0.05, 0)[1]}
+    train, val = split_by_video(segs, 0.05, 0, min_videos=50)
+    floor = {s.video_id for s in val}
+    assert len(small) == 20 and len(floor) == 50 and small <= floor  # the captioner's held-out videos stay held out
+    assert not floor & {s.video_id for s in train}
+    assert held_out_count(400, 0.05, 50) == 50 and held_out_count(100, 0.05, 50) == 25  # at most a quarter
+    assert held_out_count(400, 0.2, 50) == 80 and held_out_count(400, 0.0, 50) == 0  # the fraction wins when larger
+    assert held_out_count(3, 0.05, 50) == 1  # never below one while the fraction is positive

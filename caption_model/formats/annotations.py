@@ -204,18 +204,34 @@ def summary_line(report: dict) -> str:
             f"{len(report['files'])} file(s); quirks: {quirks or 'none'}")
 
 
-def split_by_video(segments: Iterable[Segment], val_fraction: float, seed: int) -> tuple[list[Segment], list[Segment]]:
-    """Hold out ``round(val_fraction * n_videos)`` whole videos (at least one if the fraction is positive).
+def held_out_count(n_videos: int, val_fraction: float, min_videos: int = 0, max_share: float = 0.25) -> int:
+    """How many videos to hold out: ``round(val_fraction * n)`` (at least one), raised to `min_videos`.
+
+    The floor exists because a statistic chosen on the held-out videos (the
+    proposal model's epoch and its events threshold) is noise on a handful of
+    them; it never takes more than `max_share` of a corpus, and a fraction of 0
+    holds out nothing (the caller asked to train on everything).
+    """
+    if val_fraction <= 0 or n_videos <= 1:
+        return 0
+    n_val = max(1, round(val_fraction * n_videos))
+    if min_videos > n_val:
+        n_val = max(n_val, min(int(min_videos), int(max_share * n_videos)))
+    return min(n_videos - 1, n_val)
+
+
+def split_by_video(segments: Iterable[Segment], val_fraction: float, seed: int,
+                   min_videos: int = 0) -> tuple[list[Segment], list[Segment]]:
+    """Hold out `held_out_count` whole videos.
 
     Videos are ranked by a seeded hash of their id, not by a shuffled list, so a
     video's side does not change when other videos are added or removed (a store
-    that grows keeps its validation videos).
+    that grows keeps its validation videos), and a larger held-out set (a floor)
+    holds every video of a smaller one with the same seed.
     """
     segments = list(segments)
     videos = sorted({s.video_id for s in segments})
-    n_val = 0
-    if val_fraction > 0 and len(videos) > 1:
-        n_val = min(len(videos) - 1, max(1, round(val_fraction * len(videos))))
+    n_val = held_out_count(len(videos), val_fraction, min_videos)
 
     def rank(vid: str) -> str:
         return hashlib.sha1(f"{seed}:{vid}".encode()).hexdigest()
