@@ -26,11 +26,12 @@ from etspipe_cli.common import (
 @config_options
 def train_proposals(store_path: str, train_paths: tuple[str, ...], save_dir: str | None, resume: str | None,
                     epochs: int | None, device: str | None, cfg: dict, raw_overrides: tuple[str, ...]) -> None:
-    """Train the event proposal model (SST-style anchors over the store's rows).
+    """Train the event proposal model (proposals.model: bmn, boundary matching, or sst).
 
     It learns where events start and end from the training timestamps, holds
-    out the same videos as `train` (data.val_fraction) to pick
-    proposals_best.pt by AR@AN, and writes proposals_best.pt / proposals_last.pt
+    out the same videos as `train` (data.val_fraction), topped up to
+    proposals.min_val_videos, to pick proposals_best.pt by AR@AN and to
+    calibrate how many events a video gets, and writes proposals_best.pt / proposals_last.pt
     into the run folder beside the captioner's checkpoints, so that evaluate
     and predict find both. Settings: the `proposals` section of the config.
     Several GPUs: run under torchrun.
@@ -38,6 +39,7 @@ def train_proposals(store_path: str, train_paths: tuple[str, ...], save_dir: str
     \b
     Example:
       etspipe train-proposals --store data/c3d.zarr --train train.json --save-dir data/checkpoints
+      etspipe train-proposals --store data/c3d.zarr --train train.json -o proposals.model=sst
     """
     from caption_model.proposals.train import train_proposals as run
 

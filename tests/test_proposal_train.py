@@ -61,17 +61,21 @@ def tiny_cfg(save_dir: Path, epochs: int = 12, **proposals) -> dict:
     cfg = load_config()
     cfg["train"]["save_dir"] = str(save_dir)
     cfg["data"].update(val_fraction=0.2, num_workers=0)
-    cfg["proposals"].update(anchors=4, proj_dim=16, hidden_dim=16, epochs=epochs, batch_size=4, lr=1e-2,
-                            dropout=0.0, device="cpu", **proposals)
+    cfg["proposals"].update({"anchors": 4, "proj_dim": 16, "hidden_dim": 16, "epochs": epochs, "batch_size": 4,
+                             "lr": 1e-2, "dropout": 0.0, "device": "cpu", **proposals})
     return cfg
 
 
-def test_training_learns_events_and_beats_an_untrained_model(tmp_path):
+@pytest.mark.parametrize("model, metric", [("sst", "val_auc"), ("bmn", "val_ar10")])
+def test_training_learns_events_and_beats_an_untrained_model(tmp_path, model, metric):
     store, ann = make_event_corpus(tmp_path)
-    run = train_proposals(tiny_cfg(tmp_path / "run"), str(store), [str(ann)], progress=False)
+    extra = {"bm_input_dropout": 0.0, "bm_cell_dim": 16} if model == "bmn" else {}  # 8-d rows: nothing to spare
+    run = train_proposals(tiny_cfg(tmp_path / "run", model=model, **extra), str(store), [str(ann)], progress=False)
     assert run.best_path.name == BEST and run.last_path.name == LAST and run.last_path.is_file()
-    vals = [h["val_auc"] for h in run.history]
-    assert max(vals) > vals[0] + 5  # the held-out AUC rises with training
+    # the held-out figure rises with training; for bmn the top 10, since on videos of 14-30 rows the
+    # 100 proposals that hard NMS keeps cover most of the grid whatever the scores (AUC ~70 untrained)
+    vals = [h[metric] for h in run.history]
+    assert max(vals) > vals[0] + (5 if metric == "val_auc" else 0.05), vals
     ckpt = load_proposal_checkpoint(tmp_path / "run")
     assert ckpt["path"].endswith(BEST) and ckpt["store_meta"]["dim"] == 8 and len(ckpt["anchors"]) >= 2
     assert (tmp_path / "run" / "proposals_metrics.csv").read_text().count("\n") == 13
@@ -163,19 +167,21 @@ def test_one_unreadable_video_does_not_stop_the_corpus(tmp_path, monkeypatch):
     assert set(props) == set(ids) - {ids[1]} and all(props[v] for v in props)
 
 
-def test_a_non_finite_proposal_loss_is_one_line(tmp_path, monkeypatch):
+@pytest.mark.parametrize("model", ["sst", "bmn"])
+def test_a_non_finite_proposal_loss_is_one_line(tmp_path, monkeypatch, model):
     from caption_model.proposals import train as proposal_train
 
     store, ann = make_event_corpus(tmp_path, n_videos=8)
-    real = proposal_train.ProposalNet.forward
+    net_class = proposal_train.ProposalNet if model == "sst" else proposal_train.BMNet
+    real = net_class.forward
 
     def poisoned(self, feats, lengths):
-        logits, offsets = real(self, feats, lengths)
-        return logits * float("nan"), offsets
+        first, second = real(self, feats, lengths)
+        return first * float("nan"), second
 
-    monkeypatch.setattr(proposal_train.ProposalNet, "forward", poisoned)
+    monkeypatch.setattr(net_class, "forward", poisoned)
     with pytest.raises(UserError) as err:
-        train_proposals(tiny_cfg(tmp_path / "run", epochs=1), str(store), [str(ann)], progress=False)
+        train_proposals(tiny_cfg(tmp_path / "run", epochs=1, model=model), str(store), [str(ann)], progress=False)
     msg = str(err.value)
     assert "\n" not in msg and "proposal loss is nan" in msg and "proposals.lr" in msg
 
@@ -208,8 +214,14 @@ def test_calibrated_threshold_is_the_best_f1_on_held_out_videos():
     # brute force over every threshold: events = proposals >= t (at most 10), pooled P/R at tIoU 0.5
     best_f1, best_t = -1.0, None
     for t in sorted({p["score"] for v in props.values() for p in v}, reverse=True):
-        ev = {v: [p for p in ps if p["score"] >= t] for v, ps in props.items()}
-        good = sum(any(_tiou(p["segment"], g) >= 0.5 for g in gt[v]) for v in ev for p in ev[v])
+        ev = {v: sorted((p for p in ps if p["score"] >= t), key=lambda p: -p["score"]) for v, ps in props.items()}
+        good = 0  # events meeting a reference that no better event of their video met
+        for v in ev:
+            found = set()
+            for p in ev[v]:
+                new = {i for i, g in enumerate(gt[v]) if _tiou(p["segment"], g) >= 0.5} - found
+                good += bool(new)
+                found |= new
         met = sum(any(_tiou(p["segment"], g) >= 0.5 for p in ev[v]) for v in gt for g in gt[v])
         n_ev, n_ref = sum(map(len, ev.values())), sum(map(len, gt.values()))
         f1 = 2 * (good / n_ev) * (met / n_ref) / ((good / n_ev) + (met / n_ref))
@@ -219,6 +231,21 @@ def test_calibrated_threshold_is_the_best_f1_on_held_out_videos():
     assert got["threshold"] == best_t == 0.3 and got["f1"] == pytest.approx(best_f1)
     assert got["events_per_video"] == pytest.approx(5 / 3) and got["refs_per_video"] == pytest.approx(4 / 3)
     assert calibrate_threshold(props, gt, max_events=1)["threshold"] == 0.7  # the cap changes the answer
+
+
+def test_a_second_event_on_a_found_event_is_not_counted_as_correct():
+    from caption_model.proposals.calibrate import calibrate_threshold
+
+    gt = {"a": [[0, 10]], "b": [[0, 10], [20, 30]]}
+    props = {"a": [{"segment": [0, 10], "score": 0.9}, {"segment": [0, 9], "score": 0.8},
+                   {"segment": [1, 10], "score": 0.7}],
+             "b": [{"segment": [0, 10], "score": 0.95}, {"segment": [20, 29], "score": 0.5}]}
+    got = calibrate_threshold(props, gt, max_events=10)
+    # counting every hit, 0.5 would look perfect (5 of 5 events meet a reference, F1 1.0); but two of them
+    # repeat one event: 3 of 5 are correct (F1 0.75), and 0.9 (2 of 2, recall 2/3: F1 0.8) is the best
+    assert got["threshold"] == 0.9 and got["precision"] == 1.0 and got["recall"] == pytest.approx(2 / 3)
+    only_distinct = {"a": props["a"][:1], "b": props["b"]}
+    assert calibrate_threshold(only_distinct, gt, max_events=10)["threshold"] == 0.5
 
 
 def _tiou(a, b):
@@ -251,3 +278,13 @@ def test_a_checkpoint_from_before_calibration_keeps_its_raw_scores_and_threshold
     torch.save(ckpt, old)
     proposer = Proposer.load(old)
     assert proposer.pos_share is None and proposer.event_threshold({"score_threshold": None}) == 0.5
+
+
+def test_a_corpus_below_the_held_out_floor_is_said_once(tmp_path, caplog):
+    store, ann = make_event_corpus(tmp_path, n_videos=10)
+    with caplog.at_level("WARNING"):
+        run = train_proposals(tiny_cfg(tmp_path / "run", epochs=2, min_val_videos=50), str(store), [str(ann)],
+                              progress=False)
+    said = [r.getMessage() for r in caplog.records if "min_val_videos" in r.getMessage()]
+    assert len(said) == 1 and "10 annotated videos" in said[0] and "on 2 videos" in said[0], said
+    assert len(run.history) == 2  # said once, not once per epoch

@@ -73,11 +73,31 @@ def check_store(ckpt: dict, store_meta: dict, store_path: str) -> None:
                         f"{describe_store(store_meta)} features ({', '.join(differ)} differ)")
 
 
+PROPOSAL_MODELS = ("sst", "bmn")
+
+
+def proposal_kind(pcfg: dict) -> str:
+    """``proposals.model`` of a config or checkpoint config; checkpoints from before the choice are SST."""
+    kind = str(pcfg.get("model", "sst"))
+    if kind not in PROPOSAL_MODELS:
+        raise UserError(f"proposals.model must be one of {', '.join(PROPOSAL_MODELS)}, not {kind!r}")
+    return kind
+
+
+def build_proposal_net(pcfg: dict, feat_dim: int, n_anchors: int) -> torch.nn.Module:
+    """The network ``proposals.model`` names: SST's recurrent anchors or the boundary-matching proposer."""
+    if proposal_kind(pcfg) == "bmn":
+        from caption_model.proposals.bm_model import BMNet
+
+        return BMNet(pcfg, feat_dim)
+    return ProposalNet(pcfg, feat_dim, n_anchors)
+
+
 @dataclass
 class Proposer:
     """A loaded proposal model and the settings it proposes with."""
 
-    net: ProposalNet
+    net: torch.nn.Module  # ProposalNet (SST) or BMNet, as the checkpoint's proposals.model says
     anchors: np.ndarray
     ckpt: dict
     device: torch.device
@@ -88,8 +108,8 @@ class Proposer:
         ckpt = load_proposal_checkpoint(path)
         try:
             anchors = np.asarray(ckpt["anchors"], dtype=np.int64)
-            net = ProposalNet(ckpt["config"]["proposals"], int(ckpt["feat_dim"]), len(anchors))
-        except (KeyError, TypeError, ValueError) as exc:
+            net = build_proposal_net(ckpt["config"]["proposals"], int(ckpt["feat_dim"]), len(anchors))
+        except (KeyError, TypeError, ValueError, UserError) as exc:
             raise UserError(f"{ckpt.get('path', path)}: this proposal checkpoint's config cannot build the "
                             f"proposal model ({type(exc).__name__}: {exc})") from None
         load_weights(net, ckpt["model"], ckpt.get("path", path), "proposal-model")
@@ -141,6 +161,12 @@ class Proposer:
         """Up to `max_keep` proposals ``{"segment": [s, e], "score": p}`` for one store video, best first."""
         meta = store.video_meta(store_id)
         edges = row_edges(store.row_times(store_id), float(meta["duration"]))
+        model_cfg = (self.ckpt.get("config") or {}).get("proposals") or {}
+        if proposal_kind(model_cfg) == "bmn":
+            from caption_model.proposals.bm_model import bm_propose
+
+            settings = {**model_cfg, "nms_tiou": nms_tiou, "max_proposals": max_keep, "nms_sigma": nms_sigma}
+            return bm_propose(self.net, store.rows(store_id), edges, settings, self.device)
         probs, offsets = self.scores(store.rows(store_id))
         return proposals_from_scores(probs, edges, self.anchors, nms_tiou, max_keep, offsets, nms_sigma)
 

@@ -1,9 +1,14 @@
 """Training of the proposal model, into the captioner's run folder, read top to bottom.
 
-    annotations -> the same held-out videos as the captioner (data.val_fraction, data.split_seed)
+    annotations -> held-out videos: the captioner's (data.val_fraction, data.split_seed), topped up to
+       proposals.min_val_videos (at most a quarter of the corpus) by the same seeded ranking
     -> row edges from the store's metadata -> anchors (k-means of segment lengths in rows)
-       and per-anchor positive shares (the loss weights)
-    -> batches of videos (a window of long ones) -> weighted BCE, Adam, gradient-norm clip
+       and per-anchor positive shares (SST's loss weights; the store check for both models)
+    -> batches of videos, by proposals.model:
+       bmn: whole videos (or, bm_crop of the time, a random 50-100 % window) pooled to at most
+            bm_positions positions -> cell tIoU / offsets / positives -> `bm_model.bm_loss`
+       sst: a window of long ones -> weighted BCE + boundary offsets
+       -> Adam, gradient-norm clip
     -> every `valid_interval` epochs: proposals of the held-out videos, AR@AN
     -> proposals_last.pt every epoch, proposals_best.pt when the validation AUC improves
 
@@ -32,6 +37,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from caption_model.proposals.bm_data import BMDataset, bm_collate
+from caption_model.proposals.bm_model import BMNet, bm_lengths, bm_loss
 from caption_model.proposals.calibrate import calibrate_threshold
 from caption_model.proposals.data import (
     ProposalDataset,
@@ -47,8 +54,10 @@ from caption_model.proposals.infer import (
     LAST,
     VERSION,
     Proposer,
+    build_proposal_net,
     check_store,
     load_proposal_checkpoint,
+    proposal_kind,
     propose_corpus,
 )
 from caption_model.proposals.model import ProposalNet, boundary_loss, kmeans_anchors, weighted_bce
@@ -83,7 +92,7 @@ class Prepared:
 class ProposalRun:
     best_path: Path
     last_path: Path
-    net: ProposalNet
+    net: nn.Module  # ProposalNet (SST) or BMNet
     anchors: np.ndarray
     history: list[dict] = field(default_factory=list)
     timing: dict = field(default_factory=dict)  # setup_s, train_s, epochs
@@ -120,6 +129,7 @@ def prepare(cfg: dict, store_path: str, train_paths: list[str], ckpt: dict | Non
     from features_store import open_store
 
     segments, _ = load_annotations(train_paths)
+    pcfg = cfg["proposals"]
     with open_store(store_path, "r") as store:
         store_meta = {**_plain(dict(store.meta)), "store_path": str(store_path)}
         if ckpt is not None:
@@ -130,13 +140,14 @@ def prepare(cfg: dict, store_path: str, train_paths: list[str], ckpt: dict | Non
             val_segs = [s for s in segments if s.video_id in val_ids]
         else:
             train_segs, val_segs = split_by_video(segments, float(cfg["data"]["val_fraction"]),
-                                                  int(cfg["data"]["split_seed"]))
+                                                  int(cfg["data"]["split_seed"]), int(pcfg["min_val_videos"]))
+            _say_if_below_floor(len({s.video_id for s in val_segs}), float(cfg["data"]["val_fraction"]),
+                                int(pcfg["min_val_videos"]), len({s.video_id for s in segments}))
         train, val = _videos(store, train_segs), _videos(store, val_segs)
         feat_dim = int(store.dim)
     if not train:
         raise UserError(f"none of the training videos of {', '.join(map(str, train_paths))} is complete "
                         f"in store {store_path}")
-    pcfg = cfg["proposals"]
     if ckpt is not None:
         anchors, share = np.asarray(ckpt["anchors"]), np.asarray(ckpt["pos_share"])
     else:
@@ -146,6 +157,14 @@ def prepare(cfg: dict, store_path: str, train_paths: list[str], ckpt: dict | Non
                 len(train), len(val), len(anchors), ", ".join(map(str, anchors.tolist())),
                 training_window(int(pcfg["window_rows"]), anchors))
     return Prepared(train, val, anchors, share, feat_dim, store_meta, sorted({s.video_id for s in val_segs}))
+
+
+def _say_if_below_floor(n_val: int, val_fraction: float, floor: int, n_videos: int) -> None:
+    """One warning when the corpus is too small to hold out ``proposals.min_val_videos`` videos."""
+    if val_fraction > 0 and n_val < floor:
+        logger.warning("proposals: %d annotated videos are too few to hold out proposals.min_val_videos=%d "
+                       "(at most a quarter of them is held out): the epoch and the events threshold are chosen "
+                       "on %d videos and may be noisy", n_videos, floor, n_val)
 
 
 def epoch_batches(videos: list[VideoTimes], batch_size: int, seed: int, epoch: int, rank: int = 0,
@@ -159,6 +178,33 @@ def epoch_batches(videos: list[VideoTimes], batch_size: int, seed: int, epoch: i
     batches = [batches[i] for i in np.random.default_rng([seed, epoch, 1]).permutation(len(batches))]
     per_rank = max(len(batches) // world, 1)
     return (batches[rank::world] + batches)[:per_rank] if world > 1 else batches
+
+
+class _BMObjective(nn.Module):
+    """The boundary-matching proposer's loss as a forward (DistributedDataParallel, as `_Objective`)."""
+
+    def __init__(self, net: BMNet, offset_weight: float):
+        super().__init__()
+        self.net = net
+        self.offset_weight = offset_weight
+
+    def forward(self, batch) -> torch.Tensor:
+        bound, cells = self.net(batch.feats, batch.n_pos)
+        valid = self.net.valid_cells(batch.n_pos, batch.feats.shape[1])
+        return bm_loss(bound, cells, batch, valid, self.offset_weight)
+
+
+def _training_parts(pcfg: dict, prep: Prepared, store_path: str, seed: int, net: nn.Module
+                    ) -> tuple[nn.Module, object, object]:
+    """(objective, dataset, collate function) of the configured proposal model."""
+    if proposal_kind(pcfg) == "bmn":
+        dataset = BMDataset(store_path, prep.train, bm_lengths(pcfg), int(pcfg["bm_positions"]), seed,
+                            float(pcfg["bm_crop"]), float(pcfg["bm_cls_tiou"]))
+        offset_weight = float(pcfg["regress_weight"]) if pcfg["regress_boundaries"] else 0.0
+        return _BMObjective(net, offset_weight), dataset, bm_collate
+    dataset = ProposalDataset(store_path, prep.train, prep.anchors, float(pcfg["pos_tiou"]),
+                              int(pcfg["window_rows"]), seed)
+    return _Objective(net, prep.pos_share, float(pcfg["regress_weight"])), dataset, collate
 
 
 class _Objective(nn.Module):
@@ -179,7 +225,7 @@ class _Objective(nn.Module):
         return loss
 
 
-def _train_epoch(objective: nn.Module, net: ProposalNet, optimizer, loader: DataLoader, device: torch.device,
+def _train_epoch(objective: nn.Module, net: nn.Module, optimizer, loader: DataLoader, device: torch.device,
                  clip: float, desc: str, progress: bool) -> float:
     """One pass over this rank's batches; returns the mean loss."""
     net.train()
@@ -197,12 +243,13 @@ def _train_epoch(objective: nn.Module, net: ProposalNet, optimizer, loader: Data
     return total / max(n, 1)
 
 
-def validate(net: ProposalNet, anchors: np.ndarray, store_path: str, videos: list[VideoTimes], pcfg: dict,
+def validate(net: nn.Module, anchors: np.ndarray, store_path: str, videos: list[VideoTimes], pcfg: dict,
              device: torch.device, pos_share: np.ndarray) -> dict:
     """AR@AN of the held-out videos' proposals: AUC (model selection), AR@10, recall@0.5 with 10."""
     from features_store import open_store
 
-    proposer = Proposer(net.eval(), anchors, {}, device, np.asarray(pos_share, dtype=np.float64))
+    proposer = Proposer(net.eval(), anchors, {"config": {"proposals": pcfg}}, device,
+                        np.asarray(pos_share, dtype=np.float64))
     with open_store(store_path, "r") as store:
         props, _ = propose_corpus(proposer, store, [v.store_id for v in videos], pcfg)
     gt = {v.store_id: v.gt.tolist() for v in videos}
@@ -266,7 +313,7 @@ def _fit(cfg: dict, store_path: str, train_paths: list[str], run_dir: Path, ckpt
     prep = prepare(cfg, store_path, train_paths, ckpt)
     seed, main = int(pcfg["seed"]), dist_info.is_main
     torch.manual_seed(seed)
-    net = ProposalNet(pcfg, prep.feat_dim, len(prep.anchors)).to(device)
+    net = build_proposal_net(pcfg, prep.feat_dim, len(prep.anchors)).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=float(pcfg["lr"]), weight_decay=float(pcfg["weight_decay"]))
     epoch, best = 0, {"value": None, "epoch": None}
     if ckpt is not None:
@@ -276,7 +323,8 @@ def _fit(cfg: dict, store_path: str, train_paths: list[str], run_dir: Path, ckpt
         torch.set_rng_state(ckpt["rng"])
     if dist_info.rank:
         torch.manual_seed(seed * 1000003 + dist_info.rank * 7919 + epoch)  # dropout differs per rank
-    objective: nn.Module = _Objective(net, prep.pos_share, float(pcfg["regress_weight"])).to(device)
+    objective, dataset, collate_fn = _training_parts(pcfg, prep, store_path, seed, net)
+    objective = objective.to(device)
     if dist_info.enabled:
         objective = nn.parallel.DistributedDataParallel(objective, device_ids=[dist_info.local_rank]
                                                         if device.type == "cuda" else None)
@@ -284,15 +332,13 @@ def _fit(cfg: dict, store_path: str, train_paths: list[str], run_dir: Path, ckpt
         run_dir.mkdir(parents=True, exist_ok=True)
         if ckpt is None:
             (run_dir / BEST).unlink(missing_ok=True)  # never let a new run report an old run's best
-    dataset = ProposalDataset(store_path, prep.train, prep.anchors, float(pcfg["pos_tiou"]),
-                              int(pcfg["window_rows"]), seed)
     history, timing = [], {"setup_s": time.perf_counter() - t0, "train_s": 0.0, "epochs": 0}
     state = {"cfg": cfg, "prep": prep, "net": net, "optimizer": optimizer, "run_dir": run_dir}
     while epoch < int(pcfg["epochs"]):
         dataset.set_epoch(epoch)
         batches = epoch_batches(prep.train, int(pcfg["batch_size"]), seed, epoch, dist_info.rank,
                                 dist_info.world_size)
-        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate,
+        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_fn,
                             num_workers=int(cfg["data"]["num_workers"]))
         t_epoch = time.perf_counter()
         loss = _train_epoch(objective, net, optimizer, loader, device, float(pcfg["clip_norm"]),
