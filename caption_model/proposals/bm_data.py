@@ -28,9 +28,8 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from caption_model.proposals.data import VideoTimes
+from caption_model.proposals.data import StoreVideos, VideoTimes
 
 BOUNDARY_REACH = 1.5  # positions either side of a reference boundary that count as "starts/ends here"
 
@@ -175,35 +174,21 @@ def window_references(gt: np.ndarray, t0: float, t1: float) -> np.ndarray:
     return clipped[keep & (inside > 0)]
 
 
-class BMDataset(Dataset):
+class BMDataset(StoreVideos):
     """(positions (T, D), cell tIoU (T, K), offsets (T, K, 2), positive weights (T, K), starts (T,), ends (T,))
     of one video, or of a window of it: the training sample."""
 
     def __init__(self, store_path: str, videos: Sequence[VideoTimes], lengths: np.ndarray, max_positions: int,
                  seed: int = 0, crop: float = 0.0, cls_tiou: float = 0.9):
-        self.store_path = store_path
-        self.videos = list(videos)
+        super().__init__(store_path, videos, seed)
         self.lengths = np.asarray(lengths)
         self.max_positions = int(max_positions)
-        self.seed = int(seed)
         self.crop = float(crop)
         self.cls_tiou = float(cls_tiou)
-        self.epoch = 0
-        self._store = None
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.videos)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
-        if self._store is None:
-            from features_store import open_store
-
-            self._store = open_store(self.store_path, "r")
         v = self.videos[index]
-        rows, edges, gt = self._store.rows(v.store_id), np.asarray(v.edges), v.gt
+        rows, edges, gt = self.rows(v.store_id), np.asarray(v.edges), v.gt
         if self.crop > 0:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             a, b = crop_window(min(len(rows), len(edges) - 1), rng, self.crop)

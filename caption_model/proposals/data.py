@@ -117,16 +117,15 @@ def window_start(seed: int, epoch: int, index: int, n_rows: int, window: int) ->
     return int.from_bytes(digest[:8], "little") % (n_rows - window + 1)
 
 
-class ProposalDataset(Dataset):
-    """(rows, labels, mask of usable anchors, boundary offsets) of one video's training window."""
+class StoreVideos(Dataset):
+    """Training videos of a store, one sample each, drawn as a pure function of (seed, epoch, index).
 
-    def __init__(self, store_path: str, videos: Sequence[VideoTimes], anchors: np.ndarray, pos_tiou: float,
-                 window_rows: int, seed: int):
+    The store opens on first use, in whichever process (a DataLoader worker) reads it.
+    """
+
+    def __init__(self, store_path: str, videos: Sequence[VideoTimes], seed: int):
         self.store_path = store_path
         self.videos = list(videos)
-        self.anchors = np.asarray(anchors)
-        self.pos_tiou = float(pos_tiou)
-        self.window = training_window(window_rows, self.anchors)
         self.seed = int(seed)
         self.epoch = 0
         self._store = None
@@ -137,15 +136,29 @@ class ProposalDataset(Dataset):
     def __len__(self) -> int:
         return len(self.videos)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def rows(self, store_id: str) -> np.ndarray:
         if self._store is None:
             from features_store import open_store
 
             self._store = open_store(self.store_path, "r")
+        return self._store.rows(store_id)
+
+
+class ProposalDataset(StoreVideos):
+    """(rows, labels, mask of usable anchors, boundary offsets) of one video's training window."""
+
+    def __init__(self, store_path: str, videos: Sequence[VideoTimes], anchors: np.ndarray, pos_tiou: float,
+                 window_rows: int, seed: int):
+        super().__init__(store_path, videos, seed)
+        self.anchors = np.asarray(anchors)
+        self.pos_tiou = float(pos_tiou)
+        self.window = training_window(window_rows, self.anchors)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         v = self.videos[index]
         a = window_start(self.seed, self.epoch, index, v.n_rows, self.window)
         b = min(a + self.window, v.n_rows)
-        rows = self._store.rows(v.store_id)[a:b]
+        rows = self.rows(v.store_id)[a:b]
         labels, offsets = anchor_targets(v.edges, self.anchors, v.gt, self.pos_tiou)
         start, _ = anchor_bounds(v.n_rows, self.anchors)
         usable = usable_anchors(start[a:b], a)
