@@ -15,9 +15,11 @@ duration the same worst-case loss from the grid, and the short lengths (1, 2,
 run past the video's last position are invalid.
 
 Targets, all from metadata and annotations (no feature read): each cell's best
-tIoU with a reference (the confidence map), and per position whether an event
+tIoU with a reference (the confidence map), the offsets onto that reference, the
+classification map's weighted positives, and per position whether an event
 starts or ends near it (within 1.5 positions, BMN's boundary region of three
-positions).
+positions). Training samples are whole videos, or (``proposals.bm_crop`` of the
+time) a random 50-100 % window of one.
 """
 
 from __future__ import annotations

@@ -22,15 +22,17 @@ The network, per video (positions and cells: `bm_data`):
   mean over any span is two lookups in a prefix sum, so all T x K cells cost
   O(T K P) -- BMN samples 32 points per cell through a 3-D convolution instead,
   ~100x the arithmetic, which a CPU cannot train at the speed asked. Plus a
-  learned embedding of the cell's length, then a small MLP -> two logits per
-  cell: a classification (tIoU >= `pos_tiou` with a reference) and a regression
-  of the best tIoU itself (BMN's two confidence maps).
+  learned embedding of the cell's length, then a small MLP -> four outputs per
+  cell: a classification logit (tIoU >= ``bm_cls_tiou``, or the closest cell of a
+  reference), a regression of the best tIoU itself (BMN's two confidence maps),
+  and the start / end offsets (in cell lengths) that move the cell onto its event.
 
 A cell's score is ``p_start * p_end * p_class * p_tIoU`` (BMN's fusion): all
-four must agree. Losses: class-balanced cross-entropy for boundaries and the
-classification map, and a squared error on the tIoU map with high / mid / low
-tIoU cells weighted to equal totals (BMN samples them 1:1:2; weights do the same
-without randomness).
+four must agree; its segment is the cell moved by its offsets. Losses:
+class-balanced cross-entropy for boundaries and the classification map (every
+reference's positives weighing the same), a squared error on the tIoU map with
+high / mid / low tIoU cells weighted 1 : 1 : 2 (BMN samples them so; weights do
+the same without randomness), and smooth L1 on the offsets of cells near an event.
 """
 
 from __future__ import annotations
