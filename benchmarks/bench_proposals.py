@@ -39,8 +39,7 @@ import torch
 from machine import cpu_model  # benchmarks/machine.py (the script folder is on sys.path)
 
 from caption_model.proposals.baselines import random_segments, sliding_windows
-from caption_model.proposals.bm_data import cell_segments, positions
-from caption_model.proposals.bm_model import cell_scores, moved_segments
+from caption_model.proposals.bm_model import bm_candidates
 from caption_model.proposals.data import training_window
 from caption_model.proposals.evaluate import ground_truth, propose_for
 from caption_model.proposals.infer import Proposer
@@ -149,12 +148,9 @@ def _parts_sst(proposer: Proposer, feats: np.ndarray, edges: np.ndarray, pcfg: d
 
 def _parts_bmn(proposer: Proposer, rows: np.ndarray, edges: np.ndarray, pcfg: dict) -> tuple[float, float]:
     t1 = time.perf_counter()
-    feats, pos_edges = positions(rows, edges, int(pcfg["bm_positions"]))
-    score, offsets = cell_scores(proposer.net, feats, proposer.device)
+    segs, scores = bm_candidates(proposer.net, rows, edges, pcfg, proposer.device)
     t2 = time.perf_counter()
-    segs, valid = cell_segments(pos_edges, proposer.net.lengths.cpu().numpy())
-    rank_segments(moved_segments(segs[valid], offsets[valid], float(pos_edges[-1])), score[valid],
-                  float(pcfg["nms_tiou"]), int(pcfg["max_proposals"]), pcfg.get("nms_sigma"))
+    rank_segments(segs, scores, float(pcfg["nms_tiou"]), int(pcfg["max_proposals"]), pcfg.get("nms_sigma"))
     return t2 - t1, time.perf_counter() - t2
 
 

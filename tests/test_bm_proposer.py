@@ -17,7 +17,6 @@ from caption_model.proposals.bm_data import (
     boundary_targets,
     cell_segments,
     cell_targets,
-    cell_tiou,
     crop_window,
     length_grid,
     positions,
@@ -66,7 +65,7 @@ def test_cell_segments_and_tiou_equal_brute_force():
     lengths = np.array([1, 2, 3, 5, 9])
     gt = np.array([[0.2, 1.9], [1.0, 4.4]])
     segs, valid = cell_segments(pos_edges, lengths)
-    tiou = cell_tiou(pos_edges, lengths, gt)
+    tiou = cell_targets(pos_edges, lengths, gt).tiou
     for s in range(9):
         for k, n in enumerate(lengths):
             assert valid[s, k] == (s + n <= 9)

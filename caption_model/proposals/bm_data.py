@@ -116,11 +116,6 @@ def cell_targets(pos_edges: np.ndarray, lengths: np.ndarray, gt: np.ndarray) -> 
     return CellTargets(iou.max(axis=-1).astype(np.float32), offsets.astype(np.float32), closest, owner)
 
 
-def cell_tiou(pos_edges: np.ndarray, lengths: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """Best tIoU of every valid cell with a reference segment (T, K); 0 for invalid cells or no reference."""
-    return cell_targets(pos_edges, lengths, gt).tiou
-
-
 def positive_weights(tiou: np.ndarray, closest: np.ndarray, owner: np.ndarray, cls_tiou: float) -> np.ndarray:
     """The classification map's positives (T, K), each weighted 1 / (positives of the same reference).
 

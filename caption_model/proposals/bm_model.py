@@ -75,6 +75,7 @@ class BMNet(nn.Module):
         self.length_embed = nn.Embedding(len(lengths), cell)
         self.head = nn.Sequential(nn.ReLU(), nn.Linear(cell, cell), nn.ReLU(), nn.Linear(cell, 4))
         self.cell_dim = cell
+        self.spans = self.region_spans()  # fixed by the lengths: not rebuilt every forward
 
     def region_spans(self) -> list[tuple[tuple[int, int], ...]]:
         """Per cell length L, the five regions as (first, past-last) offsets from the cell's start edge.
@@ -108,7 +109,7 @@ class BMNet(nn.Module):
         the sum over its five regions of that region's features averaged over the region."""
         b, t = z.shape[:2]
         z = z.permute(1, 2, 0, 3).reshape(t, 5, b * self.cell_dim)
-        spans = self.region_spans()
+        spans = self.spans
         left = max(-lo for sp in spans for lo, _ in sp)
         right = max(hi for sp in spans for _, hi in sp)
         # prefix sums over positions, padded so that every region is a plain slice: zeros before the
@@ -231,12 +232,18 @@ def moved_segments(segs: np.ndarray, offsets: np.ndarray, duration: float) -> np
     return moved
 
 
-def bm_propose(net: BMNet, rows: np.ndarray, edges: np.ndarray, pcfg: dict, device: torch.device) -> list[dict]:
-    """Up to ``proposals.max_proposals`` proposals of one video, best first, after (Soft-)NMS."""
+def bm_candidates(net: BMNet, rows: np.ndarray, edges: np.ndarray, pcfg: dict, device: torch.device
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Every valid cell of one video as a scored segment: (segments (N, 2) seconds, scores (N,))."""
     feats, pos_edges = positions(rows, edges, int(pcfg["bm_positions"]))
     score, offsets = cell_scores(net, feats, device)
     segs, valid = cell_segments(pos_edges, net.lengths.cpu().numpy())
     segs = moved_segments(segs[valid], offsets[valid], float(pos_edges[-1])) if pcfg.get("regress_boundaries",
                                                                                          True) else segs[valid]
-    return rank_segments(segs, score[valid], float(pcfg["nms_tiou"]), int(pcfg["max_proposals"]),
-                         pcfg.get("nms_sigma"))
+    return segs, score[valid]
+
+
+def bm_propose(net: BMNet, rows: np.ndarray, edges: np.ndarray, pcfg: dict, device: torch.device) -> list[dict]:
+    """Up to ``proposals.max_proposals`` proposals of one video, best first, after (Soft-)NMS."""
+    segs, scores = bm_candidates(net, rows, edges, pcfg, device)
+    return rank_segments(segs, scores, float(pcfg["nms_tiou"]), int(pcfg["max_proposals"]), pcfg.get("nms_sigma"))

@@ -22,20 +22,18 @@ MATCH_TIOU = 0.5
 
 
 def _video_hits(proposals: Sequence[Mapping], gt: np.ndarray, max_events: int
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                ) -> tuple[np.ndarray, np.ndarray]:
     """The top `max_events` proposals (best first) of one video against its references.
 
-    Returns (scores (k,), good (k,): the proposal meets a reference that no better
-    proposal of the video met, met (k,): how many references the first i+1 proposals
-    meet together).
+    Returns (scores (k,), gain (k,): how many references the proposal meets that
+    no better proposal of the video met; it is a correct event when that is > 0).
     """
     top = sorted(proposals, key=lambda p: -p["score"])[:max_events]
     scores = np.array([p["score"] for p in top], dtype=np.float64)
     if not top or not len(gt):
-        return scores, np.zeros(len(top), dtype=bool), np.zeros(len(top), dtype=np.int64)
+        return scores, np.zeros(len(top), dtype=np.int64)
     hit = tiou_matrix(gt, np.array([p["segment"] for p in top], dtype=np.float64)).T >= MATCH_TIOU  # (k, n_gt)
-    met = np.logical_or.accumulate(hit, axis=0).sum(axis=1)
-    return scores, np.diff(met, prepend=0) > 0, met
+    return scores, np.diff(np.logical_or.accumulate(hit, axis=0).sum(axis=1), prepend=0)
 
 
 def calibrate_threshold(proposals: Mapping[str, Sequence[Mapping]], ground_truth: Mapping[str, Sequence],
@@ -67,11 +65,10 @@ def calibrate_threshold(proposals: Mapping[str, Sequence[Mapping]], ground_truth
     scores = np.concatenate([v[1] for v in videos] or [np.zeros(0)])
     if not n_ref or not len(scores):
         return best
-    good = np.concatenate([v[2] for v in videos]).astype(np.int64)
-    gain = np.concatenate([np.diff(v[3], prepend=0) for v in videos])  # references newly met by each event
+    gain = np.concatenate([v[2] for v in videos])  # references newly met by each event
     order = np.argsort(-scores, kind="stable")
     n_ev = np.arange(1, len(order) + 1)
-    tp, met = np.cumsum(good[order]), np.cumsum(gain[order])
+    tp, met = np.cumsum(gain[order] > 0), np.cumsum(gain[order])
     last_of_tie = np.r_[scores[order][1:] != scores[order][:-1], True]  # evaluate once all equal scores are in
     precision, recall = tp / n_ev, met / n_ref
     f1 = np.where(last_of_tie, 2 * precision * recall / np.maximum(precision + recall, 1e-12), -1.0)

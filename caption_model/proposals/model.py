@@ -197,25 +197,18 @@ def nms(segments: np.ndarray, scores: np.ndarray, tiou_threshold: float, max_kee
     return np.asarray(keep, dtype=np.int64)
 
 
-SOFT_NMS_POOL = 60  # candidates per kept proposal that Soft-NMS considers (20 lost short events at 100 on the proxy)
-
-
 def soft_nms(segments: np.ndarray, scores: np.ndarray, tiou_threshold: float, max_keep: int,
              sigma: float) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian Soft-NMS (Bodla et al., 2017): (kept indices best first, their decayed scores).
 
-    Hard NMS must choose: a high threshold keeps near-duplicates of strong
-    events in a video's top 10 (short events lose their places), a low one
-    throws away the tight variants that high tIoUs need among 100 proposals.
-    Decaying an overlapping proposal's score by ``exp(-tIoU^2 / sigma)`` instead
-    pushes duplicates down the list without removing them; anything above
-    `tiou_threshold` (exact copies, say) is still removed. Only the best
-    ``SOFT_NMS_POOL * max_keep`` candidates by their first score take part
-    (decay only lowers a score, and this bounds the work per video).
+    Each pick multiplies the score of every proposal it overlaps by
+    ``exp(-tIoU^2 / sigma)``, so near-duplicates of a strong event sink below
+    distinct events without leaving the list; anything above `tiou_threshold`
+    is removed. `rank_segments` gives it only the survivors of hard NMS (and a
+    threshold above 1), so there it orders and never removes.
     """
-    pool = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:SOFT_NMS_POOL * max(int(max_keep), 1)]
-    segments = np.asarray(segments, dtype=np.float64)[pool]
-    current = np.asarray(scores, dtype=np.float64)[pool].copy()
+    segments = np.asarray(segments, dtype=np.float64)
+    current = np.asarray(scores, dtype=np.float64).copy()
     alive = np.ones(len(current), dtype=bool)
     keep: list[int] = []
     kept_scores: list[float] = []
@@ -228,7 +221,7 @@ def soft_nms(segments: np.ndarray, scores: np.ndarray, tiou_threshold: float, ma
         iou = _tiou_to(segments, i, rest)
         current[rest] *= np.exp(-(iou ** 2) / sigma)
         alive[rest[iou > tiou_threshold]] = False
-    return pool[np.asarray(keep, dtype=np.int64)], np.asarray(kept_scores)
+    return np.asarray(keep, dtype=np.int64), np.asarray(kept_scores)
 
 
 def refine(edges: np.ndarray, anchors: np.ndarray, offsets: np.ndarray) -> np.ndarray:
